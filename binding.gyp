@@ -1,0 +1,22 @@
+{
+  "targets": [
+    {
+      "target_name": "precopy",
+      "sources": [
+        "native/binding.cc",
+        "native/probe.cc",
+        "native/ptrace_threads.cc",
+        "native/inject.cc",
+        "native/freeze.cc",
+        "native/uffd.cc",
+        "native/pagemap_scan.cc",
+        "native/page_reader.cc",
+        "native/page_hash.cc"
+      ],
+      "include_dirs": ["<!@(node -p \"require('node-addon-api').include\")"],
+      "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],
+      "cflags_cc": ["-std=c++17", "-O2", "-fexceptions", "-Wall", "-Wextra"],
+      "cflags_cc!": ["-fno-exceptions"]
+    }
+  ]
+}

@@ -1,0 +1,54 @@
+// Small helpers over node:util parseArgs that turn every parsing problem into a UserError with a
+// hint, and parse the value kinds our commands take (HOST:PORT, integers, enums).
+
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { UserError } from './errors';
+
+export type Options = NonNullable<ParseArgsConfig['options']>;
+
+/** Parse argv against options; unknown flags and missing values become UserErrors. */
+export function parseFlags<O extends Options>(argv: string[], options: O, usage: string, allowPositionals = false) {
+  try {
+    return parseArgs({ args: argv, options, allowPositionals, strict: true });
+  } catch (err) {
+    const msg = (err as Error).message.replace(/\. To specify a positional argument.*$/s, '');
+    throw new UserError(`${msg}\n\n${usage}`);
+  }
+}
+
+export interface HostPort {
+  host: string;
+  port: number;
+}
+
+/** "HOST:PORT", "[v6]:PORT" or ":PORT"/"PORT" (host defaults to defaultHost). */
+export function parseHostPort(value: string, flag: string, defaultHost = '127.0.0.1'): HostPort {
+  const m = /^(?:\[([^\]]+)\]|([^:]*))?:?(\d{1,5})$/.exec(value.trim());
+  if (!m) throw new UserError(`${flag} expects HOST:PORT, got '${value}'`);
+  const port = Number(m[3]);
+  if (port > 65535) throw new UserError(`${flag}: port ${port} is out of range (0-65535)`);
+  const host = m[1] ?? (m[2] || defaultHost);
+  return { host, port };
+}
+
+export function formatHostPort({ host, port }: HostPort): string {
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+/** An integer flag within [min, max]. */
+export function parseIntFlag(value: string | undefined, flag: string, def: number, min: number, max: number): number {
+  if (value === undefined) return def;
+  if (!/^-?\d+$/.test(value.trim())) throw new UserError(`${flag} expects a whole number, got '${value}'`);
+  const n = Number(value);
+  if (n < min || n > max) throw new UserError(`${flag} must be between ${min} and ${max}, got ${n}`);
+  return n;
+}
+
+/** One of a fixed set of words. */
+export function parseEnumFlag<T extends string>(value: string | undefined, flag: string, def: T, allowed: readonly T[]): T {
+  if (value === undefined) return def;
+  if (!(allowed as readonly string[]).includes(value)) {
+    throw new UserError(`${flag} must be one of ${allowed.join(', ')}; got '${value}'`);
+  }
+  return value as T;
+}
