@@ -7,14 +7,30 @@
         "native/probe.cc",
         "native/ptrace_threads.cc",
         "native/inject.cc",
+        "native/arm_helper.cc",
         "native/freeze.cc",
         "native/uffd.cc",
         "native/pagemap_scan.cc",
         "native/page_reader.cc",
-        "native/page_hash.cc"
+        "native/page_hash.cc",
+        "native/proc_files.cc",
+        "native/tracker.cc"
       ],
       "include_dirs": ["<!@(node -p \"require('node-addon-api').include\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],
+      "cflags_cc": ["-std=c++17", "-O2", "-fexceptions", "-Wall", "-Wextra"],
+      "cflags_cc!": ["-fno-exceptions"]
+    },
+    {
+      "target_name": "precopy-arm-helper",
+      "type": "executable",
+      "sources": [
+        "native/arm_helper_main.cc",
+        "native/arm_helper.cc",
+        "native/inject.cc",
+        "native/ptrace_threads.cc",
+        "native/proc_files.cc"
+      ],
       "cflags_cc": ["-std=c++17", "-O2", "-fexceptions", "-Wall", "-Wextra"],
       "cflags_cc!": ["-fno-exceptions"]
     }

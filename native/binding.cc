@@ -1,3 +1,393 @@
+// The only Node-API file: converts JS values to the plain C++ calls of the feature files and
+// back, and turns precopy::SysError into the JS NativeError class (errno, code, syscall).
+// Argument checking with friendly messages lives in native/index.ts; the checks here only keep
+// a wrong call from crashing the process.
 #include <napi.h>
-Napi::Object Init(Napi::Env env, Napi::Object exports) { return exports; }
+#include <string.h>
+
+#include <memory>
+#include <thread>
+
+#include "freeze.h"
+#include "page_hash.h"
+#include "page_reader.h"
+#include "probe.h"
+#include "sys_error.h"
+#include "tracker.h"
+
+namespace {
+
+using precopy::SysError;
+
+struct AddonData {
+  Napi::FunctionReference errorClass;  // NativeError from index.ts (setErrorClass)
+  Napi::FunctionReference trackerClass;
+  Napi::FunctionReference frozenClass;
+};
+
+AddonData& data(Napi::Env env) { return *env.GetInstanceData<AddonData>(); }
+
+// ---- errors ----
+
+Napi::Value nativeError(Napi::Env env, const SysError& e) {
+  const char* name = strerrorname_np(e.err);
+  const std::string code = name ? name : "E" + std::to_string(e.err);
+  AddonData& d = data(env);
+  if (!d.errorClass.IsEmpty())
+    return d.errorClass.New({Napi::String::New(env, e.message), Napi::Number::New(env, e.err), Napi::String::New(env, code),
+                             Napi::String::New(env, e.syscall)});
+  Napi::Error err = Napi::Error::New(env, e.message);
+  err.Set("errno", Napi::Number::New(env, e.err));
+  err.Set("code", Napi::String::New(env, code));
+  err.Set("syscall", Napi::String::New(env, e.syscall));
+  return err.Value();
+}
+
+[[noreturn]] void rethrow(Napi::Env env, const SysError& e) { throw Napi::Error(env, nativeError(env, e)); }
+
+// Runs body, turning a SysError into a thrown NativeError.
+template <typename F>
+auto guarded(Napi::Env env, F&& body) -> decltype(body()) {
+  try {
+    return body();
+  } catch (const SysError& e) {
+    rethrow(env, e);
+  }
+}
+
+// ---- argument helpers ----
+
+[[noreturn]] void typeError(Napi::Env env, const std::string& msg) { throw Napi::TypeError::New(env, msg); }
+
+int64_t intArg(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  if (!info[i].IsNumber()) typeError(info.Env(), std::string(name) + " must be a number");
+  return info[i].As<Napi::Number>().Int64Value();
+}
+
+uint64_t field(const Napi::Object& o, const char* name) {
+  Napi::Value v = o.Get(name);
+  if (v.IsUndefined()) return 0;
+  if (!v.IsNumber()) typeError(o.Env(), std::string(name) + " must be a number");
+  return static_cast<uint64_t>(v.As<Napi::Number>().Int64Value());
+}
+
+Napi::BigUint64Array bigU64Arg(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  if (!info[i].IsTypedArray() || info[i].As<Napi::TypedArray>().TypedArrayType() != napi_biguint64_array)
+    typeError(info.Env(), std::string(name) + " must be a BigUint64Array");
+  return info[i].As<Napi::BigUint64Array>();
+}
+
+Napi::Float64Array f64Arg(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  if (!info[i].IsTypedArray() || info[i].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array)
+    typeError(info.Env(), std::string(name) + " must be a Float64Array");
+  return info[i].As<Napi::Float64Array>();
+}
+
+Napi::Buffer<uint8_t> bufferArg(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  if (!info[i].IsBuffer()) typeError(info.Env(), std::string(name) + " must be a Buffer");
+  return info[i].As<Napi::Buffer<uint8_t>>();
+}
+
+precopy::ScanRequest scanRequest(const Napi::CallbackInfo& info) {
+  if (!info[0].IsObject()) typeError(info.Env(), "scan arguments must be an object");
+  Napi::Object o = info[0].As<Napi::Object>();
+  precopy::ScanRequest r;
+  r.start = field(o, "start");
+  r.end = field(o, "end");
+  r.flags = field(o, "flags");
+  r.categoryInverted = field(o, "categoryInverted");
+  r.categoryMask = field(o, "categoryMask");
+  r.categoryAnyofMask = field(o, "categoryAnyofMask");
+  r.returnMask = field(o, "returnMask");
+  r.maxPages = field(o, "maxPages");
+  return r;
+}
+
+Napi::Object scanResult(Napi::Env env, const precopy::ScanResult& r) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("count", Napi::Number::New(env, static_cast<double>(r.count)));
+  o.Set("walkEnd", Napi::Number::New(env, static_cast<double>(r.walkEnd)));
+  return o;
+}
+
+Napi::Object readResult(Napi::Env env, const precopy::ReadOutcome& r) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("bytesRead", Napi::Number::New(env, static_cast<double>(r.bytesRead)));
+  Napi::Array failed = Napi::Array::New(env, r.failed.size());
+  for (size_t i = 0; i < r.failed.size(); i++) failed.Set(static_cast<uint32_t>(i), Napi::Number::New(env, r.failed[i]));
+  o.Set("failed", failed);
+  return o;
+}
+
+// ---- Tracker ----
+
+// scanAsync runs each walk on its own std::thread (a big walk can take tens of milliseconds;
+// the libuv pool is kept for file and network work) and settles the promise through a
+// thread-safe function. The thread scans through a duplicate of the pagemap fd, so close()
+// during a walk cannot make it scan a recycled fd number.
+struct ScanJob {
+  precopy::Fd fd;
+  precopy::ScanRequest req;
+  uint64_t* vec;
+  uint64_t vecLen;
+  Napi::Reference<Napi::BigUint64Array> vecRef;  // keeps vec's memory alive
+  Napi::Promise::Deferred deferred;
+  precopy::ScanResult result{};
+  std::unique_ptr<SysError> error;
+  explicit ScanJob(Napi::Env env) : deferred(Napi::Promise::Deferred::New(env)) {}
+};
+
+class TrackerWrap : public Napi::ObjectWrap<TrackerWrap> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "Tracker",
+                       {InstanceAccessor<&TrackerWrap::Pid>("pid"), InstanceMethod<&TrackerWrap::Register>("register"),
+                        InstanceMethod<&TrackerWrap::Unregister>("unregister"), InstanceMethod<&TrackerWrap::Scan>("scan"),
+                        InstanceMethod<&TrackerWrap::ScanAsync>("scanAsync"), InstanceMethod<&TrackerWrap::Close>("close")});
+  }
+
+  explicit TrackerWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<TrackerWrap>(info) {
+    const pid_t pid = static_cast<pid_t>(intArg(info, 0, "pid"));
+    tracker_ = guarded(info.Env(), [&] { return std::make_unique<precopy::Tracker>(pid); });
+  }
+
+ private:
+  Napi::Value Pid(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), tracker_->pid()); }
+
+  void Register(const Napi::CallbackInfo& info) {
+    const uint64_t start = static_cast<uint64_t>(intArg(info, 0, "start")), end = static_cast<uint64_t>(intArg(info, 1, "end"));
+    guarded(info.Env(), [&] { tracker_->registerWp(start, end); });
+  }
+
+  void Unregister(const Napi::CallbackInfo& info) {
+    const uint64_t start = static_cast<uint64_t>(intArg(info, 0, "start")), end = static_cast<uint64_t>(intArg(info, 1, "end"));
+    guarded(info.Env(), [&] { tracker_->unregister(start, end); });
+  }
+
+  Napi::Value Scan(const Napi::CallbackInfo& info) {
+    const precopy::ScanRequest req = scanRequest(info);
+    Napi::BigUint64Array vec = bigU64Arg(info, 1, "vec");
+    return guarded(info.Env(), [&] { return scanResult(info.Env(), tracker_->scan(req, vec.Data(), vec.ElementLength() / 3)); });
+  }
+
+  Napi::Value ScanAsync(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto job = std::make_unique<ScanJob>(env);
+    job->req = scanRequest(info);
+    Napi::BigUint64Array vec = bigU64Arg(info, 1, "vec");
+    job->vec = vec.Data();
+    job->vecLen = vec.ElementLength() / 3;
+    job->vecRef = Napi::Persistent(vec);
+    try {
+      job->fd = tracker_->dupPagemap();
+    } catch (const SysError& e) {
+      job->deferred.Reject(nativeError(env, e));
+      return job->deferred.Promise();
+    }
+    Napi::Promise promise = job->deferred.Promise();
+    auto tsfn = Napi::ThreadSafeFunction::New(env, Napi::Function::New(env, [](const Napi::CallbackInfo&) {}),
+                                              "precopy.scanAsync", 0, 1);
+    std::thread([tsfn, job = job.release()]() mutable {
+      try {
+        job->result = precopy::pagemapScan(job->fd.get(), job->req, job->vec, job->vecLen);
+      } catch (const SysError& e) {
+        job->error = std::make_unique<SysError>(e);
+      } catch (const std::exception& e) {
+        job->error = std::make_unique<SysError>(SysError{EIO, "ioctl(PAGEMAP_SCAN)", e.what()});
+      }
+      job->fd.reset();
+      tsfn.BlockingCall([job](Napi::Env env, Napi::Function) {
+        std::unique_ptr<ScanJob> owned(job);
+        if (owned->error)
+          owned->deferred.Reject(nativeError(env, *owned->error));
+        else
+          owned->deferred.Resolve(scanResult(env, owned->result));
+      });
+      tsfn.Release();
+    }).detach();
+    return promise;
+  }
+
+  void Close(const Napi::CallbackInfo&) { tracker_->close(); }
+
+  std::unique_ptr<precopy::Tracker> tracker_;
+};
+
+// ---- Frozen ----
+
+class FrozenWrap : public Napi::ObjectWrap<FrozenWrap> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "Frozen",
+                       {InstanceAccessor<&FrozenWrap::Pid>("pid"), InstanceMethod<&FrozenWrap::Threads>("threads"),
+                        InstanceMethod<&FrozenWrap::Thaw>("thaw"), InstanceMethod<&FrozenWrap::ThawStopped>("thawStopped")});
+  }
+
+  explicit FrozenWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<FrozenWrap>(info) {
+    const pid_t pid = static_cast<pid_t>(intArg(info, 0, "pid"));
+    const bool capture = info[1].ToBoolean();
+    frozen_ = guarded(info.Env(), [&] { return std::make_unique<precopy::FrozenProcess>(pid, capture); });
+  }
+
+ private:
+  Napi::Value Pid(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), frozen_->pid()); }
+
+  Napi::Value Threads(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    const auto& threads = frozen_->threads();
+    Napi::Array out = Napi::Array::New(env, threads.size());
+    for (size_t i = 0; i < threads.size(); i++) {
+      Napi::Object t = Napi::Object::New(env);
+      t.Set("tid", Napi::Number::New(env, threads[i].tid));
+      t.Set("regs", Napi::Buffer<uint8_t>::Copy(env, reinterpret_cast<const uint8_t*>(&threads[i].regs), sizeof threads[i].regs));
+      t.Set("fpregs",
+            Napi::Buffer<uint8_t>::Copy(env, reinterpret_cast<const uint8_t*>(&threads[i].fpregs), sizeof threads[i].fpregs));
+      out.Set(static_cast<uint32_t>(i), t);
+    }
+    return out;
+  }
+
+  void Thaw(const Napi::CallbackInfo&) { frozen_->thaw(); }
+  void ThawStopped(const Napi::CallbackInfo& info) {
+    guarded(info.Env(), [&] { frozen_->thawStopped(); });
+  }
+
+  std::unique_ptr<precopy::FrozenProcess> frozen_;
+};
+
+// ---- page reader ----
+
+// Bounded work (one batch of reads): the libuv pool is the right place.
+class ReadPagesWorker : public Napi::AsyncWorker {
+ public:
+  ReadPagesWorker(Napi::Env env, pid_t pid, Napi::Float64Array ranges, Napi::Buffer<uint8_t> into)
+      : Napi::AsyncWorker(env, "precopy.readPagesAsync"),
+        deferred_(Napi::Promise::Deferred::New(env)),
+        pid_(pid),
+        ranges_(ranges.Data()),
+        count_(ranges.ElementLength() / 2),
+        into_(into.Data()),
+        intoLen_(into.Length()),
+        rangesRef_(Napi::Persistent(ranges)),
+        intoRef_(Napi::Persistent(into)) {}
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+ protected:
+  void Execute() override {
+    try {
+      out_ = precopy::readPages(pid_, ranges_, count_, into_, intoLen_);
+    } catch (const SysError& e) {
+      error_ = std::make_unique<SysError>(e);
+    } catch (const std::exception& e) {
+      error_ = std::make_unique<SysError>(SysError{EIO, "process_vm_readv", e.what()});
+    }
+  }
+  void OnOK() override {
+    if (error_)
+      deferred_.Reject(nativeError(Env(), *error_));
+    else
+      deferred_.Resolve(readResult(Env(), out_));
+  }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  pid_t pid_;
+  const double* ranges_;
+  size_t count_;
+  uint8_t* into_;
+  size_t intoLen_;
+  Napi::Reference<Napi::Float64Array> rangesRef_;
+  Napi::Reference<Napi::Buffer<uint8_t>> intoRef_;
+  precopy::ReadOutcome out_;
+  std::unique_ptr<SysError> error_;
+};
+
+// ---- module functions ----
+
+void SetErrorClass(const Napi::CallbackInfo& info) {
+  if (!info[0].IsFunction()) typeError(info.Env(), "setErrorClass needs a class");
+  data(info.Env()).errorClass = Napi::Persistent(info[0].As<Napi::Function>());
+}
+
+Napi::Value ProbeKernel(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const precopy::KernelProbe p = precopy::probeKernel();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("kernelRelease", Napi::String::New(env, p.kernelRelease));
+  o.Set("pageSize", Napi::Number::New(env, static_cast<double>(p.pageSize)));
+  o.Set("pagemapScan", p.pagemapScan);
+  o.Set("userfaultfd", p.userfaultfd);
+  o.Set("uffdWpAsync", p.uffdWpAsync);
+  o.Set("uffdWpUnpopulated", p.uffdWpUnpopulated);
+  o.Set("acceptedCategories", Napi::Number::New(env, static_cast<double>(p.acceptedCategories)));
+  Napi::Array missing = Napi::Array::New(env, p.missing.size());
+  for (size_t i = 0; i < p.missing.size(); i++) missing.Set(static_cast<uint32_t>(i), Napi::String::New(env, p.missing[i]));
+  o.Set("missing", missing);
+  return o;
+}
+
+Napi::Value Arm(const Napi::CallbackInfo& info) { return data(info.Env()).trackerClass.New({info[0]}); }
+
+Napi::Value Freeze(const Napi::CallbackInfo& info) { return data(info.Env()).frozenClass.New({info[0], info[1]}); }
+
+Napi::Value ReadPages(const Napi::CallbackInfo& info) {
+  const pid_t pid = static_cast<pid_t>(intArg(info, 0, "pid"));
+  Napi::Float64Array ranges = f64Arg(info, 1, "ranges");
+  Napi::Buffer<uint8_t> into = bufferArg(info, 2, "into");
+  return guarded(info.Env(), [&] {
+    return readResult(info.Env(), precopy::readPages(pid, ranges.Data(), ranges.ElementLength() / 2, into.Data(), into.Length()));
+  });
+}
+
+Napi::Value ReadPagesAsync(const Napi::CallbackInfo& info) {
+  const pid_t pid = static_cast<pid_t>(intArg(info, 0, "pid"));
+  auto* worker = new ReadPagesWorker(info.Env(), pid, f64Arg(info, 1, "ranges"), bufferArg(info, 2, "into"));
+  Napi::Promise p = worker->Promise();
+  worker->Queue();  // AsyncWorker deletes itself when done
+  return p;
+}
+
+void HashPages(const Napi::CallbackInfo& info) {
+  Napi::Buffer<uint8_t> buf = bufferArg(info, 0, "buf");
+  const int64_t pageSize = intArg(info, 1, "pageSize");
+  Napi::BigUint64Array out = bigU64Arg(info, 2, "out");
+  if (pageSize <= 0 || pageSize % 32 != 0) typeError(info.Env(), "pageSize must be a positive multiple of 32");
+  const size_t ps = static_cast<size_t>(pageSize), pages = buf.Length() / ps;
+  if (out.ElementLength() < pages) typeError(info.Env(), "out is shorter than the number of pages");
+  const uint8_t* p = buf.Data();
+  uint64_t* o = out.Data();
+  for (size_t i = 0; i < pages; i++) o[i] = precopy::hashPage(p + i * ps, ps);
+}
+
+Napi::Value DigestPages(const Napi::CallbackInfo& info) {
+  Napi::Float64Array addrs = f64Arg(info, 0, "addrs");
+  Napi::BigUint64Array hashes = bigU64Arg(info, 1, "hashes");
+  const int64_t count = intArg(info, 2, "count");
+  if (count < 0 || static_cast<size_t>(count) > addrs.ElementLength() || static_cast<size_t>(count) > hashes.ElementLength())
+    typeError(info.Env(), "count exceeds the arrays");
+  const double* a = addrs.Data();
+  const uint64_t* h = hashes.Data();
+  uint64_t sum = 0;  // wraps mod 2^64 by design
+  for (int64_t i = 0; i < count; i++) sum += precopy::digestTerm(static_cast<uint64_t>(a[i]), h[i]);
+  return Napi::BigInt::New(info.Env(), sum);
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  auto* d = new AddonData();
+  env.SetInstanceData(d);
+  d->trackerClass = Napi::Persistent(TrackerWrap::Define(env));
+  d->frozenClass = Napi::Persistent(FrozenWrap::Define(env));
+  exports.Set("setErrorClass", Napi::Function::New<SetErrorClass>(env));
+  exports.Set("probeKernel", Napi::Function::New<ProbeKernel>(env));
+  exports.Set("arm", Napi::Function::New<Arm>(env));
+  exports.Set("freeze", Napi::Function::New<Freeze>(env));
+  exports.Set("readPages", Napi::Function::New<ReadPages>(env));
+  exports.Set("readPagesAsync", Napi::Function::New<ReadPagesAsync>(env));
+  exports.Set("hashPages", Napi::Function::New<HashPages>(env));
+  exports.Set("digestPages", Napi::Function::New<DigestPages>(env));
+  return exports;
+}
+
+}  // namespace
+
 NODE_API_MODULE(precopy, Init)

@@ -5,9 +5,12 @@
 // all Node-API conversion. This file checks arguments, gives every call a TypeScript type, and turns
 // native failures into NativeError (errno, code, syscall), like Node's own system errors.
 //
-// Threading rule: every ptrace operation (arm, freeze, thaw) runs synchronously on the JS main
-// thread, because ptrace ties a tracee to the *thread* that attached it. PAGEMAP_SCAN,
-// process_vm_readv and hashing need no tracer relationship and may run off the main thread.
+// Threading rule: every ptrace operation (freeze, thaw) runs synchronously on the JS main thread,
+// because ptrace ties a tracee to the *thread* that attached it. Arming does its ptrace work in a
+// short-lived helper process (build/Release/precopy-arm-helper, signals blocked) so that killing
+// the sender can never leave a target thread running on borrowed registers; arm() waits for it.
+// PAGEMAP_SCAN, process_vm_readv and hashing need no tracer relationship and may run off the
+// main thread.
 //
 // Memory rule: JS allocates buffers, native fills them.
 
@@ -56,9 +59,65 @@ export interface KernelFeatures {
   missing: string[];
 }
 
-/** Probe the running kernel. Cheap (a few syscalls on this process); call once at start-up. */
+/**
+ * Features that PRECOPY_FAKE_MISSING (a comma-separated list of these names) can force to read as
+ * absent, so that tests exercise the refusal path on a kernel that has everything.
+ */
+export const FAKEABLE_FEATURES = ['pagemap_scan', 'userfaultfd', 'wp_async', 'wp_unpopulated'] as const;
+type FakeableFeature = (typeof FAKEABLE_FEATURES)[number];
+
+let probed: KernelFeatures | undefined;
+
+/**
+ * Probe the running kernel. Cheap (a few syscalls on this process; the kernel part is probed once
+ * per process). PRECOPY_FAKE_MISSING is applied on every call.
+ */
 export function probeKernel(): KernelFeatures {
-  return addon().probeKernel() as KernelFeatures;
+  probed ??= addon().probeKernel() as KernelFeatures;
+  const f: KernelFeatures = { ...probed, missing: [...probed.missing] };
+  for (const name of fakeMissing()) {
+    const why = `${FAKE_TEXT[name]} (forced missing by PRECOPY_FAKE_MISSING)`;
+    if (name === 'pagemap_scan') f.pagemapScan = false;
+    if (name === 'userfaultfd') f.userfaultfd = false;
+    if (name === 'wp_async') f.uffdWpAsync = false;
+    if (name === 'wp_unpopulated') f.uffdWpUnpopulated = false;
+    f.missing.push(why);
+  }
+  return f;
+}
+
+const FAKE_TEXT: Record<FakeableFeature, string> = {
+  pagemap_scan: 'PAGEMAP_SCAN ioctl on /proc/PID/pagemap (Linux >= 6.7)',
+  userfaultfd: 'userfaultfd',
+  wp_async: 'UFFD_FEATURE_WP_ASYNC (Linux >= 6.7)',
+  wp_unpopulated: 'UFFD_FEATURE_WP_UNPOPULATED (Linux >= 6.4)',
+};
+
+function fakeMissing(): FakeableFeature[] {
+  const raw = process.env.PRECOPY_FAKE_MISSING ?? '';
+  const names = raw.split(',').map((x) => x.trim()).filter(Boolean);
+  for (const n of names) {
+    if (!(FAKEABLE_FEATURES as readonly string[]).includes(n))
+      throw new TypeError(`PRECOPY_FAKE_MISSING: unknown feature ${JSON.stringify(n)} (one of ${FAKEABLE_FEATURES.join(', ')})`);
+  }
+  return names as FakeableFeature[];
+}
+
+/**
+ * The probe result if precopy can track writes on this kernel; otherwise throws NativeError
+ * (code ENOTSUP) naming what is missing.
+ */
+export function requireKernelFeatures(): KernelFeatures {
+  const f = probeKernel();
+  if (f.missing.length > 0) {
+    throw new NativeError(
+      `this kernel (${f.kernelRelease}) cannot track a process's writes: missing ${f.missing.join(', ')}`,
+      95,
+      'ENOTSUP',
+      'probe',
+    );
+  }
+  return f;
 }
 
 /** Arguments of one PAGEMAP_SCAN call. Addresses are plain numbers (user space < 2^53). */
@@ -94,7 +153,8 @@ export interface Tracker {
   register(start: number, end: number): void;
   /** UFFDIO_UNREGISTER of [start, end); ignores ranges no longer mapped. */
   unregister(start: number, end: number): void;
-  /** Synchronous PAGEMAP_SCAN into vec (BigUint64Array, length a multiple of 3). */
+  /** Synchronous PAGEMAP_SCAN into vec (BigUint64Array, length a multiple of 3). At most 512
+   *  regions come back per call whatever vec holds (see native/pagemap_scan.cc: walk_end). */
   scan(args: ScanArgs, vec: BigUint64Array): ScanResult;
   /** Same, on a dedicated native thread (for big walks). */
   scanAsync(args: ScanArgs, vec: BigUint64Array): Promise<ScanResult>;
@@ -104,10 +164,47 @@ export interface Tracker {
 /**
  * Stop every thread of pid, create a userfaultfd inside it, take it, close the target's copy,
  * restore every thread exactly (syscalls it was blocked in restart as they would have), resume it.
+ * Refuses (NativeError ENOTSUP) when probeKernel() reports anything missing. A target without
+ * CAP_SYS_PTRACE of its own gets a UFFD_USER_MODE_ONLY uffd (WP-async tracking is the same).
+ * Takes a few milliseconds (a helper process is started; see the threading rule above).
  */
 export function arm(pid: number): Tracker {
   checkPid(pid);
-  return addon().arm(pid) as Tracker;
+  requireKernelFeatures();
+  return new ArmedTracker(addon().arm(pid) as NativeTracker);
+}
+
+/** The addon's Tracker object: same methods, no argument checks. */
+type NativeTracker = Tracker;
+
+class ArmedTracker implements Tracker {
+  constructor(private readonly native: NativeTracker) {}
+  get pid(): number {
+    return this.native.pid;
+  }
+  register(start: number, end: number): void {
+    checkRange('register', start, end);
+    this.native.register(start, end);
+  }
+  unregister(start: number, end: number): void {
+    checkRange('unregister', start, end);
+    this.native.unregister(start, end);
+  }
+  scan(args: ScanArgs, vec: BigUint64Array): ScanResult {
+    checkScan(args, vec);
+    return this.native.scan(args, vec);
+  }
+  scanAsync(args: ScanArgs, vec: BigUint64Array): Promise<ScanResult> {
+    try {
+      checkScan(args, vec);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return this.native.scanAsync(args, vec);
+  }
+  close(): void {
+    this.native.close();
+  }
 }
 
 /** Outcome of readPages: which ranges failed (unmapped meanwhile) and bytes read. */
@@ -124,13 +221,17 @@ export interface ReadResult {
  * in `failed` and its part of `into` is zero-filled; the batch goes on.
  */
 export function readPages(pid: number, ranges: Float64Array, into: Buffer): ReadResult {
-  checkPid(pid);
+  checkRead(pid, ranges, into);
   return addon().readPages(pid, ranges, into) as ReadResult;
 }
 
 /** Same, on a libuv pool thread (short, bounded work). */
 export function readPagesAsync(pid: number, ranges: Float64Array, into: Buffer): Promise<ReadResult> {
-  checkPid(pid);
+  try {
+    checkRead(pid, ranges, into);
+  } catch (e) {
+    return Promise.reject(e);
+  }
   return addon().readPagesAsync(pid, ranges, into) as Promise<ReadResult>;
 }
 
@@ -140,6 +241,12 @@ export function readPagesAsync(pid: number, ranges: Float64Array, into: Buffer):
  * machines and runs. Used for the sender's table of what it sent, the verify pass and the digest.
  */
 export function hashPages(buf: Buffer, pageSize: number, out: BigUint64Array): void {
+  if (!Buffer.isBuffer(buf)) throw new TypeError('hashPages: buf must be a Buffer');
+  if (!Number.isInteger(pageSize) || pageSize <= 0 || pageSize % 32 !== 0)
+    throw new TypeError(`hashPages: pageSize must be a positive multiple of 32, got ${pageSize}`);
+  if (buf.length % pageSize !== 0) throw new RangeError(`hashPages: buffer length ${buf.length} is not a multiple of ${pageSize}`);
+  if (!(out instanceof BigUint64Array) || out.length < buf.length / pageSize)
+    throw new RangeError(`hashPages: out must be a BigUint64Array of at least ${buf.length / pageSize} entries`);
   addon().hashPages(buf, pageSize, out);
 }
 
@@ -149,6 +256,10 @@ export function hashPages(buf: Buffer, pageSize: number, out: BigUint64Array): v
  * computed chunk by chunk in any order (see common/image-digest.ts).
  */
 export function digestPages(addrs: Float64Array, hashes: BigUint64Array, count: number): bigint {
+  if (!(addrs instanceof Float64Array) || !(hashes instanceof BigUint64Array))
+    throw new TypeError('digestPages: addrs must be a Float64Array and hashes a BigUint64Array');
+  if (!Number.isInteger(count) || count < 0 || count > addrs.length || count > hashes.length)
+    throw new RangeError(`digestPages: count ${count} exceeds the arrays (${addrs.length}, ${hashes.length})`);
   return addon().digestPages(addrs, hashes, count) as bigint;
 }
 
@@ -181,6 +292,40 @@ export function freeze(pid: number, captureRegisters = true): Frozen {
 
 function checkPid(pid: number): void {
   if (!Number.isInteger(pid) || pid <= 0) throw new TypeError(`pid must be a positive integer, got ${pid}`);
+}
+
+/** Page-aligned is left to the kernel (EINVAL); here: plain non-negative integers, in order. */
+function checkRange(what: string, start: number, end: number): void {
+  if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || start < 0 || end <= start)
+    throw new RangeError(`${what}: bad range [${start}, ${end})`);
+}
+
+const SCAN_MASKS = ['flags', 'categoryInverted', 'categoryMask', 'categoryAnyofMask', 'returnMask'] as const;
+
+function checkScan(args: ScanArgs, vec: BigUint64Array): void {
+  if (typeof args !== 'object' || args === null) throw new TypeError('scan: args must be an object');
+  checkRange('scan', args.start, args.end);
+  for (const k of SCAN_MASKS) {
+    const v = args[k];
+    if (v !== undefined && (!Number.isInteger(v) || v < 0 || v > 0xffffffff))
+      throw new RangeError(`scan: ${k} must be a 32-bit unsigned integer, got ${v}`);
+  }
+  if (args.maxPages !== undefined && (!Number.isSafeInteger(args.maxPages) || args.maxPages < 0))
+    throw new RangeError(`scan: maxPages must be a non-negative integer, got ${args.maxPages}`);
+  // An empty vec would make the kernel walk without reporting (and, with WP matching, protect
+  // pages whose report is then lost).
+  if (!(vec instanceof BigUint64Array) || vec.length < 3 || vec.length % 3 !== 0)
+    throw new RangeError('scan: vec must be a BigUint64Array holding whole (start, end, categories) triples');
+}
+
+function checkRead(pid: number, ranges: Float64Array, into: Buffer): void {
+  checkPid(pid);
+  if (!(ranges instanceof Float64Array) || ranges.length % 2 !== 0)
+    throw new TypeError('readPages: ranges must be a Float64Array of (address, length) pairs');
+  if (!Buffer.isBuffer(into)) throw new TypeError('readPages: into must be a Buffer');
+  let total = 0;
+  for (let i = 1; i < ranges.length; i += 2) total += ranges[i];
+  if (total > into.length) throw new RangeError(`readPages: ranges hold ${total} bytes, into only ${into.length}`);
 }
 
 let cached: any;

@@ -1,0 +1,328 @@
+// The sender's end of the link: one MigrationLink = one channel + one Migrate stream.
+//
+//   const link = await MigrationLink.connect('10.0.0.2:7070');      // waits for the receiver
+//   const accepted = await link.start({ sessionId, pid, pageSize, ... });
+//   await link.send({ roundStart: { round: 0, phase: 'PRECOPY', layout } });
+//   await link.send({ pages: batch });                                // backpressure
+//   const ack = await link.endRound({ round: 0, ... });               // durable on the receiver
+//   const result = await link.commit({ layout, threads, imageDigest, imagePages });
+//   await link.report({ result: 'committed', ... });
+//   await link.close();
+//
+// Every wait has its own deadline (connect, each ack, the commit, a send blocked by backpressure)
+// on top of the stream's long deadline. Failures reject with LinkError: a UserError whose message
+// names the receiver and what happened, with the gRPC code and whether reconnecting may help.
+
+import * as net from 'node:net';
+import * as grpc from '@grpc/grpc-js';
+import { formatHostPort, parseHostPort, type HostPort } from '../common/cli';
+import { UserError } from '../common/errors';
+import { logger } from '../common/log';
+import type {
+  Commit,
+  CommitResult,
+  OutgoingSenderMessage,
+  ReceiverMessage,
+  Report,
+  RoundAck,
+  RoundEnd,
+  SessionAccepted,
+  SessionStart,
+} from './messages';
+import { migrationClientConstructor, serializeSenderMessage, type LinkCodec } from './service';
+
+const log = logger('link');
+
+export interface LinkOptions {
+  /** Reaching the receiver (default 10 s). */
+  connectTimeoutMs?: number;
+  /** Waiting for SessionAccepted or a RoundAck (default 120 s: a round's fsync can be long). */
+  ackTimeoutMs?: number;
+  /** Waiting for the CommitResult (default 600 s: the receiver re-reads the whole image). */
+  commitTimeoutMs?: number;
+  /** A send blocked by backpressure with no progress at all for this long fails (default 120 s). */
+  sendStallTimeoutMs?: number;
+  /** Deadline of the whole stream (default 7 days). */
+  streamDeadlineMs?: number;
+  /** Serialized bytes queued in the stream before send() waits (default 8 MiB). */
+  maxQueuedBytes?: number;
+  codec?: LinkCodec;
+}
+
+const DEFAULTS: Required<Omit<LinkOptions, 'codec'>> = {
+  connectTimeoutMs: 10_000,
+  ackTimeoutMs: 120_000,
+  commitTimeoutMs: 600_000,
+  sendStallTimeoutMs: 120_000,
+  streamDeadlineMs: 7 * 86_400_000,
+  maxQueuedBytes: 8 << 20,
+};
+
+const CHANNEL_OPTIONS: grpc.ChannelOptions = {
+  // A connection of its own (not shared with other links to the same receiver): the HTTP/2
+  // connection window is per connection.
+  'grpc.use_local_subchannel_pool': 1,
+  // Retries would keep copies of sent messages for a replay that cannot apply to this stream.
+  'grpc.enable_retries': 0,
+  'grpc.max_send_message_length': -1,
+  'grpc-node.flow_control_window': 16 << 20,
+};
+
+/** A link failure: what happened, with the gRPC code (undefined: not from gRPC). */
+export class LinkError extends UserError {
+  constructor(
+    message: string,
+    readonly code: grpc.status | undefined,
+    /** true when reconnecting and resuming may succeed (connection lost, receiver restarting). */
+    readonly retryable: boolean,
+  ) {
+    super(message, 1);
+    this.name = 'LinkError';
+  }
+}
+
+const RETRYABLE = new Set<grpc.status>([grpc.status.UNAVAILABLE, grpc.status.CANCELLED, grpc.status.DEADLINE_EXCEEDED, grpc.status.UNKNOWN]);
+
+type Kind = ReceiverMessage['msg'];
+type Of<K extends Kind> = Extract<ReceiverMessage, { msg: K }>;
+
+interface Waiter {
+  accept(m: ReceiverMessage): boolean;
+  reject(err: LinkError): void;
+}
+
+export class MigrationLink {
+  private call: grpc.ClientDuplexStream<OutgoingSenderMessage | Buffer, ReceiverMessage> | null = null;
+  private readonly inbox: ReceiverMessage[] = [];
+  private readonly waiters = new Set<Waiter>();
+  private failure: LinkError | null = null;
+  private ended: Promise<void> = Promise.resolve();
+  private queuedBytes = 0;
+  /** Woken whenever a queued write completes (or the link fails). */
+  private readonly progress = new Set<() => void>();
+  private readonly opts: Required<Omit<LinkOptions, 'codec'>> & { codec: LinkCodec };
+
+  private constructor(
+    private readonly client: grpc.Client & { Migrate(opts: grpc.CallOptions): grpc.ClientDuplexStream<unknown, unknown> },
+    /** HOST:PORT of the receiver, as given. */
+    readonly target: string,
+    opts: LinkOptions,
+  ) {
+    this.opts = { ...DEFAULTS, ...opts, codec: opts.codec ?? 'fast' };
+  }
+
+  /** Connect and wait until the receiver answers (or fail with why it could not be reached). */
+  static async connect(target: string, opts: LinkOptions = {}): Promise<MigrationLink> {
+    const hp = parseHostPort(target, 'receiver address');
+    const where = formatHostPort(hp);
+    const Client = migrationClientConstructor(opts.codec);
+    const client = new Client(where, grpc.credentials.createInsecure(), CHANNEL_OPTIONS) as unknown as MigrationLink['client'];
+    const timeout = opts.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs;
+    try {
+      await new Promise<void>((resolve, reject) => client.waitForReady(Date.now() + timeout, (err) => (err ? reject(err) : resolve())));
+    } catch {
+      client.close();
+      throw new LinkError(`cannot reach receiver at ${where}: ${await whyUnreachable(hp, timeout)}`, grpc.status.UNAVAILABLE, true);
+    }
+    log.debug(`connected to ${where}`);
+    return new MigrationLink(client, where, opts);
+  }
+
+  /** Open the stream and start (or resume) the session. */
+  async start(start: Partial<SessionStart>): Promise<SessionAccepted> {
+    if (this.call) throw new Error('MigrationLink.start called twice');
+    const call = this.client.Migrate({ deadline: Date.now() + this.opts.streamDeadlineMs }) as NonNullable<MigrationLink['call']>;
+    this.call = call;
+    this.ended = new Promise((resolve) => {
+      call.on('data', (m: ReceiverMessage) => this.receive(m));
+      call.on('error', (err: grpc.ServiceError) => {
+        this.fail(this.statusError(err.code, err.details));
+        resolve();
+      });
+      call.on('status', (s: grpc.StatusObject) => {
+        if (s.code === grpc.status.OK) this.fail(new LinkError(`receiver at ${this.target} ended the stream`, grpc.status.OK, false));
+        resolve();
+      });
+    });
+    await this.send({ start });
+    return (await this.next('accepted', this.opts.ackTimeoutMs, 'the session start')).accepted;
+  }
+
+  /**
+   * Queue one message. Resolves once it is serialized and the stream has room for more (the
+   * caller may then reuse its buffers); rejects when the link failed.
+   */
+  async send(m: OutgoingSenderMessage): Promise<void> {
+    if (this.failure) throw this.failure;
+    const call = this.call;
+    if (!call) throw new Error('MigrationLink.send before start');
+    const bytes = serializeSenderMessage(m, this.opts.codec);
+    this.queuedBytes += bytes.length;
+    call.write(bytes, () => {
+      this.queuedBytes -= bytes.length;
+      for (const wake of this.progress) wake();
+    });
+    while (this.queuedBytes > this.opts.maxQueuedBytes && !this.failure) await this.awaitProgress();
+    if (this.failure) throw this.failure;
+  }
+
+  /** Send the RoundEnd and wait until the receiver says the round is durable. */
+  async endRound(figures: Partial<RoundEnd> & { round: number }): Promise<RoundAck> {
+    await this.send({ roundEnd: figures });
+    return this.awaitRoundAck(figures.round);
+  }
+
+  /** The RoundAck of `round` (acks of earlier rounds are skipped). */
+  async awaitRoundAck(round: number, timeoutMs = this.opts.ackTimeoutMs): Promise<RoundAck> {
+    for (;;) {
+      const { roundAck } = await this.next('roundAck', timeoutMs, `the acknowledgement of round ${round}`);
+      if (roundAck.round === round) return roundAck;
+      if (roundAck.round > round) {
+        throw this.fail(new LinkError(`receiver at ${this.target} acknowledged round ${roundAck.round} while round ${round} was awaited`, undefined, false));
+      }
+    }
+  }
+
+  /** Commit; resolves with the receiver's answer (ok=false: refused, with its message). */
+  async commit(c: Partial<Commit>): Promise<CommitResult> {
+    await this.send({ commit: c });
+    return (await this.next('commit', this.opts.commitTimeoutMs, 'the commit result')).commit;
+  }
+
+  async report(r: Partial<Report>): Promise<void> {
+    await this.send({ report: r });
+  }
+
+  /**
+   * Resolves when the stream is over, with the failure that ended it (a receiver that ended the
+   * stream normally gives code OK; before start(): resolves at once with null).
+   */
+  async whenEnded(): Promise<LinkError | null> {
+    await this.ended;
+    return this.failure;
+  }
+
+  /** Give the session up (the receiver marks it aborted), then close. Never throws. */
+  async abort(reason: string): Promise<void> {
+    if (this.call && !this.failure) {
+      await this.send({ report: { result: 'aborted', error: reason } }).catch(() => undefined);
+    }
+    await this.close();
+  }
+
+  /** Half-close the stream, wait briefly for the receiver to end it, release the channel. Never throws. */
+  async close(): Promise<void> {
+    const call = this.call;
+    if (call && !this.failure) {
+      call.end();
+      const closed = await Promise.race([this.ended.then(() => true), delay(5000).then(() => false)]);
+      if (!closed) call.cancel();
+    }
+    this.fail(new LinkError(`link to receiver at ${this.target} is closed`, grpc.status.CANCELLED, false));
+    call?.cancel();
+    this.client.close();
+  }
+
+  // ---------------------------------------------------------------- internals
+
+  private receive(m: ReceiverMessage): void {
+    for (const w of this.waiters) if (w.accept(m)) return;
+    this.inbox.push(m);
+  }
+
+  /** The next message of one kind (earlier ones of other kinds stay in the inbox). */
+  private next<K extends Kind>(kind: K, timeoutMs: number, what: string): Promise<Of<K>> {
+    const i = this.inbox.findIndex((m) => m.msg === kind);
+    if (i >= 0) return Promise.resolve(this.inbox.splice(i, 1)[0] as Of<K>);
+    if (this.failure) return Promise.reject(this.failure);
+    return new Promise<Of<K>>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiters.delete(w);
+        const err = new LinkError(`no answer from receiver at ${this.target} for ${what} within ${timeoutMs / 1000}s`, grpc.status.DEADLINE_EXCEEDED, true);
+        reject(err);
+        this.fail(err);
+        this.call?.cancel();
+      }, timeoutMs);
+      const w: Waiter = {
+        accept: (m) => {
+          if (m.msg !== kind) return false;
+          clearTimeout(timer);
+          this.waiters.delete(w);
+          resolve(m as Of<K>);
+          return true;
+        },
+        reject: (err) => {
+          clearTimeout(timer);
+          reject(err);
+        },
+      };
+      this.waiters.add(w);
+    });
+  }
+
+  /** Wait until a queued write completes or the link fails; a stall past the limit fails it. */
+  private awaitProgress(): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        const s = this.opts.sendStallTimeoutMs / 1000;
+        this.fail(new LinkError(`receiver at ${this.target} accepted no data for ${s}s`, grpc.status.DEADLINE_EXCEEDED, true));
+        this.call?.cancel();
+      }, this.opts.sendStallTimeoutMs);
+      const wake = () => {
+        clearTimeout(timer);
+        this.progress.delete(wake);
+        resolve();
+      };
+      this.progress.add(wake);
+    });
+  }
+
+  /** Record the first failure, wake everything waiting. Returns the failure in effect. */
+  private fail(err: LinkError): LinkError {
+    if (!this.failure) {
+      this.failure = err;
+      if (err.code !== grpc.status.OK && err.code !== grpc.status.CANCELLED) log.debug(err.message);
+    }
+    for (const w of this.waiters) w.reject(this.failure);
+    this.waiters.clear();
+    for (const wake of this.progress) wake();
+    return this.failure;
+  }
+
+  private statusError(code: grpc.status, details: string): LinkError {
+    const name = grpc.status[code] ?? String(code);
+    const what =
+      code === grpc.status.UNAVAILABLE
+        ? `connection to receiver at ${this.target} lost (${details})`
+        : code === grpc.status.CANCELLED
+          ? `stream to receiver at ${this.target} cancelled (${details})`
+          : `receiver at ${this.target}: ${details} (${name})`;
+    return new LinkError(what, code, RETRYABLE.has(code));
+  }
+}
+
+/** Why a TCP connection to hp fails, in words ("connection refused", "no answer within 10s"). */
+async function whyUnreachable(hp: HostPort, timeoutMs: number): Promise<string> {
+  return new Promise((resolve) => {
+    const sock = net.connect({ host: hp.host, port: hp.port });
+    const done = (why: string) => {
+      sock.destroy();
+      resolve(why);
+    };
+    sock.setTimeout(Math.min(timeoutMs, 5000), () => done(`no answer within ${timeoutMs / 1000}s`));
+    sock.once('connect', () => done('it accepts TCP connections but does not speak gRPC (is it a precopy receiver?)'));
+    sock.once('error', (err: NodeJS.ErrnoException) => {
+      const words: Record<string, string> = {
+        ECONNREFUSED: 'connection refused',
+        EHOSTUNREACH: 'host unreachable',
+        ENETUNREACH: 'network unreachable',
+        ENOTFOUND: 'unknown host',
+        EAI_AGAIN: 'host name lookup failed',
+        ETIMEDOUT: 'connection timed out',
+      };
+      done(words[err.code ?? ''] ?? err.message);
+    });
+  });
+}
+
+const delay = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref());

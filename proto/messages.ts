@@ -1,0 +1,139 @@
+// TypeScript shapes of the precopy.v1 messages as they cross the link, i.e. as proto-loader
+// produces them with PROTO_LOADER_OPTIONS (camelCase fields, uint64 as number, bytes as Buffer,
+// enums as strings, oneof name in `msg`). proto/migration.proto stays the contract; these types
+// only mirror it so that both ends are type-checked.
+
+import type { Vma } from '../common/vma';
+
+export type { Vma };
+
+export type Phase = 'PRECOPY' | 'STOP_AND_COPY' | 'VERIFY_FIX';
+export const PHASES: readonly Phase[] = ['PRECOPY', 'STOP_AND_COPY', 'VERIFY_FIX'];
+
+export type Encoding = 'RAW' | 'LZ4';
+
+export interface SessionStart {
+  sessionId: string;
+  sourceHost: string;
+  pid: number;
+  pageSize: number;
+  kernel: string;
+  command: string;
+  resume: boolean;
+  memoryBytes: number;
+  /** The sender's downtime target (0 = not given); for metrics and the session report. */
+  downtimeTargetSeconds: number;
+}
+
+export interface RoundStart {
+  round: number;
+  phase: Phase;
+  layout: Vma[];
+}
+
+export interface PageBatch {
+  /** Packed (start address, page count) pairs. */
+  runs: number[];
+  /** One bit per page in run order; empty when the batch has no zero pages. */
+  zeroMap: Buffer;
+  encoding: Encoding;
+  /** (pages - zero pages) * page size. */
+  rawLength: number;
+  payload: Buffer;
+}
+
+export interface Discard {
+  runs: number[];
+}
+
+export interface RoundEnd {
+  round: number;
+  dirtyPages: number;
+  zeroPages: number;
+  rawBytes: number;
+  wireBytes: number;
+  durationSeconds: number;
+  dirtyRateBytesPerSecond: number;
+  transferRateBytesPerSecond: number;
+  expectedDowntimeSeconds: number;
+  remainingBytes: number;
+  throttlePercent: number;
+  batches: number;
+}
+
+export interface ThreadState {
+  tid: number;
+  regs: Buffer;
+  fpregs: Buffer;
+}
+
+export interface Commit {
+  layout: Vma[];
+  threads: ThreadState[];
+  /** 8 bytes, little-endian (common/image-digest.ts digestToBuffer). */
+  imageDigest: Buffer;
+  imagePages: number;
+}
+
+export interface Report {
+  stopReason: string;
+  downtimeSeconds: number;
+  frozenSeconds: number;
+  totalSeconds: number;
+  bytesSent: number;
+  memoryBytes: number;
+  verify: string;
+  verifyMismatches: number;
+  result: string;
+  error: string;
+}
+
+/** One SenderMessage; `msg` names the oneof member that is set. */
+export type SenderMessage =
+  | { msg: 'start'; start: SessionStart }
+  | { msg: 'roundStart'; roundStart: RoundStart }
+  | { msg: 'pages'; pages: PageBatch }
+  | { msg: 'discard'; discard: Discard }
+  | { msg: 'roundEnd'; roundEnd: RoundEnd }
+  | { msg: 'commit'; commit: Commit }
+  | { msg: 'report'; report: Report };
+
+/** What the sender may pass: every field optional except the oneof choice (proto3 defaults). */
+export type OutgoingSenderMessage =
+  | { start: Partial<SessionStart> }
+  | { roundStart: Partial<RoundStart> }
+  | { pages: PageBatch }
+  | { discard: Discard }
+  | { roundEnd: Partial<RoundEnd> & { round: number } }
+  | { commit: Partial<Commit> }
+  | { report: Partial<Report> };
+
+export interface SessionAccepted {
+  sessionId: string;
+  resumed: boolean;
+  /** -1 when no round is durable. */
+  lastDurableRound: number;
+}
+
+export interface RoundAck {
+  round: number;
+  pagesStored: number;
+  durableBytes: number;
+}
+
+export interface CommitResult {
+  ok: boolean;
+  imageDigest: Buffer;
+  imagePages: number;
+  message: string;
+}
+
+export type ReceiverMessage =
+  | { msg: 'accepted'; accepted: SessionAccepted }
+  | { msg: 'roundAck'; roundAck: RoundAck }
+  | { msg: 'commit'; commit: CommitResult };
+
+export type OutgoingReceiverMessage =
+  | { accepted: SessionAccepted }
+  | { roundAck: RoundAck }
+  | { commit: CommitResult };

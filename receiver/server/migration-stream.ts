@@ -1,0 +1,397 @@
+// One Migrate stream: the protocol state machine between the wire and the image store.
+//
+// Messages are handled one at a time, in order, each awaited before the next (reading pauses
+// when a few are queued: that is the backpressure that reaches the sender through HTTP/2 flow
+// control). Order: SessionStart, then rounds (RoundStart, PageBatch/Discard*, RoundEnd), then
+// Commit, then Report; after a successful Commit a VERIFY_FIX round and a new Commit may follow.
+// A refused Commit (CommitResult ok=false: the digest recomputed from disk differs) leaves the
+// session receiving: more rounds and a new Commit may follow. A Report with result aborted/failed
+// before the commit gives the session up.
+//
+// How a stream ends:
+// - bad message: the session is marked failed, the stream ends with a status naming the problem;
+// - client gone (cancel, broken connection, deadline, server shutdown): the session is left as
+//   it is, durable at its last acknowledged round, resumable (the service abandons it later);
+// - client half-close: after the commit, OK; before it, the session is left resumable.
+
+import * as grpc from '@grpc/grpc-js';
+import { digestFromBuffer, digestToBuffer } from '../../common/image-digest';
+import { logger } from '../../common/log';
+import {
+  PHASES,
+  type Commit,
+  type Discard,
+  type OutgoingReceiverMessage,
+  type PageBatch,
+  type Report,
+  type RoundEnd,
+  type RoundStart,
+  type SessionStart,
+} from '../../proto/messages';
+import type { IncomingSenderMessage } from '../../proto/service';
+import type { ImageStore, SessionImage } from '../store/image-store';
+import { checkPageSize, checkSessionId } from '../store/input-checks';
+import { checkRunCount, decodeBatch } from './batch-checks';
+import { MAX_REGS_BYTES, MAX_THREADS } from './limits';
+import type { SessionEvents } from './session-events';
+import { failedPrecondition, invalidArgument, resourceExhausted, statusName, toStreamError } from './stream-error';
+
+const log = logger('server');
+
+export type MigrateCall = grpc.ServerDuplexStream<IncomingSenderMessage, OutgoingReceiverMessage>;
+
+/** What a stream needs from the service that owns it. */
+export interface StreamHost {
+  readonly store: ImageStore;
+  readonly imagesDir: string;
+  readonly events: SessionEvents;
+  /** A stream took session `id` (create or resume). */
+  sessionTaken(id: string): void;
+  /** A stream let session `id` go while it is still receiving (resumable). */
+  sessionLeft(id: string): void;
+  /** The stream is over and holds nothing any more. */
+  streamDone(stream: MigrationStream): void;
+}
+
+type State = 'await-start' | 'between-rounds' | 'in-round' | 'committed' | 'finished';
+
+/** Marks the client's half-close in the message queue. */
+const HALF_CLOSE = Symbol('half-close');
+type QueueItem = IncomingSenderMessage | typeof HALF_CLOSE;
+
+// Pause reading when this many messages wait (each up to 64 MiB), resume when few are left.
+const QUEUE_HIGH = 4;
+const QUEUE_LOW = 1;
+// Page batches being written at once: the next batch is decoded (lz4) on this thread while the
+// previous ones are copied into the page cache on libuv's threads.
+const WRITE_DEPTH = 4;
+
+export class MigrationStream {
+  private state: State = 'await-start';
+  private session: SessionImage | null = null;
+  private sessionId = '';
+  private openRound = -1;
+  /** Last round made durable (by this stream, or before the resume). */
+  private lastRound = -1;
+  private reported = false;
+  /** Page writes not finished yet, and the first one that failed. */
+  private readonly writes = new Set<Promise<void>>();
+  private writeError: unknown = null;
+  private readonly queue: QueueItem[] = [];
+  private draining: Promise<void> | null = null;
+  private paused = false;
+  /** Nothing more is handled: the stream failed, ended or broke. */
+  private closed = false;
+  private released = false;
+  private readonly peer: string;
+  /** Settles when the stream is over and its session is released. */
+  readonly done: Promise<void>;
+  private markDone!: () => void;
+
+  constructor(
+    private readonly call: MigrateCall,
+    private readonly host: StreamHost,
+  ) {
+    this.peer = call.getPeer();
+    this.done = new Promise((resolve) => (this.markDone = resolve));
+    call.on('data', (m: IncomingSenderMessage) => this.enqueue(m));
+    call.on('end', () => this.enqueue(HALF_CLOSE));
+    call.on('cancelled', () => void this.broken('the stream was cancelled or the connection lost'));
+    log.debug(`stream from ${this.peer} opened`);
+  }
+
+  private get label(): string {
+    return this.sessionId ? `session ${this.sessionId}` : `stream from ${this.peer}`;
+  }
+
+  // ---------------------------------------------------------------- queue
+
+  private enqueue(item: QueueItem): void {
+    if (this.closed) return;
+    this.queue.push(item);
+    if (!this.paused && this.queue.length >= QUEUE_HIGH) {
+      this.paused = true;
+      this.call.pause();
+    }
+    this.draining ??= this.drain();
+  }
+
+  private async drain(): Promise<void> {
+    try {
+      while (!this.closed && this.queue.length > 0) {
+        const item = this.queue.shift()!;
+        if (this.paused && this.queue.length <= QUEUE_LOW) {
+          this.paused = false;
+          this.call.resume();
+        }
+        try {
+          if (item === HALF_CLOSE) await this.halfClosed();
+          else await this.handle(item);
+        } catch (err) {
+          await this.failWith(err);
+        }
+      }
+    } finally {
+      this.draining = null;
+    }
+  }
+
+  // ---------------------------------------------------------------- messages
+
+  private async handle(m: IncomingSenderMessage): Promise<void> {
+    if (m.msg === 'malformed') throw invalidArgument(m.error);
+    if (m.msg === undefined) throw invalidArgument('empty SenderMessage: no field of its oneof is set');
+    if (this.state === 'await-start' && m.msg !== 'start') {
+      throw failedPrecondition(`the stream must begin with SessionStart, not ${m.msg}`);
+    }
+    if (this.state === 'finished') throw failedPrecondition(`${m.msg} after the session was given up`);
+    // Anything but more pages waits until the pages before it are written (or one failed).
+    if (m.msg !== 'pages') await this.settleWrites();
+    switch (m.msg) {
+      case 'start':
+        return this.start(m.start);
+      case 'roundStart':
+        return this.roundStart(m.roundStart);
+      case 'pages':
+        return this.pages(m.pages);
+      case 'discard':
+        return this.discard(m.discard);
+      case 'roundEnd':
+        return this.roundEnd(m.roundEnd);
+      case 'commit':
+        return this.commit(m.commit);
+      case 'report':
+        return this.report(m.report);
+      default:
+        throw invalidArgument(`unknown message ${(m as { msg: string }).msg}`);
+    }
+  }
+
+  private async start(s: SessionStart): Promise<void> {
+    if (this.state !== 'await-start') throw failedPrecondition('a second SessionStart on one stream');
+    const id = checkSessionId(s.sessionId);
+    const pageSize = checkPageSize(s.pageSize);
+    const { store } = this.host;
+    const session = s.resume
+      ? await store.resume(id)
+      : await store.create({
+          sessionId: id,
+          sourceHost: s.sourceHost,
+          pid: s.pid,
+          pageSize,
+          kernel: s.kernel,
+          command: s.command,
+          memoryBytes: s.memoryBytes,
+          createdAt: new Date().toISOString(),
+        });
+    if (this.closed) {
+      // The client went away while the session was opened: let it go again.
+      await session.close();
+      if (session.state === 'receiving') this.host.sessionLeft(id);
+      return;
+    }
+    if (session.meta.pageSize !== pageSize) {
+      await session.close();
+      throw invalidArgument(`session ${id} has page size ${session.meta.pageSize}, the resuming sender says ${pageSize}`);
+    }
+    this.session = session;
+    this.sessionId = id;
+    this.lastRound = session.lastDurableRound;
+    this.state = 'between-rounds';
+    this.host.sessionTaken(id);
+    this.host.events.sessionStarted(s);
+    log.info(
+      s.resume
+        ? `session ${id}: resumed by ${this.peer} (pid ${session.meta.pid}), last durable round ${this.lastRound}`
+        : `session ${id}: started by ${this.peer} (pid ${s.pid} ${s.command || '?'} on ${s.sourceHost || '?'}, page size ${pageSize})`,
+    );
+    await this.reply({ accepted: { sessionId: id, resumed: s.resume, lastDurableRound: this.lastRound } });
+  }
+
+  private async roundStart(r: RoundStart): Promise<void> {
+    if (this.state === 'in-round') throw failedPrecondition(`RoundStart ${r.round} while round ${this.openRound} is still open`);
+    if (this.state === 'committed' && r.phase !== 'VERIFY_FIX') {
+      throw failedPrecondition(`after the commit only a VERIFY_FIX round may follow, not ${r.phase}`);
+    }
+    if (!PHASES.includes(r.phase)) throw invalidArgument(`RoundStart phase ${String(r.phase)} is unknown`);
+    if (r.round <= this.lastRound) throw failedPrecondition(`round ${r.round} does not follow round ${this.lastRound}`);
+    await this.session!.beginRound(r.round, r.phase, r.layout);
+    this.openRound = r.round;
+    this.state = 'in-round';
+    log.debug(`${this.label}: round ${r.round} (${r.phase}) started, ${r.layout.length} VMAs`);
+  }
+
+  private requireRound(what: string): void {
+    if (this.state !== 'in-round') throw failedPrecondition(`${what} outside a round (send RoundStart first)`);
+  }
+
+  private async pages(b: PageBatch): Promise<void> {
+    this.requireRound('PageBatch');
+    this.throwWriteError();
+    const c = decodeBatch(b);
+    const write: Promise<void> = this.session!.writePages(c.runs, c.zeroMap, c.data).then(
+      () => void this.writes.delete(write),
+      (err: unknown) => {
+        this.writes.delete(write);
+        this.writeError ??= err;
+      },
+    );
+    this.writes.add(write);
+    if (this.writes.size >= WRITE_DEPTH) await Promise.race(this.writes);
+    this.throwWriteError();
+  }
+
+  private async settleWrites(): Promise<void> {
+    while (this.writes.size > 0) await Promise.all(this.writes);
+    this.throwWriteError();
+  }
+
+  private throwWriteError(): void {
+    if (this.writeError !== null) throw this.writeError;
+  }
+
+  private async discard(d: Discard): Promise<void> {
+    this.requireRound('Discard');
+    checkRunCount(d.runs, 'Discard');
+    await this.session!.discard(d.runs);
+  }
+
+  private async roundEnd(e: RoundEnd): Promise<void> {
+    this.requireRound('RoundEnd');
+    if (e.round !== this.openRound) throw invalidArgument(`RoundEnd says round ${e.round}, but round ${this.openRound} is open`);
+    // RoundEnd carries exactly the store's RoundFigures (the store checks the figures).
+    const durable = await this.session!.endRound(e);
+    this.lastRound = e.round;
+    this.state = 'between-rounds';
+    log.debug(`${this.label}: round ${e.round} durable: ${durable.pagesStored} pages held, ${durable.durableBytes} bytes written`);
+    await this.reply({ roundAck: { round: durable.round, pagesStored: durable.pagesStored, durableBytes: durable.durableBytes } });
+    this.host.events.roundEnded(this.sessionId, e);
+  }
+
+  private async commit(c: Commit): Promise<void> {
+    if (this.state === 'in-round') throw failedPrecondition(`Commit while round ${this.openRound} is still open`);
+    if (this.state === 'committed') throw failedPrecondition('Commit of a session already committed (send a VERIFY_FIX round first)');
+    if (this.lastRound < 0) throw failedPrecondition('Commit before any round was made durable');
+    if (c.imageDigest.length !== 8) throw invalidArgument(`Commit image_digest is ${c.imageDigest.length} bytes, not 8`);
+    if (c.threads.length > MAX_THREADS) throw resourceExhausted(`Commit has ${c.threads.length} threads, more than ${MAX_THREADS}`);
+    for (const t of c.threads) {
+      if (t.regs.length > MAX_REGS_BYTES || t.fpregs.length > MAX_REGS_BYTES) {
+        throw resourceExhausted(`Commit registers of thread ${t.tid} exceed ${MAX_REGS_BYTES} bytes`);
+      }
+    }
+    const out = await this.session!.commit({
+      layout: c.layout,
+      threads: c.threads.map((t) => ({ tid: t.tid, regs: t.regs, fpregs: t.fpregs })),
+      imageDigest: digestFromBuffer(c.imageDigest),
+      imagePages: c.imagePages,
+    });
+    await this.reply({
+      commit: { ok: out.ok, imageDigest: digestToBuffer(out.imageDigest), imagePages: out.imagePages, message: out.message },
+    });
+    if (!out.ok) {
+      // The image differs from what the sender says it sent. The store keeps the session
+      // receiving: the sender may re-send pages in a new round and commit again, or give up.
+      log.warn(`${this.label}: commit refused: ${out.message}`);
+      return;
+    }
+    this.state = 'committed';
+    log.info(`${this.label}: committed, ${out.imagePages} pages`);
+  }
+
+  private async report(r: Report): Promise<void> {
+    const session = this.session!;
+    if (this.state === 'committed') {
+      await session.recordReport({ ...r });
+      this.reported = true;
+      this.host.events.sessionEnded(this.sessionId, r);
+      return;
+    }
+    if (r.result === 'aborted' || r.result === 'failed') {
+      // The sender gives the session up: it will never be committed.
+      const reason = r.error || `${r.result} by the sender`;
+      await session.abort(reason);
+      this.state = 'finished';
+      this.host.events.sessionEnded(this.sessionId, r);
+      log.info(`${this.label}: aborted by the sender: ${reason}`);
+      return;
+    }
+    throw failedPrecondition(`Report with result '${r.result}' before the commit`);
+  }
+
+  // ---------------------------------------------------------------- replies and endings
+
+  private async reply(m: OutgoingReceiverMessage): Promise<void> {
+    if (this.call.write(m)) return;
+    // Respect backpressure; give up waiting when the client is gone.
+    await new Promise<void>((resolve) => {
+      const done = () => {
+        this.call.off('drain', done);
+        this.call.off('close', done);
+        resolve();
+      };
+      this.call.once('drain', done);
+      this.call.once('close', done);
+    });
+  }
+
+  /** The client half-closed its side. */
+  private async halfClosed(): Promise<void> {
+    await this.settleWrites(); // a bad batch just before the half-close still fails the session
+    this.closed = true;
+    if (this.state === 'committed' && !this.reported) this.host.events.sessionEnded(this.sessionId, { result: 'committed' });
+    if (this.state === 'between-rounds' || this.state === 'in-round') {
+      log.warn(`${this.label}: the sender closed the stream before committing; the session stays resumable at round ${this.lastRound}`);
+    }
+    // Release first: once the sender sees the end of its stream, the session is free to resume.
+    await this.release();
+    this.call.end();
+  }
+
+  /** A bad message or a store error: fail the session (when this stream holds one and it is not
+   *  committed) and end the stream with the status. */
+  private async failWith(err: unknown): Promise<void> {
+    const e = toStreamError(err, this.host.imagesDir);
+    if (this.closed) {
+      log.debug(`${this.label}: ${e.message} (after the stream ended)`);
+      return;
+    }
+    this.closed = true;
+    this.queue.length = 0;
+    const level = e.code === grpc.status.INTERNAL ? 'error' : 'warn';
+    log[level](`${this.label}: ${statusName(e.code)}: ${e.message}`);
+    if (this.session && (this.state === 'between-rounds' || this.state === 'in-round')) {
+      await this.session.fail(e.message).catch((f: Error) => log.debug(`${this.label}: could not mark failed: ${f.message}`));
+      this.state = 'finished';
+      this.host.events.sessionEnded(this.sessionId, { result: 'failed', error: e.message });
+    }
+    await this.release();
+    this.call.emit('error', { code: e.code, details: e.message });
+  }
+
+  /** The client is gone: stop, let the message in hand finish, keep the session resumable. */
+  private async broken(reason: string): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.queue.length = 0;
+    await this.draining;
+    if (this.state === 'between-rounds' || this.state === 'in-round') {
+      log.warn(`${this.label}: ${reason}; the session stays resumable at round ${this.lastRound}`);
+    } else {
+      log.debug(`${this.label}: ${reason}`);
+    }
+    await this.release();
+  }
+
+  private async release(): Promise<void> {
+    if (this.released) return;
+    this.released = true;
+    const session = this.session;
+    this.session = null;
+    if (session) {
+      await session.close().catch((err: Error) => log.warn(`${this.label}: closing the session: ${err.message}`));
+      if (this.state === 'between-rounds' || this.state === 'in-round') this.host.sessionLeft(this.sessionId);
+    }
+    this.host.streamDone(this);
+    this.markDone();
+  }
+}

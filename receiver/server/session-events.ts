@@ -1,0 +1,19 @@
+// What the migration service tells the outside world about sessions: the receiver's metrics
+// (common/metrics/migration-metrics.ts MigrationMetrics has these methods) or nothing.
+
+import type { Report, RoundEnd, SessionStart } from '../../proto/messages';
+
+export interface SessionEvents {
+  /** A session was created or resumed by a stream. */
+  sessionStarted(start: SessionStart): void;
+  /** A round is durable (after its RoundAck went out). */
+  roundEnded(sessionId: string, figures: RoundEnd): void;
+  /** The session is over: committed (with the sender's Report when it sent one), failed, aborted. */
+  sessionEnded(sessionId: string, outcome: Pick<Report, 'result'> & Partial<Report>): void;
+}
+
+export const NO_EVENTS: SessionEvents = {
+  sessionStarted: () => undefined,
+  roundEnded: () => undefined,
+  sessionEnded: () => undefined,
+};

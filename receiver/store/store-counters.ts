@@ -1,0 +1,25 @@
+// Process-wide counters of the image store. Plain numbers so that the store has no metrics
+// dependency; the receiver's metrics module reads them in a prom-client collect() callback.
+
+export const storeCounters = {
+  /** Page bytes written into chunk files (zero pages excluded). */
+  bytesWritten: 0,
+  /** Pages stored with data. */
+  dataPages: 0,
+  /** Pages stored as zero bits. */
+  zeroPages: 0,
+  /** Pages dropped by Discard messages or layout changes. */
+  discardedPages: 0,
+  /** fsync/fdatasync calls issued (files and directories). */
+  fsyncs: 0,
+  /** Rounds made durable. */
+  roundsDurable: 0,
+  /** Successful commits. */
+  commits: 0,
+  /** Commits refused because the recomputed digest differed. */
+  digestMismatches: 0,
+  /** Sessions failed because the disk was full. */
+  noSpace: 0,
+  /** Page bytes read back (digest, export, readPages). */
+  bytesRead: 0,
+};

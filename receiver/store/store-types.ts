@@ -1,0 +1,105 @@
+// Public types of the image store (the contract shared with the gRPC server and the sender's
+// local-file transfer).
+
+import type { Vma } from '../../common/vma';
+
+export interface SessionMeta {
+  sessionId: string;
+  sourceHost: string;
+  pid: number;
+  pageSize: number;
+  kernel: string;
+  command: string;
+  memoryBytes: number;
+  /** ISO 8601. */
+  createdAt: string;
+}
+
+export type SessionState = 'receiving' | 'committed' | 'failed' | 'aborted';
+export const SESSION_STATES: readonly SessionState[] = ['receiving', 'committed', 'failed', 'aborted'];
+
+export interface SessionSummary {
+  meta: SessionMeta;
+  state: SessionState;
+  /** Rounds made durable. */
+  rounds: number;
+  /** Pages the image holds (data and zero pages). */
+  imagePages: number;
+  /** imagePages * page size: the memory the image describes (zero pages take no disk space). */
+  imageBytes: number;
+  /** ISO 8601 time of the last durable change. */
+  updatedAt: string;
+  reason?: string;
+}
+
+export type RoundPhase = 'PRECOPY' | 'STOP_AND_COPY' | 'VERIFY_FIX';
+export const ROUND_PHASES: readonly RoundPhase[] = ['PRECOPY', 'STOP_AND_COPY', 'VERIFY_FIX'];
+
+export interface RoundFigures {
+  round: number;
+  dirtyPages: number;
+  zeroPages: number;
+  rawBytes: number;
+  wireBytes: number;
+  durationSeconds: number;
+  dirtyRateBytesPerSecond: number;
+  transferRateBytesPerSecond: number;
+  expectedDowntimeSeconds: number;
+  remainingBytes: number;
+  throttlePercent: number;
+  batches: number;
+}
+
+export interface ThreadStateRec {
+  tid: number;
+  /** struct user_regs_struct bytes. */
+  regs: Buffer;
+  /** struct user_fpregs_struct bytes. */
+  fpregs: Buffer;
+}
+
+export interface CommitRequest {
+  layout: Vma[];
+  threads: ThreadStateRec[];
+  imageDigest: bigint;
+  imagePages: number;
+}
+
+export interface CommitOutcome {
+  ok: boolean;
+  /** As recomputed by the receiver from disk. */
+  imageDigest: bigint;
+  imagePages: number;
+  message: string;
+}
+
+export interface RoundDurable {
+  round: number;
+  /** Pages the image holds after this round. */
+  pagesStored: number;
+  /** Page bytes written to disk in this round. */
+  durableBytes: number;
+}
+
+/** What a committed image is (manifest.json, decoded). */
+export interface ImageManifest {
+  sessionId: string;
+  meta: SessionMeta;
+  commit: number;
+  committedAt: string;
+  layout: Vma[];
+  threads: ThreadStateRec[];
+  imageDigest: bigint;
+  imagePages: number;
+  dataPages: number;
+}
+
+export interface VerifyResult {
+  ok: boolean;
+  /** Why not ok (empty when ok). */
+  problems: string[];
+  /** Recomputed from disk, when it could be. */
+  digest?: bigint;
+  pages?: number;
+  manifest?: ImageManifest;
+}

@@ -1,0 +1,109 @@
+#!/usr/bin/env node
+// `sender`: live-migrate a running process's memory to a receiver.
+//   sender migrate --pid P --to HOST:PORT [flags]     (see USAGE)
+// Parses and checks flags, then hands over to migrate.ts; user mistakes end with one line on
+// stderr and a non-zero exit, never a stack trace.
+
+import * as os from 'node:os';
+import { UserError, runMain } from '../common/errors';
+import { parseEnumFlag, parseFlags, parseHostPort, parseIntFlag, type HostPort } from '../common/cli';
+import { migrate, type MigrateOptions } from './migrate';
+import { HumanReporter, JsonReporter } from './report/reporter';
+import { parseTransferTarget } from './transfer/open-transfer';
+
+const USAGE = `usage: sender migrate --pid PID --to HOST:PORT [options]
+
+Copies the memory of running process PID to a precopy receiver while it keeps running
+(iterative pre-copy), then freezes it briefly to copy the last dirty pages and commits a
+verified image on the receiver. Needs root or CAP_SYS_PTRACE and Linux >= 6.7.
+
+options:
+  --pid PID               process to migrate (required)
+  --to HOST:PORT          receiver address (required); or dir:PATH to write the image straight
+                          into an images directory on this host (no network)
+  --session ID            image name on the receiver, [A-Za-z0-9._-]{1,64}
+                          (default: COMMAND-PID-TIMESTAMP)
+  --downtime-ms MS        freeze once the expected downtime is under MS (default 300)
+  --max-rounds N          pre-copy rounds at most, round 0 included (default 30)
+  --max-pages N           pages per scan batch (default 4096)
+  --compress lz4|none     page compression on the wire (default lz4)
+  --auto-converge         throttle a target that dirties memory faster than the link sends it
+  --after resume|stop|kill  what to do with the target once the image is committed
+                          (default resume: it keeps running)
+  --verify / --no-verify  compare the frozen target's memory with the image (default --verify)
+  --json                  print one JSON document with every figure instead of the table
+  --metrics-listen HOST:PORT  serve Prometheus metrics while migrating
+  -h, --help              this help
+
+exit status: 0 only when the receiver committed a verified image.`;
+
+const TOP_USAGE = `usage: sender <command> [options]
+
+commands:
+  migrate     live-migrate a process's memory to a receiver (sender migrate --help)`;
+
+const OPTIONS = {
+  pid: { type: 'string' },
+  to: { type: 'string' },
+  session: { type: 'string' },
+  'downtime-ms': { type: 'string' },
+  'max-rounds': { type: 'string' },
+  'max-pages': { type: 'string' },
+  compress: { type: 'string' },
+  'auto-converge': { type: 'boolean' },
+  after: { type: 'string' },
+  verify: { type: 'boolean' },
+  'no-verify': { type: 'boolean' },
+  json: { type: 'boolean' },
+  'metrics-listen': { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+const SESSION_ID = /^(?!\.)[A-Za-z0-9._-]{1,64}$/;
+
+export type ParsedMigrate = Omit<MigrateOptions, 'reporter' | 'signal'> & { json: boolean; metricsListen: HostPort | null };
+
+export function parseMigrateArgs(argv: string[]): ParsedMigrate | 'help' {
+  const { values: v } = parseFlags(argv, OPTIONS, USAGE);
+  if (v.help) return 'help';
+  if (v.pid === undefined) throw new UserError(`--pid is required\n\n${USAGE}`);
+  if (v.to === undefined) throw new UserError(`--to is required (HOST:PORT of a receiver, or dir:PATH)\n\n${USAGE}`);
+  if (v.verify && v['no-verify']) throw new UserError('--verify and --no-verify contradict each other');
+  if (v.session !== undefined && !SESSION_ID.test(v.session)) {
+    throw new UserError(`--session must be 1-64 characters of A-Z a-z 0-9 . _ - not starting with '.', got '${v.session}'`);
+  }
+  return {
+    pid: parseIntFlag(v.pid, '--pid', 0, 1, 2 ** 22),
+    to: parseTransferTarget(v.to),
+    sessionId: v.session ?? null,
+    downtimeMs: parseIntFlag(v['downtime-ms'], '--downtime-ms', 300, 1, 3_600_000),
+    maxRounds: parseIntFlag(v['max-rounds'], '--max-rounds', 30, 1, 10_000),
+    maxPages: parseIntFlag(v['max-pages'], '--max-pages', 4096, 1, 262_144),
+    compress: parseEnumFlag(v.compress, '--compress', 'lz4', ['lz4', 'none'] as const),
+    autoConverge: v['auto-converge'] ?? false,
+    after: parseEnumFlag(v.after, '--after', 'resume', ['resume', 'stop', 'kill'] as const),
+    verify: !v['no-verify'],
+    json: v.json ?? false,
+    metricsListen: v['metrics-listen'] !== undefined ? parseHostPort(v['metrics-listen'], '--metrics-listen') : null,
+    sourceHost: os.hostname(),
+  };
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  if (command === undefined || command === '-h' || command === '--help' || command === 'help') {
+    process.stdout.write(TOP_USAGE + '\n');
+    return command === undefined ? 2 : 0;
+  }
+  if (command !== 'migrate') throw new UserError(`unknown command '${command}'\n\n${TOP_USAGE}`);
+  const parsed = parseMigrateArgs(rest);
+  if (parsed === 'help') {
+    process.stdout.write(USAGE + '\n');
+    return 0;
+  }
+  const reporter = parsed.json ? new JsonReporter() : new HumanReporter();
+  await migrate({ ...parsed, reporter, handleSignals: true });
+  return 0;
+}
+
+if (require.main === module) runMain('sender', () => main(process.argv.slice(2)));

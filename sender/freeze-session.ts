@@ -1,0 +1,103 @@
+// Every freeze the sender makes (the stop-and-copy freeze, the auto-converge throttle's short
+// freezes) goes through here, so that one place can promise the target is never left frozen:
+// each live Frozen is remembered, and thawAll() — called on any failure, on SIGINT/SIGTERM and,
+// as the last resort, on process exit — detaches from all of them. ptrace calls must come from
+// the thread that froze, i.e. the JS main thread: everything here is synchronous.
+//
+// If the sender is SIGKILLed the kernel detaches ptrace itself and the target runs on; the one
+// thing that must never happen before the commit is a queued SIGSTOP (thawStopped), and only
+// afterAction() below sends it.
+
+import { freeze, type Frozen, type ThreadState } from '../native';
+import { logger } from '../common/log';
+
+const log = logger('freeze');
+
+const live = new Set<Frozen>();
+let exitHookInstalled = false;
+
+function installExitHook(): void {
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  process.on('exit', () => thawAll('sender exiting'));
+}
+
+/** Freeze every thread of pid (tracked: thawAll() will undo it). */
+export function freezeTracked(pid: number, captureRegisters: boolean): Frozen {
+  installExitHook();
+  const f = freeze(pid, captureRegisters);
+  live.add(f);
+  return f;
+}
+
+/** Thaw one freeze; a target that died meanwhile is not an error (nothing left to thaw). */
+export function thawTracked(f: Frozen, how: 'thaw' | 'stop' = 'thaw'): void {
+  if (!live.delete(f)) return;
+  if (how === 'stop') f.thawStopped();
+  else f.thaw();
+}
+
+/** Thaw everything still frozen; never throws (called from failure paths and exit). */
+export function thawAll(why: string): number {
+  let n = 0;
+  for (const f of [...live]) {
+    live.delete(f);
+    try {
+      f.thaw();
+      n++;
+    } catch (err) {
+      log.debug(`thaw of ${f.pid} (${why}) failed: ${(err as Error).message}`);
+    }
+  }
+  if (n > 0) log.info(`thawed the target (${why})`);
+  return n;
+}
+
+/** The stop-and-copy freeze: times freeze → commit ack (downtime) and freeze → thaw (frozen). */
+export class FreezeSession {
+  readonly frozenAt: number;
+  private readonly frozen: Frozen;
+  private thawedAt = 0;
+
+  constructor(readonly pid: number) {
+    this.frozenAt = performance.now();
+    this.frozen = freezeTracked(pid, true);
+  }
+
+  threads(): ThreadState[] {
+    return this.frozen.threads();
+  }
+
+  /** Seconds since the freeze (or until the thaw, once thawed). */
+  frozenSeconds(): number {
+    return ((this.thawedAt || performance.now()) - this.frozenAt) / 1000;
+  }
+
+  /** --after: resume (thaw), stop (SIGSTOP queued, then detach), kill (SIGKILL, then detach).
+   *  Only ever called after the receiver acknowledged the commit. */
+  afterAction(after: 'resume' | 'stop' | 'kill'): void {
+    if (after === 'kill') {
+      // SIGKILL reaches a ptrace-stopped process; the detach that follows may find it gone.
+      process.kill(this.pid, 'SIGKILL');
+      try {
+        thawTracked(this.frozen);
+      } catch {
+        /* the process is dying: nothing to detach from */
+      }
+    } else {
+      thawTracked(this.frozen, after === 'stop' ? 'stop' : 'thaw');
+    }
+    this.thawedAt = performance.now();
+  }
+
+  /** Failure path: plain thaw, never throws. */
+  release(): void {
+    if (this.thawedAt) return;
+    try {
+      thawTracked(this.frozen);
+    } catch (err) {
+      log.debug(`thaw after failure: ${(err as Error).message}`);
+    }
+    this.thawedAt = performance.now();
+  }
+}

@@ -1,0 +1,26 @@
+// The closing summary (human lines) and the --json document. Both come from one MigrationSummary.
+
+import { verifyText, type MigrationSummary } from './figures';
+import { formatBytes, formatSeconds } from './units';
+
+export function summaryLines(s: MigrationSummary): string[] {
+  const ratio = s.memoryBytes > 0 ? (s.bytesSent / s.memoryBytes).toFixed(2) : '-';
+  const lines = [
+    `session ${s.sessionId}: pid ${s.pid} committed to ${s.to}`,
+    `rounds:      ${s.precopyRounds} pre-copy + stop-and-copy (stopped: ${s.stopReason}: ${s.stopWhy})`,
+    `downtime:    ${formatSeconds(s.downtimeSeconds)} (target ${formatSeconds(s.downtimeTargetSeconds)}), ` +
+      `frozen ${formatSeconds(s.frozenSeconds)}`,
+    `total time:  ${formatSeconds(s.totalSeconds)}`,
+    `sent:        ${formatBytes(s.bytesSent)} on the wire for ${formatBytes(s.memoryBytes)} of memory (${ratio}x), ` +
+      `compression ${s.compressionRatio.toFixed(2)}:1`,
+    `verify:      ${verifyText(s.verify)}`,
+    `after:       target ${s.after === 'resume' ? 'resumed' : s.after === 'stop' ? 'left stopped (SIGSTOP)' : 'killed'}`,
+  ];
+  if (s.maxThrottlePercent > 0) lines.splice(2, 0, `throttle:    up to ${s.maxThrottlePercent}% (auto-converge)`);
+  return lines;
+}
+
+/** The --json document: the summary itself, every figure in base units (bytes, seconds). */
+export function summaryJson(s: MigrationSummary): string {
+  return JSON.stringify(s, null, 2);
+}

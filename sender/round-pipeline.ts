@@ -1,0 +1,91 @@
+// One round's data path: scan → stage (read, hash, zero detection, lz4) → transfer, overlapped.
+// While batch k is on its way to the receiver, batch k+1 is being scanned and staged; at most
+// IN_FLIGHT batches are staged-but-not-accepted, and the transfer's sendBatch() resolves only
+// once a batch is accepted (gRPC write() true or 'drain'), so the sender's memory stays bounded by
+// a few batches whatever the target's size, and a slow link slows the scan instead of filling RAM.
+
+import { logger } from '../common/log';
+import type { RunBatch } from './tracking/tracked-process';
+import type { BatchStager, StagedBatch } from './stage/batch-stager';
+import type { PageTransfer } from './transfer/page-transfer';
+import { splitRunBatch } from './run-lists';
+
+const log = logger('pipeline');
+
+/** Staged batches waiting for the transfer at most. */
+export const IN_FLIGHT = 3;
+/** Pages staged and sent as one batch at most: scan batches (--max-pages, 4096 by default) are cut
+ *  to this. Measured on a 1 GiB target over gRPC: 4 MiB batches move ~290 MiB/s with ~160 MB of
+ *  sender RSS, 16 MiB batches ~210 MiB/s with ~350 MB (cache misses, buffers waiting for GC). */
+export const STAGE_PAGES = 1024;
+
+const EMPTY = Buffer.alloc(0);
+
+export interface RoundTotals {
+  /** Pages the scan returned, zero pages included. */
+  dirtyPages: number;
+  zeroPages: number;
+  /** Page bytes read and sent (zero pages excluded), before compression. */
+  rawBytes: number;
+  /** Payload bytes sent. */
+  wireBytes: number;
+  batches: number;
+  /** (start, pages) runs that could not be read (unmapped or made unreadable meanwhile). */
+  unreadable: number[];
+}
+
+export const emptyTotals = (): RoundTotals => ({ dirtyPages: 0, zeroPages: 0, rawBytes: 0, wireBytes: 0, batches: 0, unreadable: [] });
+
+export interface PipelineOptions {
+  signal?: AbortSignal;
+  /** Called after each accepted batch with the round's totals so far (progress bar). */
+  onProgress?(t: RoundTotals): void;
+}
+
+/** Run every batch of `source` through the stager into the transfer; resolves when all were
+ *  accepted (not yet durable: endRound() waits for that). */
+export async function runPipeline(
+  source: AsyncIterable<RunBatch> | Iterable<RunBatch>,
+  stager: BatchStager,
+  transfer: PageTransfer,
+  opts: PipelineOptions = {},
+): Promise<RoundTotals> {
+  const totals = emptyTotals();
+  const inFlight: Promise<void>[] = [];
+  let failure: unknown = null;
+
+  const send = (b: StagedBatch): Promise<void> => {
+    totals.batches++;
+    const p = transfer
+      .sendBatch({ runs: b.runs, zeroMap: b.zeroMap ?? EMPTY, encoding: b.encoding, rawLength: b.rawLength, payload: b.payload })
+      .then(() => {
+        totals.zeroPages += b.zeroPages;
+        totals.rawBytes += b.rawLength;
+        totals.wireBytes += b.payload.length;
+        opts.onProgress?.(totals);
+      });
+    // Remember the first failure now, so that a rejection while we are busy staging is never
+    // "unhandled"; it is rethrown at the next window check.
+    p.catch((err) => {
+      failure ??= err;
+    });
+    return p;
+  };
+
+  scan: for await (const scanned of source) {
+    totals.dirtyPages += scanned.pages;
+    for (const batch of splitRunBatch(scanned, STAGE_PAGES, stager.pageSize)) {
+      if (failure) break scan;
+      opts.signal?.throwIfAborted();
+      const staged = await stager.stage(batch);
+      if (staged.unreadable.length > 0) totals.unreadable.push(...staged.unreadable);
+      if (staged.pages > 0) inFlight.push(send(staged));
+      while (inFlight.length >= IN_FLIGHT) await inFlight.shift();
+    }
+  }
+  await Promise.allSettled(inFlight);
+  if (failure) throw failure;
+  opts.signal?.throwIfAborted();
+  if (totals.unreadable.length > 0) log.debug(`${totals.unreadable.length / 2} runs could not be read (unmapped meanwhile)`);
+  return totals;
+}

@@ -1,0 +1,84 @@
+// RunBatch: what the scanning layer hands to the staging layer. Runs of pages as packed
+// (start, pageCount) pairs in a Float64Array (no per-region JS objects), at most maxPages pages.
+// RunBatcher fills one batch at a time from scan regions.
+
+export interface RunBatch {
+  /** (start address, page count) pairs, ascending, page-aligned, each inside one VMA. */
+  runs: Float64Array;
+  /** Total pages in runs. */
+  pages: number;
+  /** Sub-runs of `runs` known to be the shared zero page (PAGE_IS_PFNZERO): need no read. */
+  zeroHint?: Float64Array;
+}
+
+export class RunBatcher {
+  private runs: Float64Array;
+  private n = 0;
+  private zero: Float64Array;
+  private nz = 0;
+  pages = 0;
+  /** A run may be extended only if it starts at or after this address (the current VMA's start):
+   *  PageBatch runs must each lie inside one VMA, and adjacent VMAs touch. */
+  private floor = 0;
+
+  constructor(
+    readonly maxPages: number,
+    readonly pageSize: number,
+  ) {
+    if (!Number.isInteger(maxPages) || maxPages < 1) throw new RangeError(`maxPages must be a positive integer, got ${maxPages}`);
+    // Worst case one run per page; allocated once per walk, reused for every batch.
+    this.runs = new Float64Array(2 * maxPages);
+    this.zero = new Float64Array(2 * maxPages);
+  }
+
+  /** Pages that still fit. */
+  room(): number {
+    return this.maxPages - this.pages;
+  }
+
+  full(): boolean {
+    return this.pages === this.maxPages;
+  }
+
+  /** The next page added starts a new run (a VMA boundary at `start`). */
+  boundary(start: number): void {
+    this.floor = start;
+  }
+
+  /** Add as many pages of [start, start + count pages) as fit; returns how many were taken. */
+  add(start: number, count: number, isZero = false): number {
+    const take = Math.min(count, this.maxPages - this.pages);
+    if (take <= 0) return 0;
+    this.n = append(this.runs, this.n, start, take, this.pageSize, this.floor);
+    if (isZero) this.nz = append(this.zero, this.nz, start, take, this.pageSize, this.floor);
+    this.pages += take;
+    return take;
+  }
+
+  /** The batch so far (copied out), and start a new one. */
+  take(): RunBatch {
+    const b: RunBatch = { runs: this.runs.slice(0, this.n), pages: this.pages };
+    if (this.nz > 0) b.zeroHint = this.zero.slice(0, this.nz);
+    this.n = 0;
+    this.nz = 0;
+    this.pages = 0;
+    return b;
+  }
+}
+
+function append(a: Float64Array, n: number, start: number, count: number, pageSize: number, floor: number): number {
+  if (n > 0 && a[n - 2] >= floor && a[n - 2] + a[n - 1] * pageSize === start) {
+    a[n - 1] += count;
+    return n;
+  }
+  a[n] = start;
+  a[n + 1] = count;
+  return n + 2;
+}
+
+/** Append one page to a packed run list, extending the last run when contiguous. */
+export function appendPage(out: number[], addr: number, pageSize: number): void {
+  const k = out.length;
+  if (k > 0 && out[k - 2] + out[k - 1] * pageSize === addr) out[k - 1]++;
+  else out.push(addr, 1);
+}

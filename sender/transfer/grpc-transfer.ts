@@ -1,0 +1,72 @@
+// Network page transfer (the default): one MigrationLink (proto/client.ts) = one gRPC Migrate
+// stream to the receiver. Backpressure comes from the link: send() resolves once the message is
+// serialized and the stream has room, so the sender never queues more than a few batches.
+// Connection problems surface as the link's LinkError ("cannot reach receiver at HOST:PORT
+// (connection refused)"), a UserError: one line, no stack.
+
+import { digestToBuffer } from '../../common/image-digest';
+import { formatHostPort, type HostPort } from '../../common/cli';
+import { LinkError, MigrationLink } from '../../proto/client';
+import { UserError } from '../../common/errors';
+import type { Vma } from '../../common/vma';
+import type { CommitInfo, CommitResult, PageBatch, PageTransfer, Phase, Report, RoundAck, RoundEnd, SessionAccepted, SessionStart } from './page-transfer';
+
+export class GrpcTransfer implements PageTransfer {
+  readonly description: string;
+  private link: MigrationLink | null = null;
+
+  constructor(private readonly address: HostPort) {
+    this.description = `receiver at ${formatHostPort(address)}`;
+  }
+
+  async open(start: SessionStart): Promise<SessionAccepted> {
+    const where = formatHostPort(this.address);
+    try {
+      this.link = await MigrationLink.connect(where);
+    } catch (err) {
+      // The sender's wording: "cannot reach receiver at HOST:PORT (connection refused)".
+      const m = err instanceof LinkError ? /^cannot reach receiver at \S+: (.*)$/s.exec(err.message) : null;
+      throw m ? new UserError(`cannot reach receiver at ${where} (${m[1]})`, 1) : err;
+    }
+    return this.link.start(start);
+  }
+
+  beginRound(round: number, phase: Phase, layout: Vma[]): Promise<void> {
+    return this.use().send({ roundStart: { round, phase, layout } });
+  }
+
+  sendBatch(b: PageBatch): Promise<void> {
+    return this.use().send({ pages: b });
+  }
+
+  discard(runs: number[]): Promise<void> {
+    return this.use().send({ discard: { runs } });
+  }
+
+  endRound(figures: RoundEnd): Promise<RoundAck> {
+    return this.use().endRound(figures);
+  }
+
+  commit(c: CommitInfo): Promise<CommitResult> {
+    return this.use().commit({ layout: c.layout, threads: c.threads, imageDigest: digestToBuffer(c.imageDigest), imagePages: c.imagePages });
+  }
+
+  report(r: Report): Promise<void> {
+    return this.use().report(r);
+  }
+
+  async abort(reason: string): Promise<void> {
+    await this.link?.abort(reason);
+  }
+
+  async close(): Promise<void> {
+    const link = this.link;
+    this.link = null;
+    await link?.close();
+  }
+
+  private use(): MigrationLink {
+    if (!this.link) throw new Error('gRPC transfer used before open() or after close()');
+    return this.link;
+  }
+}

@@ -1,0 +1,121 @@
+// The deployment files (deploy/): no Docker engine or Kubernetes here, so each YAML file is parsed
+// (Debian's python3-yaml) and checked for the settings that make the pieces fit together: the
+// ports the receiver image uses are the ones Prometheus scrapes, compose mounts the provisioning,
+// the sender Job has the privileges ptrace and userfaultfd need, the systemd unit's variables are
+// defined by its environment file.
+
+import test from 'ava';
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { REPO_ROOT } from '../helpers/target';
+
+const DEPLOY = path.join(REPO_ROOT, 'deploy');
+const read = (rel: string) => fs.readFileSync(path.join(DEPLOY, rel), 'utf8');
+
+/** Every document of a YAML file, as JSON (PyYAML's safe loader: no tags, no code). */
+function yamlDocs(rel: string): any[] {
+  const out = execFileSync('/usr/bin/python3', ['-c', 'import sys, json, yaml; print(json.dumps(list(yaml.safe_load_all(open(sys.argv[1])))))', path.join(DEPLOY, rel)], {
+    encoding: 'utf8',
+  });
+  return JSON.parse(out);
+}
+const yaml = (rel: string) => yamlDocs(rel)[0];
+
+const YAML_FILES = [
+  'docker-compose.yml',
+  'prometheus/prometheus.yml',
+  'prometheus/alerts.yml',
+  'prometheus/alerts.test.yml',
+  'grafana/provisioning/datasources/prometheus.yml',
+  'grafana/provisioning/dashboards/precopy.yml',
+  'kubernetes/namespace.yaml',
+  'kubernetes/receiver-daemonset.yaml',
+  'kubernetes/receiver-service.yaml',
+  'kubernetes/sender-job.yaml',
+];
+
+test('every YAML file parses to one document', (t) => {
+  for (const f of YAML_FILES) {
+    const docs = yamlDocs(f);
+    t.is(docs.length, 1, f);
+    t.is(typeof docs[0], 'object', f);
+  }
+});
+
+test('compose: receiver, Prometheus and Grafana wired together', (t) => {
+  const c = yaml('docker-compose.yml');
+  t.deepEqual(Object.keys(c.services).sort(), ['grafana', 'prometheus', 'receiver']);
+  const r = c.services.receiver;
+  t.is(r.build.dockerfile, 'deploy/Dockerfile');
+  t.deepEqual(r.command, ['serve', '--listen', '0.0.0.0:7070', '--images', '/images', '--metrics-listen', '0.0.0.0:9470']);
+  t.true(r.ports.includes('7070:7070') && r.ports.includes('9470:9470'));
+  // Prometheus scrapes the receiver service on its metrics port.
+  const prom = yaml('prometheus/prometheus.yml');
+  const job = prom.scrape_configs.find((j: any) => j.job_name === 'precopy-receiver');
+  t.deepEqual(job.static_configs[0].targets, ['receiver:9470']);
+  t.deepEqual(prom.rule_files, ['alerts.yml']);
+  t.true(c.services.prometheus.volumes.includes('./prometheus:/etc/prometheus:ro'));
+  t.true(c.services.prometheus.command.includes('--config.file=/etc/prometheus/prometheus.yml'));
+  // Grafana gets the provisioning and the dashboards where the provider looks.
+  const provider = yaml('grafana/provisioning/dashboards/precopy.yml').providers[0];
+  t.true(c.services.grafana.volumes.includes(`./grafana/dashboards:${provider.options.path}:ro`));
+  t.true(c.services.grafana.volumes.includes('./grafana/provisioning:/etc/grafana/provisioning:ro'));
+  const ds = yaml('grafana/provisioning/datasources/prometheus.yml').datasources[0];
+  t.is(ds.url, 'http://prometheus:9090');
+  t.is(ds.uid, JSON.parse(read('grafana/dashboards/precopy.json')).panels[0].datasource.uid);
+});
+
+test('Dockerfile: node:20-bookworm build, receiver serve with metrics as the default command', (t) => {
+  const d = read('Dockerfile');
+  t.regex(d, /^FROM node:20-bookworm AS build$/m);
+  t.regex(d, /^RUN npm ci$/m);
+  t.regex(d, /^ENTRYPOINT \["node", "dist\/receiver\/cli\.js"\]$/m);
+  t.regex(d, /^CMD \["serve", "--listen", "0\.0\.0\.0:7070", "--images", "\/images", "--metrics-listen", "0\.0\.0\.0:9470"\]$/m);
+  t.regex(d, /build\/Release\/precopy\.node/, 'the runtime stage has the addon');
+  // The files the build copies exist.
+  for (const f of ['package.json', 'package-lock.json', 'binding.gyp', 'native', 'proto']) t.true(fs.existsSync(path.join(REPO_ROOT, f)), f);
+});
+
+test('kubernetes: receiver DaemonSet and Service, sender Job with hostPID and SYS_PTRACE', (t) => {
+  const ds = yaml('kubernetes/receiver-daemonset.yaml');
+  t.is(ds.kind, 'DaemonSet');
+  const rc = ds.spec.template.spec.containers[0];
+  t.deepEqual(ds.spec.selector.matchLabels, ds.spec.template.metadata.labels);
+  t.true(rc.args.includes('--metrics-listen'));
+  t.deepEqual(rc.ports.map((p: any) => p.containerPort).sort(), [7070, 9470]);
+  t.is(ds.spec.template.metadata.annotations['prometheus.io/port'], '9470');
+
+  const svc = yaml('kubernetes/receiver-service.yaml');
+  t.is(svc.kind, 'Service');
+  t.deepEqual(svc.spec.selector, ds.spec.selector.matchLabels);
+  t.deepEqual(svc.spec.ports.map((p: any) => p.targetPort).sort(), ['grpc', 'metrics']);
+
+  const job = yaml('kubernetes/sender-job.yaml');
+  t.is(job.kind, 'Job');
+  const pod = job.spec.template.spec;
+  t.is(pod.hostPID, true);
+  t.is(pod.restartPolicy, 'Never');
+  const sc = pod.containers[0].securityContext;
+  t.true(sc.capabilities.add.includes('SYS_PTRACE'));
+  t.is(sc.privileged, true);
+  t.deepEqual(pod.containers[0].command, ['node', 'dist/sender/cli.js']);
+  t.true(pod.containers[0].args.includes('--pid') && pod.containers[0].args.includes('--to'));
+
+  const ns = yaml('kubernetes/namespace.yaml');
+  for (const doc of [ds, svc, job]) t.is(doc.metadata.namespace, ns.metadata.name);
+});
+
+test('systemd: the unit runs receiver serve with every variable its environment file sets', (t) => {
+  const unit = read('systemd/precopy-receiver.service');
+  const env = read('systemd/precopy-receiver.env');
+  for (const section of ['[Unit]', '[Service]', '[Install]']) t.true(unit.includes(`\n${section}\n`) || unit.startsWith(section), section);
+  const exec = /^ExecStart=(.*)$/m.exec(unit)![1];
+  t.regex(exec, /^\/usr\/bin\/node \/opt\/precopy\/dist\/receiver\/cli\.js serve /);
+  const defined = new Set([...env.matchAll(/^([A-Z_]+)=/gm)].map((m) => m[1]));
+  const used = [...exec.matchAll(/\$\{([A-Z_]+)\}/g)].map((m) => m[1]);
+  t.true(used.length >= 3);
+  for (const v of used) t.true(defined.has(v), `${v} is set in the env file`);
+  t.regex(unit, /^EnvironmentFile=\/etc\/precopy\/receiver\.env$/m);
+  t.regex(unit, /^WantedBy=multi-user\.target$/m);
+});

@@ -1,0 +1,82 @@
+// Unit tests of the run-list operations the orchestration relies on (sender/run-lists.ts): what a
+// layout change drops, what the receiver holds beyond the populated set, cutting into batches.
+
+import test from 'ava';
+import type { Vma } from '../../common/vma';
+import { heldOutside, runsOutside, runsToBatches, splitRunBatch, sumPages } from '../../sender/run-lists';
+
+const P = 4096;
+const B = 0x7f0000000000;
+const at = (page: number) => B + page * P;
+const vma = (first: number, pages: number): Vma => ({
+  start: at(first),
+  end: at(first + pages),
+  perms: 'rw-p',
+  offset: 0,
+  path: '',
+  fileBacked: false,
+  inode: 0,
+  dev: '00:00',
+});
+
+/** A HeldPages over a plain set of page numbers. */
+const heldSet = (pages: number[]) => ({
+  heldRunsIn(start: number, end: number): number[] {
+    const out: number[] = [];
+    for (const p of [...pages].sort((a, b) => a - b)) {
+      const addr = at(p);
+      if (addr < start || addr >= end) continue;
+      const n = out.length;
+      if (n > 0 && out[n - 2] + out[n - 1] * P === addr) out[n - 1]++;
+      else out.push(addr, 1);
+    }
+    return out;
+  },
+});
+
+test('runsOutside: what a new layout no longer covers', (t) => {
+  const before = [vma(0, 10), vma(20, 10)];
+  t.deepEqual(runsOutside(before, before, P), []);
+  // the first VMA shrank to 4 pages, the second vanished, a new one appeared elsewhere
+  t.deepEqual(runsOutside(before, [vma(0, 4), vma(40, 5)], P), [at(4), 6, at(20), 10]);
+  // a split (mprotect) covers the same range: nothing dropped
+  t.deepEqual(runsOutside(before, [vma(0, 3), vma(3, 7), vma(20, 10)], P), []);
+});
+
+test('heldOutside: held pages outside the populated runs, whatever the gaps', (t) => {
+  const held = heldSet([0, 1, 2, 5, 6, 100, 101, 5000]);
+  t.deepEqual(heldOutside(held, [at(0), 3, at(5), 2, at(100), 2, at(5000), 1], P), []);
+  t.deepEqual(heldOutside(held, [at(0), 2, at(6), 1], P), [at(2), 1, at(5), 1, at(100), 2, at(5000), 1]);
+  t.deepEqual(heldOutside(held, [], P), [at(0), 3, at(5), 2, at(100), 2, at(5000), 1]);
+  // unsorted and overlapping populated runs are merged first
+  t.deepEqual(heldOutside(held, [at(100), 2, at(0), 7, at(3), 2], P), [at(5000), 1]);
+});
+
+test('runsToBatches: at most maxPages pages each, long runs split, order kept', (t) => {
+  const runs = [at(0), 5, at(10), 1, at(20), 7];
+  const batches = [...runsToBatches(runs, 4, P)];
+  t.deepEqual(
+    batches.map((b) => [...b.runs]),
+    [[at(0), 4], [at(4), 1, at(10), 1, at(20), 2], [at(22), 4], [at(26), 1]],
+  );
+  t.deepEqual(
+    batches.map((b) => b.pages),
+    [4, 4, 4, 1],
+  );
+  t.is(sumPages(runs), 13);
+  t.deepEqual([...runsToBatches([], 4, P)], []);
+});
+
+test('splitRunBatch: pieces keep their share of the zero hints', (t) => {
+  const batch = { runs: Float64Array.from([at(0), 6, at(10), 2]), pages: 8, zeroHint: Float64Array.from([at(2), 3, at(11), 1]) };
+  t.is(splitRunBatch(batch, 8, P)[0], batch, 'small enough: unchanged');
+  const pieces = splitRunBatch(batch, 3, P);
+  t.deepEqual(
+    pieces.map((b) => [...b.runs]),
+    [[at(0), 3], [at(3), 3], [at(10), 2]],
+  );
+  t.deepEqual(
+    pieces.map((b) => (b.zeroHint ? [...b.zeroHint] : null)),
+    [[at(2), 1], [at(3), 2], [at(11), 1]],
+  );
+});
