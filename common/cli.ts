@@ -6,13 +6,20 @@ import { UserError } from './errors';
 
 export type Options = NonNullable<ParseArgsConfig['options']>;
 
+/** A user mistake on the command line: the problem, the usage line, and where to find the rest
+ *  (the full option list is one --help away; repeating it after every typo buries the error). */
+export function usageError(problem: string, usage: string): UserError {
+  const synopsis = usage.split('\n').find((l) => l.startsWith('usage:')) ?? usage.split('\n')[0];
+  return new UserError(`${problem}\n${synopsis}\n(--help lists every option)`);
+}
+
 /** Parse argv against options; unknown flags and missing values become UserErrors. */
 export function parseFlags<O extends Options>(argv: string[], options: O, usage: string, allowPositionals = false) {
   try {
     return parseArgs({ args: argv, options, allowPositionals, strict: true });
   } catch (err) {
     const msg = (err as Error).message.replace(/\. To specify a positional argument.*$/s, '');
-    throw new UserError(`${msg}\n\n${usage}`);
+    throw usageError(msg, usage);
   }
 }
 

@@ -30,6 +30,8 @@ import type {
   SessionStart,
 } from './messages';
 import { migrationClientConstructor, serializeSenderMessage, type LinkCodec } from './service';
+import { MessageBuffers } from './message-buffers';
+import { encodePagesMessage } from './page-codec';
 
 const log = logger('link');
 
@@ -100,6 +102,8 @@ export class MigrationLink {
   private queuedBytes = 0;
   /** Woken whenever a queued write completes (or the link fails). */
   private readonly progress = new Set<() => void>();
+  /** Serialized page batches, reused once written (message-buffers.ts). */
+  private readonly pageBuffers = new MessageBuffers(4);
   private readonly opts: Required<Omit<LinkOptions, 'codec'>> & { codec: LinkCodec };
 
   private constructor(
@@ -156,9 +160,12 @@ export class MigrationLink {
     if (this.failure) throw this.failure;
     const call = this.call;
     if (!call) throw new Error('MigrationLink.send before start');
-    const bytes = serializeSenderMessage(m, this.opts.codec);
+    const pooled = this.opts.codec === 'fast' && 'pages' in m;
+    const bytes = pooled ? encodePagesMessage(m.pages, this.pageBuffers.take) : serializeSenderMessage(m, this.opts.codec);
     this.queuedBytes += bytes.length;
     call.write(bytes, () => {
+      // Framed and handed to HTTP/2 (or dropped with the stream): the bytes are free again.
+      if (pooled) this.pageBuffers.give(bytes);
       this.queuedBytes -= bytes.length;
       for (const wake of this.progress) wake();
     });

@@ -122,8 +122,9 @@ function checkedRunValue(v: number): number {
   return v;
 }
 
-/** Serialized SenderMessage{pages: batch}: one allocation, the payload copied once. */
-export function encodePagesMessage(batch: PageBatch): Buffer {
+/** Serialized SenderMessage{pages: batch}: one allocation (by `alloc`, which must return at least
+ *  `size` bytes), the payload copied once. */
+export function encodePagesMessage(batch: PageBatch, alloc: (size: number) => Buffer = Buffer.allocUnsafe): Buffer {
   const runs = batch.runs;
   let runsLen = 0;
   for (let i = 0; i < runs.length; i++) runsLen += varintLength(checkedRunValue(runs[i]));
@@ -143,7 +144,8 @@ export function encodePagesMessage(batch: PageBatch): Buffer {
   if (rawLength) inner += 1 + varintLength(rawLength);
   if (payload.length) inner += 1 + varintLength(payload.length) + payload.length;
 
-  const out = Buffer.allocUnsafe(1 + varintLength(inner) + inner);
+  const size = 1 + varintLength(inner) + inner;
+  const out = alloc(size).subarray(0, size);
   let pos = 0;
   out[pos++] = TAG_SENDER_PAGES;
   pos = writeVarint(out, pos, inner);

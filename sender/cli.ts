@@ -6,7 +6,7 @@
 
 import * as os from 'node:os';
 import { UserError, runMain } from '../common/errors';
-import { parseEnumFlag, parseFlags, parseHostPort, parseIntFlag, type HostPort } from '../common/cli';
+import { parseEnumFlag, parseFlags, parseHostPort, parseIntFlag, type HostPort, usageError } from '../common/cli';
 import { migrate, type MigrateOptions } from './migrate';
 import { HumanReporter, JsonReporter } from './report/reporter';
 import { parseTransferTarget } from './transfer/open-transfer';
@@ -66,8 +66,8 @@ export type ParsedMigrate = Omit<MigrateOptions, 'reporter' | 'signal'> & { json
 export function parseMigrateArgs(argv: string[]): ParsedMigrate | 'help' {
   const { values: v } = parseFlags(argv, OPTIONS, USAGE);
   if (v.help) return 'help';
-  if (v.pid === undefined) throw new UserError(`--pid is required\n\n${USAGE}`);
-  if (v.to === undefined) throw new UserError(`--to is required (HOST:PORT of a receiver, or dir:PATH)\n\n${USAGE}`);
+  if (v.pid === undefined) throw usageError('--pid is required', USAGE);
+  if (v.to === undefined) throw usageError('--to is required (HOST:PORT of a receiver, or dir:PATH)', USAGE);
   if (v.verify && v['no-verify']) throw new UserError('--verify and --no-verify contradict each other');
   if (v.session !== undefined && !SESSION_ID.test(v.session)) {
     throw new UserError(`--session must be 1-64 characters of A-Z a-z 0-9 . _ - not starting with '.', got '${v.session}'`);

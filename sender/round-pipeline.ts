@@ -3,6 +3,8 @@
 // IN_FLIGHT batches are staged-but-not-accepted, and the transfer's sendBatch() resolves only
 // once a batch is accepted (gRPC write() true or 'drain'), so the sender's memory stays bounded by
 // a few batches whatever the target's size, and a slow link slows the scan instead of filling RAM.
+// Each staged batch's payload lives in one of the stager's reused ring slots; the pipeline owns it
+// from stage() until that batch's sendBatch() resolves, then release()s it.
 
 import { logger } from '../common/log';
 import type { RunBatch } from './tracking/tracked-process';
@@ -59,6 +61,10 @@ export async function runPipeline(
     const p = transfer
       .sendBatch({ runs: b.runs, zeroMap: b.zeroMap ?? EMPTY, encoding: b.encoding, rawLength: b.rawLength, payload: b.payload })
       .then(() => {
+        // Accepted: the transfer no longer reads the payload (grpc: serialized; local: written),
+        // so its ring slot may take the next batch. A rejected batch keeps its slot (left to the
+        // GC): a failed transfer might still hold the payload.
+        b.release();
         totals.zeroPages += b.zeroPages;
         totals.rawBytes += b.rawLength;
         totals.wireBytes += b.payload.length;

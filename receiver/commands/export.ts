@@ -1,9 +1,8 @@
 // `receiver export SESSION --format raw|core --out PATH`: write a committed image as one file per
 // VMA (+ manifest.json) or as an ELF core file that readelf and gdb read.
 
-import { parseEnumFlag } from '../../common/cli';
-import { UserError } from '../../common/errors';
-import { formatBytes } from '../../sender/report/units';
+import { parseEnumFlag, usageError } from '../../common/cli';
+import { formatBytes } from '../../common/units';
 import { exportCore } from '../export/core-export';
 import { exportRaw } from '../export/raw-export';
 import { COMMON_OPTIONS, IMAGES_HELP, parseSubcommand, existingStore, oneSession, userFacing } from './images-dir';
@@ -41,7 +40,7 @@ export async function run(argv: string[]): Promise<number> {
   const { values, positionals } = parsed;
   const id = oneSession(positionals, USAGE);
   const format = parseEnumFlag(values.format, '--format', 'raw', ['raw', 'core'] as const);
-  if (!values.out) throw new UserError(`--out PATH is required\n\n${USAGE}`);
+  if (!values.out) throw usageError('--out PATH is required', USAGE);
   const store = existingStore(values.images);
   const opts = { zeroFillMissing: values['zero-fill-missing'], fileRoot: values['file-root'], force: values.force };
   try {

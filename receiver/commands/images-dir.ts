@@ -3,7 +3,7 @@
 // directory), and turning store and export errors into user errors (one line, no stack).
 
 import * as fs from 'node:fs';
-import { parseFlags, type Options } from '../../common/cli';
+import { parseFlags, type Options, usageError } from '../../common/cli';
 import { UserError } from '../../common/errors';
 import { ExportError } from '../export/export-error';
 import { ImageStore, StoreError } from '../store/image-store';
@@ -42,6 +42,6 @@ export function userFacing(err: unknown): unknown {
 
 /** Exactly one SESSION positional. */
 export function oneSession(positionals: string[], usage: string): string {
-  if (positionals.length !== 1) throw new UserError(`expected one SESSION, got ${positionals.length}\n\n${usage}`);
+  if (positionals.length !== 1) throw usageError(`expected one SESSION, got ${positionals.length}`, usage);
   return positionals[0];
 }

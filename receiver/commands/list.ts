@@ -1,6 +1,6 @@
 // `receiver list`: the sessions of an images directory as a table (or JSON).
 
-import { formatBytes } from '../../sender/report/units';
+import { formatBytes } from '../../common/units';
 import type { SessionSummary } from '../store/image-store';
 import { COMMON_OPTIONS, IMAGES_HELP, parseSubcommand, existingStore, userFacing } from './images-dir';
 

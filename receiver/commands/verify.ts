@@ -2,7 +2,7 @@
 // recomputed from the pages on disk equals the manifest's; otherwise exit 1 with the reasons.
 
 import { digestHex } from '../../common/image-digest';
-import { formatBytes } from '../../sender/report/units';
+import { formatBytes } from '../../common/units';
 import { StoreError } from '../store/image-store';
 import { COMMON_OPTIONS, IMAGES_HELP, parseSubcommand, existingStore, oneSession, userFacing } from './images-dir';
 

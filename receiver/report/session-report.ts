@@ -8,7 +8,7 @@
 
 import type { Report } from '../../proto/messages';
 import type { RoundFigures, SessionMeta } from '../store/store-types';
-import { formatBytes, formatRate, formatSeconds } from '../../sender/report/units';
+import { formatBytes, formatRate, formatSeconds } from '../../common/units';
 import { CHART_CSS, escapeXml as esc, renderChart } from './svg-chart';
 
 export interface ReportRound extends RoundFigures {

@@ -164,16 +164,24 @@ export class ChunkFiles {
       const m = /^([0-9a-f]{12,16})\.dat$/.exec(name);
       if (!m) continue;
       const w = parseInt(m[1], 16) / this.windowBytes;
-      if (keep.has(w)) continue;
-      const e = this.open.get(w);
-      if (e && e.busy > 0) continue;
-      if (e) {
-        this.open.delete(w);
-        this.touched.delete(w);
-        await (await e.fh).close().catch(() => undefined);
-      }
-      await fsp.rm(path.join(this.dir, name), { force: true });
+      if (!keep.has(w)) await this.remove(w, path.join(this.dir, name));
     }
+  }
+
+  /** Remove the chunk files of these windows, if they exist (no directory listing). */
+  async removeWindows(ws: number[]): Promise<void> {
+    for (const w of ws) await this.remove(w);
+  }
+
+  private async remove(w: number, file = this.fileOf(w)): Promise<void> {
+    const e = this.open.get(w);
+    if (e && e.busy > 0) return;
+    if (e) {
+      this.open.delete(w);
+      this.touched.delete(w);
+      await (await e.fh).close().catch(() => undefined);
+    }
+    await fsp.rm(file, { force: true });
   }
 
   /** Free the space of every chunk file (a failed session that must record its state on a full disk). */

@@ -1,17 +1,16 @@
-// The image digest recomputed from what is on disk (commit and verify): for data pages, the
-// native hash of the bytes read back from the chunk files; for zero pages, the zero-page hash;
-// summed with the address mix exactly as the sender sums them (common/image-digest.ts).
+// The data pages of an image read back from disk and hashed (native hashPages), for the digest
+// recomputed from disk: `verify`, and the running digest rebuilt when a writer reopens a session
+// (running-digest.ts). Summed with the address mix exactly as the sender sums them
+// (common/image-digest.ts).
 //
 // Reads go in spans of up to SPAN_PAGES pages that may include pages that are not data (holes,
 // zero pages): one pread per span instead of one per run, so images with interleaved zero pages
 // read as fast as dense ones. The next span is read while the current one is hashed.
 
-import { digestOf, zeroPageHash } from '../../common/image-digest';
 import { hashPages } from '../../native';
 import type { PageWindows } from './page-windows';
 
 const SPAN_PAGES = 2048;
-const MASK64 = (1n << 64n) - 1n;
 
 interface Span {
   addr: number;
@@ -23,14 +22,16 @@ interface Span {
 /** Reads `pages` pages at addr into buf (throws if the data is not all there). */
 export type PageReader = (addr: number, pages: number, buf: Buffer, off: number) => Promise<void>;
 
-export async function digestFromDisk(windows: PageWindows, read: PageReader): Promise<{ digest: bigint; pages: number }> {
+/** Receives the data pages of one span: (start, pages) runs and the pages' hashes in run order. */
+export type HashSink = (runs: number[], hashes: BigUint64Array) => void;
+
+/** Read and hash every data page the windows hold, span by span, in address order. */
+export async function hashDataOnDisk(windows: PageWindows, read: PageReader, sink: HashSink): Promise<void> {
   const ps = windows.pageSize;
   const spans = dataSpans(windows);
+  if (spans.length === 0) return;
   const spanHashes = new BigUint64Array(SPAN_PAGES);
   const hashes = new BigUint64Array(SPAN_PAGES);
-  const addrs = new Float64Array(SPAN_PAGES);
-  let sum = 0n;
-  let pages = 0;
 
   const bufs = [Buffer.allocUnsafe(SPAN_PAGES * ps), Buffer.allocUnsafe(SPAN_PAGES * ps)];
   const readSpan = (i: number): Promise<void> | null => {
@@ -47,32 +48,15 @@ export async function digestFromDisk(windows: PageWindows, read: PageReader): Pr
     const s = spans[i];
     hashPages(bufs[i % 2].subarray(0, s.pages * ps), ps, spanHashes.subarray(0, s.pages));
     // Keep the data pages' hashes (TypedArray.set: no BigInt per element).
+    const runs: number[] = [];
     let k = 0;
     for (const [first, n] of s.runs) {
       hashes.set(spanHashes.subarray(first, first + n), k);
-      for (let j = 0; j < n; j++) addrs[k + j] = s.addr + (first + j) * ps;
+      runs.push(s.addr + first * ps, n);
       k += n;
     }
-    sum += digestOf(addrs, hashes, k);
-    pages += k;
+    sink(runs, hashes.subarray(0, k));
   }
-
-  // Zero pages: addresses gathered across runs, one native call per SPAN_PAGES of them.
-  hashes.fill(zeroPageHash(ps));
-  let k = 0;
-  windows.forEachRun('zero', (addr, n) => {
-    for (let i = 0; i < n; i++) {
-      addrs[k++] = addr + i * ps;
-      if (k === SPAN_PAGES) {
-        sum += digestOf(addrs, hashes, k);
-        pages += k;
-        k = 0;
-      }
-    }
-  });
-  sum += digestOf(addrs, hashes, k);
-  pages += k;
-  return { digest: sum & MASK64, pages };
 }
 
 /** Group data runs into spans of at most SPAN_PAGES pages, never across a window (chunk file). */

@@ -31,25 +31,77 @@ export async function writeFileSynced(file: string, data: Uint8Array | string, f
 }
 
 /**
- * Replace `file` atomically: temp file in the same directory, fsync, rename, fsync the directory
- * (skip the last step with syncDir=false when the caller fsyncs the directory once for several).
- * Hook, if given, runs between the temp file being durable and the rename (crash-test points).
+ * A file written in full under a temporary name next to its target and fsynced, not yet in place.
+ * install() renames it over the target and fsyncs the directory; discard() removes it. Splitting
+ * atomicWrite in two lets several files become durable in parallel while their renames (the
+ * moments they take effect) stay in order.
  */
-export async function atomicWrite(
-  file: string,
-  data: Uint8Array | string,
-  opts: { syncDir?: boolean; beforeRename?: () => void } = {},
-): Promise<void> {
+export interface StagedFile {
+  install(): Promise<void>;
+  discard(): Promise<void>;
+}
+
+export async function stageFile(file: string, data: Uint8Array | string): Promise<StagedFile> {
   const tmp = `${file}.tmp-${randomBytes(4).toString('hex')}`;
+  const discard = () => fsp.rm(tmp, { force: true }).catch(() => undefined);
   try {
     await writeFileSynced(tmp, data, 'wx');
-    opts.beforeRename?.();
-    await fsp.rename(tmp, file);
   } catch (err) {
-    await fsp.rm(tmp, { force: true }).catch(() => undefined);
+    await discard();
     throw err;
   }
-  if (opts.syncDir !== false) await fsyncDir(path.dirname(file));
+  return {
+    install: async () => {
+      try {
+        await fsp.rename(tmp, file);
+      } catch (err) {
+        await discard();
+        throw err;
+      }
+      await fsyncDir(path.dirname(file));
+    },
+    discard,
+  };
+}
+
+/** Replace `file` atomically: temp file in the same directory, fsync, rename, fsync the directory. */
+export async function atomicWrite(file: string, data: Uint8Array | string): Promise<void> {
+  await (await stageFile(file, data)).install();
+}
+
+export interface Replacement {
+  file: string;
+  data: Uint8Array | string;
+  /** Runs once this file and everything before it is ready, just before its rename (crash-test points). */
+  beforeRename?: () => void;
+}
+
+/**
+ * Replace several files, in order, once `alongside` (other durable writes: page data, bitmaps)
+ * is done: every temporary file is written and fsynced in parallel with those writes; then each
+ * is renamed into place and the rename made durable before the next. A change whose last rename
+ * is its commit point thus costs one round of parallel fsyncs plus one rename and directory fsync
+ * per file. On failure no temporary file is left behind and the first error is thrown.
+ */
+export async function replaceInOrder(files: Replacement[], alongside: Promise<unknown>[] = []): Promise<void> {
+  const staging = files.map((f) => stageFile(f.file, f.data));
+  const done = await Promise.allSettled([...alongside, ...staging]);
+  const staged = done.slice(alongside.length).map((r) => (r.status === 'fulfilled' ? (r.value as StagedFile) : null));
+  const failed = done.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) {
+    await Promise.all(staged.map((s) => s?.discard()));
+    throw failed.reason;
+  }
+  for (let i = 0; i < files.length; i++) {
+    try {
+      files[i].beforeRename?.();
+      await staged[i]!.install();
+    } catch (err) {
+      // (Discarding an installed file's temporary name is a no-op: it was renamed away.)
+      await Promise.all(staged.slice(i).map((s) => s!.discard()));
+      throw err;
+    }
+  }
 }
 
 /** pwrite all of buf[off, off+len) at pos, looping over short writes. */

@@ -108,9 +108,12 @@ export class PageWindows {
     return dropped;
   }
 
-  /** Drop every page outside the layout (munmap, mremap, shrinking); returns pages dropped. */
-  dropOutside(layout: Vma[]): number {
-    return this.walkOutside(layout, true);
+  /**
+   * Drop every page outside the layout (munmap, mremap, shrinking); returns pages dropped.
+   * beforeDrop, if given, sees each range that holds pages just before it is cleared.
+   */
+  dropOutside(layout: Vma[], beforeDrop?: (addr: number, pages: number) => void): number {
+    return this.walkOutside(layout, true, beforeDrop);
   }
 
   /** Pages held outside the layout (verify: a committed image holds none). */
@@ -119,7 +122,7 @@ export class PageWindows {
   }
 
   /** Visit each window's gaps between the (sorted) layout's VMAs; count and optionally clear what they hold. */
-  private walkOutside(layout: Vma[], clear: boolean): number {
+  private walkOutside(layout: Vma[], clear: boolean, beforeDrop?: (addr: number, pages: number) => void): number {
     let held = 0;
     const ps = this.pageSize;
     for (const win of this.windows.values()) {
@@ -133,6 +136,7 @@ export class PageWindows {
         if (n === 0) return;
         held += n;
         if (!clear) return;
+        beforeDrop?.(from, b - a);
         clearBits(win.data, a, b);
         clearBits(win.zero, a, b);
         win.changed = true;
@@ -151,13 +155,25 @@ export class PageWindows {
 
   /** Calls fn(address, pages) for each run of held pages of the given kind, in address order. */
   forEachRun(kind: 'data' | 'zero', fn: (addr: number, pages: number) => void, from = 0, to = Number.MAX_SAFE_INTEGER): void {
-    for (const win of this.all()) {
-      const base = win.index * this.windowBytes;
-      if (base + this.windowBytes <= from || base >= to) continue;
-      const a = Math.max(0, Math.floor((from - base) / this.pageSize));
-      const b = Math.min(WINDOW_PAGES, Math.ceil((to - base) / this.pageSize));
-      forEachRun(kind === 'data' ? win.data : win.zero, a, b, (s, e) => fn(base + s * this.pageSize, e - s));
+    const first = Math.floor(from / this.windowBytes);
+    const last = Math.ceil(to / this.windowBytes) - 1;
+    // A range the size of a batch's run lies in one window or two: looked up, not found by
+    // sorting every window (the running digest asks this for every run of every batch).
+    if (last - first < this.windows.size) {
+      for (let w = first; w <= last; w++) {
+        const win = this.windows.get(w);
+        if (win) this.runsIn(win, kind, fn, from, to);
+      }
+    } else {
+      for (const win of this.all()) if (win.index >= first && win.index <= last) this.runsIn(win, kind, fn, from, to);
     }
+  }
+
+  private runsIn(win: PageWindow, kind: 'data' | 'zero', fn: (addr: number, pages: number) => void, from: number, to: number): void {
+    const base = win.index * this.windowBytes;
+    const a = Math.max(0, Math.floor((from - base) / this.pageSize));
+    const b = Math.min(WINDOW_PAGES, Math.ceil((to - base) / this.pageSize));
+    forEachRun(kind === 'data' ? win.data : win.zero, a, b, (s, e) => fn(base + s * this.pageSize, e - s));
   }
 
   counts(): { dataPages: number; zeroPages: number } {

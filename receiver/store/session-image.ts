@@ -2,26 +2,34 @@
 // state on disk. Every operation runs in arrival order (one queue per session); page writes are
 // issued in order but complete in the background so that the next batch can be decoded meanwhile.
 //
-// Durability protocol of a round (endRound): wait for the round's page writes, fdatasync the
-// chunk files touched, write the changed presence bitmaps as a new generation file (fsync), then
-// replace state.json (last durable round, layout, window index) atomically. A crash before that
-// rename leaves the previous round's state; pages overwritten in place meanwhile were dirtied
-// after that round, so a resuming sender sends them again and the commit digest proves the result.
+// Durability protocol of a round (endRound): wait for the round's page writes; then, in parallel,
+// fdatasync the chunk files touched, write the changed presence bitmaps as a new generation file
+// (fsync), and write the next state.json (last durable round, layout, window index naming that
+// generation) under a temporary name (fsync); once all three are durable, rename it over
+// state.json: the round's commit point. A crash before that rename leaves the previous round's
+// state; pages overwritten in place meanwhile were dirtied after that round, so a resuming sender
+// sends them again and the commit digest proves the result.
+//
+// The image digest is kept as pages arrive (running-digest.ts), so a commit — inside the
+// migration's downtime — costs a comparison and the manifest and state files, not a read of the
+// whole image; verify recomputes the digest from disk.
 
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import type { Vma } from '../../common/vma';
 import { digestHex } from '../../common/image-digest';
 import { logger } from '../../common/log';
-import { countBits, nextBit, testBit } from './bitmap';
+import { hashPages } from '../../native';
+import { countBits, isEmpty, nextBit, testBit } from './bitmap';
 import { ChunkFiles } from './chunk-files';
 import { crashPoint } from './crash-hook';
-import { digestFromDisk } from './disk-digest';
-import { atomicWrite, fsyncDir, readJson, writeFileSynced } from './durable-file';
+import type { PageReader } from './disk-digest';
+import { atomicWrite, fsyncDir, readJson, replaceInOrder, writeFileSynced } from './durable-file';
 import { checkCount, checkFigures, checkLayout, checkRuns, checkText, checkThreads } from './input-checks';
 import { FORMAT, decodeManifest, generationOf, type ManifestFile, type RoundRecord, type SessionFiles, type StateFile, type WindowIndex } from './on-disk';
 import { PageWindows, WINDOW_PAGES } from './page-windows';
 import { encodeGeneration, loadWindows } from './bitmap-generations';
+import { RunningDigest } from './running-digest';
 import { releaseSession } from './session-lock';
 import { StoreError, badState, invalid, ioError } from './store-error';
 import { storeCounters } from './store-counters';
@@ -73,6 +81,13 @@ export class SessionImage {
   private nextGen: number;
   private reportRec: Record<string, unknown> | undefined;
   private readonly chunks: ChunkFiles;
+  /** The digest of what the windows hold, kept as pages change (writers only; see load). */
+  private running: RunningDigest | null = null;
+  /** Scratch for the content hashes of a batch's data pages (grown as needed). */
+  private hashes = new BigUint64Array(256);
+  /** Unlinks of bitmap generations nothing refers to any more, not waited for by the round. */
+  private readonly unlinking = new Set<Promise<void>>();
+  private readonly reader: PageReader = (addr, n, buf, off) => this.readData(addr, n, buf, off);
 
   private constructor(
     readonly id: string,
@@ -174,7 +189,7 @@ export class SessionImage {
         await this.persistState({ state: 'receiving' });
         log.info(`session ${this.id}: committed image reopened for round ${round} (${phase})`);
       }
-      storeCounters.discardedPages += this.windows.dropOutside(checked);
+      storeCounters.discardedPages += (await this.ensureDigest()).dropOutside(checked);
       this.layoutNow = checked;
       this.current = { round, phase, bytes: 0 };
     });
@@ -216,31 +231,36 @@ export class SessionImage {
     if (total === 0) return Promise.resolve();
     this.checkWindowBudget(runs);
 
-    // Checked: mark the pages and plan one pwrite per contiguous run of non-zero pages.
-    const writes: [window: number, pos: number, off: number, len: number][] = [];
-    let off = 0;
-    const storeData = (addr: number, n: number) => {
-      this.windows.markData(addr, n);
-      for (const [w, first, k] of this.windows.split(addr, n)) {
-        writes.push([w, first * ps, off, k * ps]);
-        off += k * ps;
-      }
-    };
+    // Checked: split the runs into data and zero runs, hash the data pages (the running digest),
+    // mark them all, and plan one pwrite per contiguous run of data pages.
+    const dataRuns: number[] = [];
+    const zeroRuns: number[] = [];
     let idx = 0;
     for (let r = 0; r < runs.length; r += 2) {
       const start = runs[r];
       const count = runs[r + 1];
-      if (!zm) storeData(start, count);
+      if (!zm) dataRuns.push(start, count);
       else {
         for (let i = 0; i < count; ) {
           const zero = testBit(zm, idx + i);
           const j = nextBit(zm, idx + i, idx + count, !zero) - idx;
-          if (zero) this.windows.markZero(start + i * ps, j - i);
-          else storeData(start + i * ps, j - i);
+          (zero ? zeroRuns : dataRuns).push(start + i * ps, j - i);
           i = j;
         }
       }
       idx += count;
+    }
+    const hashes = this.hashScratch(total - zeros);
+    if (total > zeros) hashPages(data, ps, hashes);
+    this.held().markZero(zeroRuns);
+    this.held().markData(dataRuns, hashes);
+    const writes: [window: number, pos: number, off: number, len: number][] = [];
+    let off = 0;
+    for (let r = 0; r < dataRuns.length; r += 2) {
+      for (const [w, first, k] of this.windows.split(dataRuns[r], dataRuns[r + 1])) {
+        writes.push([w, first * ps, off, k * ps]);
+        off += k * ps;
+      }
     }
     cur.bytes += expected;
     storeCounters.dataPages += total - zeros;
@@ -269,7 +289,7 @@ export class SessionImage {
       this.checkWritable();
       if (!this.current) throw badState('discard arrived outside a round (no RoundStart)');
       checkRuns(runs, this.pageSize, null);
-      for (let r = 0; r < runs.length; r += 2) storeCounters.discardedPages += this.windows.clear(runs[r], runs[r + 1]);
+      for (let r = 0; r < runs.length; r += 2) storeCounters.discardedPages += this.held().clear(runs[r], runs[r + 1]);
     });
   }
 
@@ -283,33 +303,37 @@ export class SessionImage {
       if (figures.round !== cur.round) throw badState(`end of round ${figures.round} but round ${cur.round} is open`);
       await this.drainWrites();
       if (this.broken) throw this.broken;
-      await this.chunks.syncTouched();
-      crashPoint('round-data-synced');
-      const index = await this.persistBitmaps();
-      crashPoint('round-bitmaps-written');
-      const counts = this.windows.counts();
+      const bitmaps = this.planBitmaps();
+      const counts = this.held().counts();
       const rec: RoundRecord = { round: cur.round, phase: cur.phase, endedAt: now(), figures };
-      await this.persistState({
+      const before = this.st.windows;
+      const next = this.nextState({
         lastDurableRound: cur.round,
         layout: this.layoutNow,
-        windows: index,
+        windows: bitmaps.index,
         gen: this.nextGen - 1,
         imagePages: counts.dataPages + counts.zeroPages,
         dataPages: counts.dataPages,
         rounds: [...this.st.rounds, rec],
       });
+      await replaceInOrder(
+        [{ file: this.files.state, data: JSON.stringify(next) }],
+        [this.chunks.syncTouched().then(() => crashPoint('round-data-synced')), bitmaps.write().then(() => crashPoint('round-bitmaps-written'))],
+      );
+      this.st = next;
       crashPoint('round-durable');
       this.current = null;
       storeCounters.roundsDurable++;
-      await this.tidy();
+      await this.forgetUnused(before);
       return { round: cur.round, pagesStored: counts.dataPages + counts.zeroPages, durableBytes: cur.bytes };
     });
   }
 
   /**
-   * Commit the image: drop pages outside the final layout, recompute the digest from disk, and
-   * only if it matches write the manifest atomically and mark the session committed. A mismatch
-   * returns ok=false and leaves the session receiving, so the sender can fix pages and commit again.
+   * Commit the image: drop pages outside the final layout, compare the running digest with the
+   * sender's, and only if it matches write the manifest and mark the session committed (both
+   * files fsynced in parallel, then renamed in that order). A mismatch returns ok=false and leaves
+   * the session receiving, so the sender can fix pages and commit again.
    */
   commit(c: CommitRequest): Promise<CommitOutcome> {
     return this.serial(async () => {
@@ -321,29 +345,22 @@ export class SessionImage {
       if (typeof c.imageDigest !== 'bigint' || c.imageDigest < 0n || c.imageDigest > MASK64) throw invalid('image digest must be a 64-bit unsigned value');
       const imagePages = checkCount(c.imagePages, 'image pages');
 
-      storeCounters.discardedPages += this.windows.dropOutside(layout);
+      const held = await this.ensureDigest();
+      storeCounters.discardedPages += held.dropOutside(layout);
       this.layoutNow = layout;
-      let got: { digest: bigint; pages: number };
-      try {
-        got = await this.computeDigest();
-      } catch (err) {
-        if (err instanceof StoreError && err.code === 'INVALID') {
-          return { ok: false, imageDigest: 0n, imagePages: 0, message: `image incomplete: ${err.message}` };
-        }
-        throw err;
-      }
+      const got = held.digest();
       crashPoint('commit-digest-checked');
       if (got.digest !== c.imageDigest || got.pages !== imagePages) {
         storeCounters.digestMismatches++;
         const message =
-          `digest mismatch: receiver computed ${digestHex(got.digest)} over ${got.pages} pages, ` +
+          `digest mismatch: receiver holds ${digestHex(got.digest)} over ${got.pages} pages, ` +
           `sender sent ${digestHex(c.imageDigest)} over ${imagePages} pages; session stays receiving`;
         log.warn(`session ${this.id}: ${message}`);
         return { ok: false, imageDigest: got.digest, imagePages: got.pages, message };
       }
 
-      const index = await this.persistBitmaps();
-      const counts = this.windows.counts();
+      const bitmaps = this.planBitmaps();
+      const counts = held.counts();
       const commit = this.st.commit + 1;
       const manifest: ManifestFile = {
         format: FORMAT,
@@ -356,26 +373,41 @@ export class SessionImage {
         imageDigest: digestHex(got.digest),
         imagePages: got.pages,
         dataPages: counts.dataPages,
-        windows: index,
+        windows: bitmaps.index,
       };
-      await atomicWrite(this.files.manifest, JSON.stringify(manifest, null, 1), { beforeRename: () => crashPoint('commit-manifest-tmp') });
-      crashPoint('commit-manifest-renamed');
-      await this.persistState({
+      const before = this.st.windows;
+      const next = this.nextState({
         state: 'committed',
         commit,
         layout,
-        windows: index,
+        windows: bitmaps.index,
         gen: this.nextGen - 1,
         imagePages: got.pages,
         dataPages: counts.dataPages,
         reason: undefined,
       });
+      await replaceInOrder(
+        [
+          { file: this.files.manifest, data: JSON.stringify(manifest, null, 1), beforeRename: () => crashPoint('commit-manifest-tmp') },
+          { file: this.files.state, data: JSON.stringify(next), beforeRename: () => crashPoint('commit-manifest-renamed') },
+        ],
+        [bitmaps.write()],
+      );
+      this.st = next;
       crashPoint('commit-done');
       storeCounters.commits++;
-      await this.tidy();
+      await this.forgetUnused(before);
       log.info(`session ${this.id}: committed ${got.pages} pages, digest ${digestHex(got.digest)}`);
       return { ok: true, imageDigest: got.digest, imagePages: got.pages, message: `committed ${got.pages} pages` };
     });
+  }
+
+  /**
+   * The running digest and page count (writers): what commit compares with the sender's. As of
+   * the operations called before (writePages calls apply in call order, before their data is written).
+   */
+  heldDigest(): Promise<{ digest: bigint; pages: number }> {
+    return this.serial(async () => (await this.ensureDigest()).digest());
   }
 
   /** Keep the sender's final report (for `receiver report`). */
@@ -403,7 +435,7 @@ export class SessionImage {
   digest(): Promise<{ digest: bigint; pages: number }> {
     return this.serial(async () => {
       await this.drainWrites();
-      return this.computeDigest();
+      return (await RunningDigest.fromDisk(this.windows, this.reader)).digest();
     });
   }
 
@@ -508,6 +540,7 @@ export class SessionImage {
     this.closed = true;
     await this.tail.catch(noop);
     await this.drainWrites();
+    await Promise.all(this.unlinking);
     await this.chunks.close();
     if (this.writable) await releaseSession(this.files.dir);
   }
@@ -558,6 +591,40 @@ export class SessionImage {
     }
   }
 
+  /**
+   * The running digest. A reopened session (resume after a crash or a broken stream) rebuilds it
+   * once from the pages on disk, at its first round or commit — not at resume itself, which may be
+   * only to abort it — so that no commit ever reads the image back. A new session has nothing to read.
+   */
+  private async ensureDigest(): Promise<RunningDigest> {
+    if (this.running) return this.running;
+    if (!this.writable) throw badState(`session ${this.id} was opened read-only`);
+    const t0 = process.hrtime.bigint();
+    try {
+      this.running = await RunningDigest.fromDisk(this.windows, this.reader);
+    } catch (err) {
+      if (err instanceof StoreError && err.code === 'INVALID') throw invalid(`session ${this.id} is damaged: ${err.message}`);
+      throw err;
+    }
+    const d = this.running.digest();
+    if (d.pages > 0) {
+      const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+      log.info(`session ${this.id}: image digest rebuilt from disk: ${d.pages} pages in ${ms.toFixed(0)} ms`);
+    }
+    return this.running;
+  }
+
+  /** The running digest of a session with a round open (beginRound built it). */
+  private held(): RunningDigest {
+    if (!this.running) throw badState(`session ${this.id}: no running digest outside a round`);
+    return this.running;
+  }
+
+  private hashScratch(n: number): BigUint64Array {
+    if (this.hashes.length < n) this.hashes = new BigUint64Array(Math.max(n, 2 * this.hashes.length));
+    return this.hashes.subarray(0, n);
+  }
+
   private checkWritable(): void {
     if (this.closed) throw badState(`session ${this.id} is closed`);
     if (!this.writable) throw badState(`session ${this.id} was opened read-only`);
@@ -595,33 +662,68 @@ export class SessionImage {
     log.info(`session ${this.id} ${state}: ${reason}`);
   }
 
+  /** The current state plus patch (not yet on disk). */
+  private nextState(patch: Partial<StateFile>): StateFile {
+    return { ...this.st, ...patch, updatedAt: now() };
+  }
+
   /** Replace state.json atomically with the current state plus patch. */
   private async persistState(patch: Partial<StateFile>): Promise<void> {
-    const next: StateFile = { ...this.st, ...patch, updatedAt: now() };
+    const next = this.nextState(patch);
     await atomicWrite(this.files.state, JSON.stringify(next));
     this.st = next;
   }
 
-  /** Write changed windows' bitmaps as a new generation; returns the window index to make durable. */
-  private async persistBitmaps(): Promise<WindowIndex> {
+  /**
+   * The next bitmap generation: the windows changed since they were last persisted, numbered and
+   * slotted now, so that the window index naming them (returned) can go into state.json while
+   * write() makes the generation file durable. Nothing to write when no changed window holds pages.
+   */
+  private planBitmaps(): { index: WindowIndex; write: () => Promise<void> } {
     const changed = this.windows.changed();
-    const keep = changed.filter((w) => countBits(w.data) + countBits(w.zero) > 0);
+    const keep = changed.filter((w) => !isEmpty(w.data) || !isEmpty(w.zero));
     for (const w of changed) {
       w.changed = false;
       w.persisted = null;
     }
+    let write = () => Promise.resolve();
     if (keep.length > 0) {
       const gen = this.nextGen++;
-      await writeFileSynced(this.files.generation(gen), encodeGeneration(keep));
-      await fsyncDir(this.files.bitmaps);
+      const bytes = encodeGeneration(keep);
       keep.forEach((w, slot) => (w.persisted = [gen, slot]));
+      write = async () => {
+        await writeFileSynced(this.files.generation(gen), bytes);
+        await fsyncDir(this.files.bitmaps);
+      };
     }
-    return this.windows.nonEmpty().map((w) => [w.index, w.persisted![0], w.persisted![1]]);
+    return { index: this.windows.nonEmpty().map((w) => [w.index, w.persisted![0], w.persisted![1]]), write };
   }
 
-  /** After a durable change: remove bitmap generations and chunk files nothing refers to. */
+  /**
+   * After a durable change (the state before it had window index `before`): drop what nothing
+   * refers to any more. Bitmap generations only `before` named are unlinked in the background —
+   * this writer never reuses their numbers; close() and the full tidy wait for them — so the
+   * round's ack does not wait for the directory update. Chunk files of windows left without data
+   * are removed now: a write to such a window must not race the removal.
+   */
+  private async forgetUnused(before: WindowIndex): Promise<void> {
+    const used = new Set(this.st.windows.map((w) => w[1]));
+    for (const gen of new Set(before.map((w) => w[1]))) {
+      if (used.has(gen)) continue;
+      const p = fsp
+        .rm(this.files.generation(gen), { force: true })
+        .catch((err: unknown) => log.warn(`session ${this.id}: could not remove an old page bitmap: ${(err as Error).message}`))
+        .finally(() => this.unlinking.delete(p));
+      this.unlinking.add(p);
+    }
+    await this.chunks.removeWindows(this.windows.all().filter((w) => isEmpty(w.data)).map((w) => w.index));
+    this.windows.pruneEmpty();
+  }
+
+  /** Remove bitmap generations and chunk files nothing refers to, and leftover temporary files. */
   private async tidy(): Promise<void> {
     if (!this.writable) return;
+    await Promise.all(this.unlinking);
     const used = new Set(this.st.windows.map((w) => w[1]));
     const names = await fsp.readdir(this.files.bitmaps).catch(() => [] as string[]);
     for (const name of names) {
@@ -631,7 +733,7 @@ export class SessionImage {
     for (const name of await fsp.readdir(this.files.dir)) {
       if (name.includes('.tmp-')) await fsp.rm(path.join(this.files.dir, name), { force: true });
     }
-    const withData = new Set(this.windows.all().filter((w) => countBits(w.data) > 0).map((w) => w.index));
+    const withData = new Set(this.windows.all().filter((w) => !isEmpty(w.data)).map((w) => w.index));
     await this.chunks.removeExcept(withData);
     this.windows.pruneEmpty();
   }
@@ -652,10 +754,6 @@ export class SessionImage {
       }
       off += len;
     }
-  }
-
-  private computeDigest(): Promise<{ digest: bigint; pages: number }> {
-    return digestFromDisk(this.windows, (addr, n, buf, off) => this.readData(addr, n, buf, off));
   }
 
   private async readManifest(): Promise<ImageManifest | undefined> {

@@ -67,7 +67,7 @@ export interface CommitRequest {
 
 export interface CommitOutcome {
   ok: boolean;
-  /** As recomputed by the receiver from disk. */
+  /** The receiver's running digest of the pages it holds (verify recomputes it from disk). */
   imageDigest: bigint;
   imagePages: number;
   message: string;

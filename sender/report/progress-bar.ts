@@ -1,7 +1,7 @@
 // Round 0 progress on a terminal: bytes done of the expected total, rate, ETA, redrawn in place
 // at most 10 times a second. Only on a TTY (stderr): pipes and logs get the per-round lines alone.
 
-import { formatBytes, formatRate, formatSeconds } from './units';
+import { formatBytes, formatRate, formatSeconds } from '../../common/units';
 
 const WIDTH = 30;
 const REDRAW_MS = 100;

@@ -3,7 +3,7 @@
 // expected downtime, throttle.
 
 import type { RoundRecord } from './figures';
-import { formatBytes, formatRate, formatSeconds } from './units';
+import { formatBytes, formatRate, formatSeconds } from '../../common/units';
 
 const COLUMNS: [string, number][] = [
   ['round', 5],

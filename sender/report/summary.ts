@@ -1,7 +1,7 @@
 // The closing summary (human lines) and the --json document. Both come from one MigrationSummary.
 
 import { verifyText, type MigrationSummary } from './figures';
-import { formatBytes, formatSeconds } from './units';
+import { formatBytes, formatSeconds } from '../../common/units';
 
 export function summaryLines(s: MigrationSummary): string[] {
   const ratio = s.memoryBytes > 0 ? (s.bytesSent / s.memoryBytes).toFixed(2) : '-';

@@ -7,11 +7,13 @@
 //   zero     a page whose hash is the zero page's AND which compares equal to zeros is a zero page:
 //            a bit in zero_map (LSB first, in run order), no bytes; PFNZERO pages are not read;
 //   compact  the non-zero pages moved together in place;
-//   lz4      one lz4 block of them (RAW when it does not shrink);
+//   lz4      one lz4 block of them, tried only when a sample of the batch compresses (RAW when
+//            it does not shrink: the compacted read buffer itself is the payload, no copy);
 //   record   every page's hash goes into SentPages (the table and the image digest).
-// stage() handles one batch at a time (its read buffer is reused); the payload it returns is its
-// own Buffer, owned by the caller until sent. mismatches() is the verify pass's read + hash +
-// compare against SentPages, through the same reader (PROT_NONE data included).
+// stage() handles one batch at a time; each staged batch holds one PayloadRing slot (its read
+// buffer, its lz4 output) that its payload views: the caller owns it until it calls release(),
+// after which the slot's buffers are reused (payload-ring.ts). mismatches() is the verify pass's
+// read + hash + compare against SentPages, through the same reader (PROT_NONE data included).
 
 import { performance } from 'node:perf_hooks';
 import { logger } from '../../common/log';
@@ -19,6 +21,8 @@ import { zeroPageHash } from '../../common/image-digest';
 import { hashPages, readPagesAsync } from '../../native';
 import { appendPage, type RunBatch } from '../tracking/run-batch';
 import { ProcMem } from './proc-mem';
+import { PayloadRing, type PayloadSlot } from './payload-ring';
+import { IN_FLIGHT } from '../round-pipeline';
 import type { SentPages } from './sent-pages';
 
 // The package ships no types; these are the calls used here.
@@ -33,7 +37,19 @@ export interface StagerOptions {
   compress: Compression;
   /** Largest batch (pages * page size) stage() accepts: the read buffer's size. */
   maxBatchBytes: number;
+  /** Payload slots kept for reuse: the batches the caller holds at once (default PAYLOAD_SLOTS). */
+  payloadSlots?: number;
 }
+
+/** The pipeline (round-pipeline.ts) holds at most IN_FLIGHT staged batches, the one being staged
+ *  included: one slot each, plus one of slack. */
+export const PAYLOAD_SLOTS = IN_FLIGHT + 1;
+
+/** lz4 is tried on a batch only if these sample chunks, spread over it, compress below
+ *  SAMPLE_RATIO: on incompressible pages lz4 would cost a whole pass over the batch for nothing. */
+const SAMPLE_CHUNKS = 16;
+const SAMPLE_CHUNK_BYTES = 4096;
+const SAMPLE_RATIO = 0.9;
 
 export interface StagedBatch {
   /** (start, pages) pairs of the pages in this batch, each inside one run of the input. */
@@ -43,7 +59,11 @@ export interface StagedBatch {
   encoding: 'RAW' | 'LZ4';
   /** Bytes of the non-zero pages before compression. */
   rawLength: number;
+  /** A view into the batch's ring slot: valid until release(). */
   payload: Buffer;
+  /** Hand the payload's buffers back for reuse, once nothing reads them (after the batch was
+   *  sent). Idempotent; a batch never released just leaves its buffers to the GC. */
+  release(): void;
   /** Pages in runs (zero pages included). */
   pages: number;
   zeroPages: number;
@@ -64,6 +84,8 @@ export interface StagerStats {
   readSeconds: number;
   /** Zero detection, compaction and compression. */
   encodeSeconds: number;
+  /** Batches sent RAW without trying lz4: their sample did not compress. */
+  lz4Skipped: number;
 }
 
 // Segment kinds (a run cut where a zero hint starts or ends).
@@ -71,9 +93,10 @@ const SEG_READ = 0;
 const SEG_ZERO = 1;
 
 export class BatchStager {
-  readonly stats: StagerStats = { batches: 0, pages: 0, zeroPages: 0, rawBytes: 0, wireBytes: 0, unreadablePages: 0, procMemPages: 0, readSeconds: 0, encodeSeconds: 0 };
+  readonly stats: StagerStats = { batches: 0, pages: 0, zeroPages: 0, rawBytes: 0, wireBytes: 0, unreadablePages: 0, procMemPages: 0, readSeconds: 0, encodeSeconds: 0, lz4Skipped: 0 };
   private readonly maxPages: number;
-  private readonly buf: Buffer;
+  private readonly ring: PayloadRing;
+  private readonly sampleOut = Buffer.allocUnsafe(SAMPLE_CHUNK_BYTES);
   private readonly hashes: BigUint64Array;
   private readonly outHashes: BigUint64Array;
   private readonly zeroBits: Uint8Array;
@@ -92,7 +115,7 @@ export class BatchStager {
       throw new RangeError(`maxBatchBytes must be a positive multiple of the page size, got ${opts.maxBatchBytes}`);
     }
     this.maxPages = opts.maxBatchBytes / pageSize;
-    this.buf = Buffer.allocUnsafe(opts.maxBatchBytes);
+    this.ring = new PayloadRing(opts.maxBatchBytes, opts.payloadSlots ?? PAYLOAD_SLOTS);
     this.hashes = new BigUint64Array(this.maxPages);
     this.outHashes = new BigUint64Array(this.maxPages);
     this.zeroBits = new Uint8Array(Math.ceil(this.maxPages / 8));
@@ -102,7 +125,20 @@ export class BatchStager {
   }
 
   async stage(batch: RunBatch): Promise<StagedBatch> {
-    return this.exclusive(batch, () => this.stageOne(batch));
+    return this.exclusive(batch, async () => {
+      const slot = this.ring.acquire();
+      try {
+        return await this.stageOne(batch, slot);
+      } catch (err) {
+        this.ring.release(slot);
+        throw err;
+      }
+    });
+  }
+
+  /** Slots of the payload ring made so far (PAYLOAD_SLOTS when every batch is released in time). */
+  get payloadSlotsMade(): number {
+    return this.ring.stats.slotsMade;
   }
 
   /**
@@ -113,7 +149,9 @@ export class BatchStager {
   async mismatches(batch: RunBatch, sent: SentPages): Promise<{ differ: number[]; unreadable: number[] }> {
     return this.exclusive(batch, async () => {
       const ps = this.pageSize;
-      const { segs, bad } = await this.readAndHash(batch);
+      const slot = this.ring.acquire();
+      // Only the hashes are used below: the slot goes back at once.
+      const { segs, bad } = await this.readAndHash(batch, slot.read).finally(() => this.ring.release(slot));
       const differ: number[] = [];
       const unreadable: number[] = [];
       for (let s = 0, j = 0; s < segs.length; s += 4) {
@@ -150,7 +188,7 @@ export class BatchStager {
    * Read every non-hinted segment of the batch back to back into buf and hash each page into
    * `hashes`. `bad[j]` = page j of buf could not be read (unmapped meanwhile).
    */
-  private async readAndHash(batch: RunBatch): Promise<{ segs: number[]; bad: Uint8Array }> {
+  private async readAndHash(batch: RunBatch, buf: Buffer): Promise<{ segs: number[]; bad: Uint8Array }> {
     const ps = this.pageSize;
     const segs = cutSegments(batch, ps);
     let readCount = 0;
@@ -166,17 +204,18 @@ export class BatchStager {
     const bad = new Uint8Array(readPages);
     if (readPages > 0) {
       const t0 = performance.now();
-      const res = await readPagesAsync(this.pid, ranges, this.buf.subarray(0, readPages * ps));
-      if (res.failed.length > 0) this.retryThroughProcMem(ranges, res.failed, bad);
+      const res = await readPagesAsync(this.pid, ranges, buf.subarray(0, readPages * ps));
+      if (res.failed.length > 0) this.retryThroughProcMem(ranges, res.failed, bad, buf);
       this.stats.readSeconds += (performance.now() - t0) / 1000;
-      hashPages(this.buf.subarray(0, readPages * ps), ps, this.hashes);
+      hashPages(buf.subarray(0, readPages * ps), ps, this.hashes);
     }
     return { segs, bad };
   }
 
-  private async stageOne(batch: RunBatch): Promise<StagedBatch> {
+  private async stageOne(batch: RunBatch, slot: PayloadSlot): Promise<StagedBatch> {
     const ps = this.pageSize;
-    const { segs, bad } = await this.readAndHash(batch);
+    const buf = slot.read;
+    const { segs, bad } = await this.readAndHash(batch, buf);
     const t1 = performance.now();
 
     // zero detection and compaction, in run order
@@ -201,9 +240,9 @@ export class BatchStager {
             continue;
           }
           h = this.hashes[j - 1];
-          zero = h === this.zeroHash && this.buf.compare(this.zeroPage, 0, ps, at, at + ps) === 0;
+          zero = h === this.zeroHash && buf.compare(this.zeroPage, 0, ps, at, at + ps) === 0;
           if (!zero) {
-            if (compact !== at) this.buf.copyWithin(compact, at, at + ps);
+            if (compact !== at) buf.copyWithin(compact, at, at + ps);
             compact += ps;
           }
         }
@@ -220,7 +259,7 @@ export class BatchStager {
 
     // compress
     const rawLength = compact;
-    const { payload, encoding } = this.encode(rawLength);
+    const { payload, encoding } = this.encode(slot, rawLength);
     let zeroMap: Buffer | null = null;
     if (zeroPages > 0) zeroMap = Buffer.from(this.zeroBits.subarray(0, Math.ceil(pages / 8)));
     this.zeroBits.fill(0, 0, Math.ceil(pages / 8));
@@ -241,17 +280,18 @@ export class BatchStager {
       st.unreadablePages += n;
       log.debug(`${n} pages could not be read (unmapped meanwhile): dropped from the batch`);
     }
-    return { runs, zeroMap, encoding, rawLength, payload, pages, zeroPages, unreadable };
+    const release = (): void => this.ring.release(slot);
+    return { runs, zeroMap, encoding, rawLength, payload, release, pages, zeroPages, unreadable };
   }
 
   /** Ranges process_vm_readv refused: read them page by page through /proc/PID/mem. */
-  private retryThroughProcMem(ranges: Float64Array, failed: number[], bad: Uint8Array): void {
+  private retryThroughProcMem(ranges: Float64Array, failed: number[], bad: Uint8Array, buf: Buffer): void {
     const ps = this.pageSize;
     const failedSet = new Set(failed);
     for (let k = 0, page = 0; k < ranges.length / 2; k++) {
       const n = ranges[2 * k + 1] / ps;
       if (failedSet.has(k)) {
-        const ok = this.mem.readPages(ranges[2 * k], n, ps, this.buf, page * ps);
+        const ok = this.mem.readPages(ranges[2 * k], n, ps, buf, page * ps);
         for (let i = 0; i < n; i++) {
           if (ok[i]) this.stats.procMemPages++;
           else bad[page + i] = 1;
@@ -261,18 +301,34 @@ export class BatchStager {
     }
   }
 
-  private encode(rawLength: number): { payload: Buffer; encoding: 'RAW' | 'LZ4' } {
-    const out = Buffer.allocUnsafe(rawLength);
+  /** The payload: the slot's lz4 output, or (RAW) the compacted read buffer itself, no copy. */
+  private encode(slot: PayloadSlot, rawLength: number): { payload: Buffer; encoding: 'RAW' | 'LZ4' } {
+    const raw = slot.read.subarray(0, rawLength);
     if (rawLength > 0 && this.opts.compress === 'lz4') {
-      // Output capped at rawLength: lz4 returns 0 when the block would not be smaller.
-      const n = lz4.encodeBlock(this.buf.subarray(0, rawLength), out, 0, rawLength);
-      if (n > 0 && n < rawLength) {
-        // Keep little memory per batch in flight: copy a well-compressed block out of `out`.
-        return { payload: n <= rawLength / 2 ? Buffer.from(out.subarray(0, n)) : out.subarray(0, n), encoding: 'LZ4' };
+      if (this.sampleCompresses(raw)) {
+        const out = (slot.lz4 ??= Buffer.allocUnsafe(this.ring.slotBytes));
+        // Output capped at rawLength: lz4 returns 0 when the block would not be smaller.
+        const n = lz4.encodeBlock(raw, out, 0, rawLength);
+        if (n > 0 && n < rawLength) return { payload: out.subarray(0, n), encoding: 'LZ4' };
+      } else {
+        this.stats.lz4Skipped++;
       }
     }
-    this.buf.copy(out, 0, 0, rawLength);
-    return { payload: out, encoding: 'RAW' };
+    return { payload: raw, encoding: 'RAW' };
+  }
+
+  /** Whether SAMPLE_CHUNKS chunks spread over `raw` compress below SAMPLE_RATIO (small batches:
+   *  always tried, the sample would be most of them). */
+  private sampleCompresses(raw: Buffer): boolean {
+    const chunk = SAMPLE_CHUNK_BYTES;
+    if (raw.length < 2 * SAMPLE_CHUNKS * chunk) return true;
+    const step = Math.floor((raw.length - chunk) / (SAMPLE_CHUNKS - 1));
+    let out = 0;
+    for (let i = 0; i < SAMPLE_CHUNKS; i++) {
+      const n = lz4.encodeBlock(raw.subarray(i * step, i * step + chunk), this.sampleOut, 0, chunk);
+      out += n > 0 ? n : chunk; // 0: did not fit, incompressible
+    }
+    return out < SAMPLE_RATIO * SAMPLE_CHUNKS * chunk;
   }
 }
 

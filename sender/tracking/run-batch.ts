@@ -76,9 +76,4 @@ function append(a: Float64Array, n: number, start: number, count: number, pageSi
   return n + 2;
 }
 
-/** Append one page to a packed run list, extending the last run when contiguous. */
-export function appendPage(out: number[], addr: number, pageSize: number): void {
-  const k = out.length;
-  if (k > 0 && out[k - 2] + out[k - 1] * pageSize === addr) out[k - 1]++;
-  else out.push(addr, 1);
-}
+export { appendPage } from '../../common/page-runs';

@@ -34,7 +34,28 @@ export type ScanMode =
 
 const POPULATED = PAGE_IS_PRESENT | PAGE_IS_SWAPPED;
 
-export function scanArgs(mode: ScanMode, start: number, end: number): ScanArgs {
+/**
+ * Categories an 'arm' or 'populated' scan reports besides WRITTEN|PRESENT|SWAPPED (which the
+ * kernel reads off the pte and which tell markers from data: they are always asked). The others
+ * cost: FILE makes the kernel look up each present page's struct page, so it is asked only where
+ * holdsImagePages() uses it; PFNZERO only where the zero hints save reading pages (staging), not
+ * for run lists (the freeze's populated set, where every millisecond is downtime). Measured on
+ * 6.18, populated scan of 1 GiB of armed anonymous memory: 10.3 ms with both, 1.5 without
+ * (PRESENT alone: 1.4).
+ */
+export interface ExtraCategories {
+  file: boolean;
+  zeroPages: boolean;
+}
+
+export const ALL_EXTRA_CATEGORIES: ExtraCategories = { file: true, zeroPages: true };
+
+/** FILE matters only in private file mappings (see holdsImagePages). */
+export const needsFileCategory = (kind: VmaKind): boolean => kind === 'file-private';
+
+const extraMask = (x: ExtraCategories): number => (x.file ? PAGE_IS_FILE : 0) | (x.zeroPages ? PAGE_IS_PFNZERO : 0);
+
+export function scanArgs(mode: ScanMode, start: number, end: number, extra: ExtraCategories = ALL_EXTRA_CATEGORIES): ScanArgs {
   switch (mode) {
     case 'arm':
       return {
@@ -42,13 +63,13 @@ export function scanArgs(mode: ScanMode, start: number, end: number): ScanArgs {
         end,
         flags: PM_SCAN_WP_MATCHING,
         categoryMask: PAGE_IS_WRITTEN,
-        returnMask: PAGE_IS_WRITTEN | POPULATED | PAGE_IS_PFNZERO | PAGE_IS_FILE,
+        returnMask: PAGE_IS_WRITTEN | POPULATED | extraMask(extra),
         maxPages: 0,
       };
     case 'dirty':
       return { start, end, flags: PM_SCAN_WP_MATCHING, categoryMask: PAGE_IS_WRITTEN, returnMask: PAGE_IS_WRITTEN, maxPages: 0 };
     case 'populated':
-      return { start, end, flags: 0, categoryAnyofMask: POPULATED, returnMask: POPULATED | PAGE_IS_PFNZERO | PAGE_IS_FILE, maxPages: 0 };
+      return { start, end, flags: 0, categoryAnyofMask: POPULATED, returnMask: POPULATED | extraMask(extra), maxPages: 0 };
   }
 }
 

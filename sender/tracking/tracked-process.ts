@@ -34,7 +34,7 @@ import { diffVmas, sameVma, type VmaDiff } from '../vma-diff';
 import { explainTargetError, isAlive } from '../target-process';
 import { RunBatcher, type RunBatch } from './run-batch';
 import { PagemapReader } from './pte-markers';
-import { holdsImagePages, isPresent, isZeroPage, registrationProbeArgs, scanArgs, type ScanMode } from './scan-modes';
+import { holdsImagePages, isPresent, isZeroPage, needsFileCategory, registrationProbeArgs, scanArgs, type ScanMode } from './scan-modes';
 
 export type { RunBatch } from './run-batch';
 
@@ -89,6 +89,8 @@ interface WalkItem {
    *  side effect (arming), the whole range is returned. */
   whole: boolean;
   swap: SwapPolicy;
+  /** Ask for PAGE_IS_PFNZERO (zero hints: those pages are not read when staged). */
+  zeroHints: boolean;
 }
 
 export interface TrackingStats {
@@ -211,8 +213,8 @@ export class TrackedProcess {
     const plan: WalkItem[] = [];
     for (const entry of this.entries) {
       const whole = entry.kind === 'orphan-private';
-      if (entry.track === 'tracked') plan.push({ entry, mode: entry.fresh ? 'arm' : 'dirty', whole: whole && entry.fresh, swap: 'data' });
-      else if (entry.fresh || entry.track === 'untracked') plan.push({ entry, mode: 'populated', whole, swap: 'data' });
+      if (entry.track === 'tracked') plan.push({ entry, mode: entry.fresh ? 'arm' : 'dirty', whole: whole && entry.fresh, swap: 'data', zeroHints: true });
+      else if (entry.fresh || entry.track === 'untracked') plan.push({ entry, mode: 'populated', whole, swap: 'data', zeroHints: true });
     }
     yield* this.walk(plan, maxPages, true);
   }
@@ -230,7 +232,9 @@ export class TrackedProcess {
     const plan: WalkItem[] = this.entries.map((entry) => {
       let swap: SwapPolicy = 'data';
       if (entry.track === 'tracked' && !entry.fresh) swap = entry.kind === 'shared-anon' ? 'shmem' : 'pagemap';
-      return { entry, mode: 'populated', whole: entry.kind === 'orphan-private', swap };
+      // Run lists only (nothing is staged from them at the freeze): no zero hints, whose
+      // PAGE_IS_PFNZERO costs downtime; a verify pass reads those pages instead (zeros).
+      return { entry, mode: 'populated', whole: entry.kind === 'orphan-private', swap, zeroHints: false };
     });
     yield* this.walk(plan, maxPages, false, held);
   }
@@ -349,7 +353,7 @@ export class TrackedProcess {
     // A whole-VMA populated walk needs no scan at all.
     const first = item.whole && item.mode === 'populated' ? vma.end : vma.start;
     for (let pos = first; pos < vma.end; ) {
-      const args = scanArgs(item.mode, pos, vma.end);
+      const args = scanArgs(item.mode, pos, vma.end, { file: needsFileCategory(kind), zeroPages: item.zeroHints });
       if (item.mode === 'dirty') {
         // The kernel write-protects only what it reports: ask for no more than fits.
         if (b.full()) yield b.take();

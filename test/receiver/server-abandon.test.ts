@@ -7,23 +7,11 @@ import test from 'ava';
 import { MigrationLink } from '../../proto/client';
 import type { SessionState } from '../../receiver/store/image-store';
 import { startReceiver } from '../helpers/receiver';
-import { commitOf, pageBatch, roundEnd, sessionStart, sessionState } from './server-client';
-import { Model, pagesOf, tempDir, vma } from './store-helpers';
+import { commitOf, sessionStart, sessionState, sessionWithRoundZero } from './server-client';
+import { tempDir, vma } from './store-helpers';
 
 const A = 0x7f9a00000000;
 const LAYOUT = [vma(A, 8)];
-
-/** Start a session with round 0 durable; returns the link (still open) and the model. */
-async function roundZero(address: string, id: string): Promise<{ link: MigrationLink; model: Model }> {
-  const model = new Model();
-  model.setLayout(LAYOUT);
-  const link = await MigrationLink.connect(address);
-  await link.start(sessionStart(id));
-  await link.send({ roundStart: { round: 0, phase: 'PRECOPY', layout: LAYOUT } });
-  await link.send({ pages: pageBatch(model, pagesOf(A, 8), 1) });
-  await link.endRound(roundEnd(0));
-  return { link, model };
-}
 
 /** Poll the session's state until it is `want` (or give up after 20 s and return what it is). */
 async function stateBecomes(images: string, id: string, want: SessionState): Promise<SessionState | undefined> {
@@ -41,9 +29,9 @@ test('a session nobody resumes is aborted after --abandon-after; a resumed one i
   const receiver = await startReceiver({ images, args: ['--abandon-after', '1'] });
   t.teardown(() => receiver.stop());
 
-  const left = await roundZero(receiver.address, 'ab-left');
+  const left = await sessionWithRoundZero(receiver.address, 'ab-left', LAYOUT);
   await left.link.close();
-  const kept = await roundZero(receiver.address, 'ab-kept');
+  const kept = await sessionWithRoundZero(receiver.address, 'ab-kept', LAYOUT);
   await kept.link.close();
   const resumed = await MigrationLink.connect(receiver.address);
   t.teardown(() => resumed.close());
@@ -57,7 +45,7 @@ test('a session nobody resumes is aborted after --abandon-after; a resumed one i
 test('sessions an earlier run left receiving are abandoned after a restart too', async (t) => {
   const images = path.join(tempDir(t, 'precopy-abandon-'), 'images');
   const first = await startReceiver({ images });
-  const { link } = await roundZero(first.address, 'ab-crash');
+  const { link } = await sessionWithRoundZero(first.address, 'ab-crash', LAYOUT);
   await first.kill();
   await link.close();
 

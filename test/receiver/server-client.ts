@@ -7,12 +7,13 @@ import * as path from 'node:path';
 import type { ExecutionContext } from 'ava';
 import * as grpc from '@grpc/grpc-js';
 import { digestToBuffer } from '../../common/image-digest';
-import type { Commit, Encoding, OutgoingSenderMessage, PageBatch, ReceiverMessage, RoundEnd, SessionStart } from '../../proto/messages';
+import type { Commit, Encoding, OutgoingSenderMessage, PageBatch, ReceiverMessage, RoundEnd, SessionStart, Vma } from '../../proto/messages';
+import { MigrationLink } from '../../proto/client';
 import { migrationClientConstructor } from '../../proto/service';
 import { rawFileName } from '../../receiver/export/export-manifest';
 import { exportRaw } from '../../receiver/export/raw-export';
 import { ImageStore, type SessionState } from '../../receiver/store/image-store';
-import { PS, batchOf, figures, type Model } from './store-helpers';
+import { Model, PS, batchOf, figures, pagesOf } from './store-helpers';
 
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const lz4: { encodeBound(n: number): number; encodeBlock(input: Buffer, output: Buffer): number } = require('lz4');
@@ -49,6 +50,28 @@ export function roundEnd(round: number): RoundEnd {
 export function commitOf(model: Model): Partial<Commit> {
   const d = model.digest();
   return { layout: model.layout, threads: [], imageDigest: digestToBuffer(d.digest), imagePages: d.pages };
+}
+
+/**
+ * Connect, start session `id` and make round 0 durable with every page of `layout` (generation 1).
+ * Returns the open link and the model of what the receiver now holds.
+ */
+export async function sessionWithRoundZero(address: string, id: string, layout: Vma[]): Promise<{ link: MigrationLink; model: Model }> {
+  const model = new Model();
+  model.setLayout(layout);
+  const link = await MigrationLink.connect(address);
+  await link.start(sessionStart(id));
+  await link.send({ roundStart: { round: 0, phase: 'PRECOPY', layout } });
+  await link.send({ pages: pageBatch(model, layout.flatMap((v) => pagesOf(v.start, (v.end - v.start) / PS)), 1) });
+  await link.endRound(roundEnd(0));
+  return { link, model };
+}
+
+/** Start `round` and send `addrs` at generation `gen` without ending it: a round under way when
+ *  the stream is cut. (A resuming sender sends these pages again, so no model records them.) */
+export async function roundUnderWay(link: MigrationLink, round: number, layout: Vma[], addrs: number[], gen: number): Promise<void> {
+  await link.send({ roundStart: { round, phase: 'PRECOPY', layout } });
+  await link.send({ pages: pageBatch(new Model(), addrs, gen) });
 }
 
 export interface Exchange {

@@ -9,7 +9,7 @@ import test, { type ExecutionContext } from 'ava';
 import { MigrationLink } from '../../proto/client';
 import { ImageStore } from '../../receiver/store/image-store';
 import { startReceiver } from '../helpers/receiver';
-import { assertImageEquals, commitOf, pageBatch, roundEnd, sessionStart, sessionState } from './server-client';
+import { assertImageEquals, commitOf, pageBatch, roundEnd, roundUnderWay, sessionStart, sessionState, sessionWithRoundZero } from './server-client';
 import { Model, pagesOf, tempDir, vma } from './store-helpers';
 
 const A = 0x7f5600000000;
@@ -36,18 +36,10 @@ async function verifyOk(images: string, id: string): Promise<boolean> {
 test('kill -9 between rounds: restart, resume at the last durable round, finish', async (t) => {
   const dir = tempDir(t, 'precopy-crash-');
   const images = path.join(dir, 'images');
-  const model = new Model();
-  model.setLayout(LAYOUT);
-
   const first = await startReceiver({ images });
-  const link = await MigrationLink.connect(first.address);
-  await link.start(sessionStart('c-between'));
-  await link.send({ roundStart: { round: 0, phase: 'PRECOPY', layout: LAYOUT } });
-  await link.send({ pages: pageBatch(model, pagesOf(A, 32), 1) });
-  await link.endRound(roundEnd(0));
+  const { link, model } = await sessionWithRoundZero(first.address, 'c-between', LAYOUT);
   // Round 1 under way, not acknowledged, when the receiver dies.
-  await link.send({ roundStart: { round: 1, phase: 'PRECOPY', layout: LAYOUT } });
-  await link.send({ pages: pageBatch(new Model(), pagesOf(A, 4), 2) });
+  await roundUnderWay(link, 1, LAYOUT, pagesOf(A, 4), 2);
   t.like(await first.kill(), { signal: 'SIGKILL' });
   t.true((await link.whenEnded())?.retryable);
   await link.close();

@@ -8,8 +8,8 @@ import * as grpc from '@grpc/grpc-js';
 import { MigrationLink } from '../../proto/client';
 import { healthService, type HealthCheckResponse, type ServingStatus } from '../../proto/health';
 import { startReceiver } from '../helpers/receiver';
-import { assertImageEquals, commitOf, grpcCode, pageBatch, roundEnd, sessionStart, sessionState } from './server-client';
-import { Model, pagesOf, tempDir, vma } from './store-helpers';
+import { assertImageEquals, commitOf, grpcCode, pageBatch, roundEnd, roundUnderWay, sessionStart, sessionState, sessionWithRoundZero } from './server-client';
+import { pagesOf, tempDir, vma } from './store-helpers';
 
 const A = 0x7f7800000000;
 const LAYOUT = [vma(A, 16)];
@@ -56,15 +56,8 @@ test('SIGTERM: NOT_SERVING, exit 0, the cut session resumes after a restart', as
   t.deepEqual(statuses, ['SERVING']);
 
   // A migration in flight: round 0 durable, round 1 under way.
-  const model = new Model();
-  model.setLayout(LAYOUT);
-  const link = await MigrationLink.connect(receiver.address);
-  await link.start(sessionStart('sd-1'));
-  await link.send({ roundStart: { round: 0, phase: 'PRECOPY', layout: LAYOUT } });
-  await link.send({ pages: pageBatch(model, pagesOf(A, 16), 1) });
-  await link.endRound(roundEnd(0));
-  await link.send({ roundStart: { round: 1, phase: 'PRECOPY', layout: LAYOUT } });
-  await link.send({ pages: pageBatch(new Model(), pagesOf(A, 2), 5) });
+  const { link, model } = await sessionWithRoundZero(receiver.address, 'sd-1', LAYOUT);
+  await roundUnderWay(link, 1, LAYOUT, pagesOf(A, 2), 5);
 
   const watchEnded = new Promise<void>((resolve) => watch.on('status', () => resolve()));
   t.deepEqual(await receiver.stop('SIGTERM'), { code: 0, signal: null });

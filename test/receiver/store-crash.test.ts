@@ -1,8 +1,9 @@
 // Crash safety: a child process writing a session through the store is SIGKILLed at named points
 // (between rounds, in the middle of a round, at each step of a commit, during a fix-up after a
 // commit). Reopened, the session is at its last durable round, verify never says ok for an
-// incomplete image, a resumed session completes to an image equal to the model, and committed
-// images (its own or other sessions') stay valid.
+// incomplete image, a resumed session completes to an image equal to the model (its running
+// digest, rebuilt from disk on resume, is what the commit checks), and committed images (its own
+// or other sessions') stay valid.
 
 import test from 'ava';
 import { spawn } from 'node:child_process';
@@ -11,7 +12,7 @@ import * as path from 'node:path';
 import { ImageStore, type SessionImage, type SessionState } from '../../receiver/store/image-store';
 import { exportRaw } from '../../receiver/export/raw-export';
 import { vmaRangeName } from '../../common/vma';
-import { Model, PS, commitModel, figures, meta, sendBatch, tempDir, vma } from './store-helpers';
+import { Model, PS, commitModel, figures, meta, pageBytes, sendBatch, tempDir, vma } from './store-helpers';
 import { LAYOUT, ROUNDS, playSteps, simulate, type Step } from './store-crash-scenario';
 
 const CHILD = path.join(__dirname, 'store-crash-child.js');
@@ -115,6 +116,7 @@ async function crashAndCheck(
 /** Resume the victim and finish the migration; the result must verify and equal the model. */
 async function resumeAndFinish(t: import('ava').ExecutionContext, store: ImageStore, dir: string, durable: (keyof typeof ROUNDS)[], rest: Step[], all: (keyof typeof ROUNDS)[]): Promise<void> {
   const img = await store.resume('victim');
+  t.deepEqual(await img.heldDigest(), await img.digest(), 'the running digest rebuilt on resume is the digest from disk');
   const model = simulate(durable);
   await playSteps(img, model, rest);
   await img.close();
@@ -155,6 +157,19 @@ test('crash after the bitmaps are written but before the state: previous round, 
   const { store, dir } = await crashAndCheck(t, 'round-bitmaps-written@2', ['r0', 'r1', 'commit'], { state: 'receiving', lastDurableRound: 0, durable: ['r0'], verifyOk: false });
   const victim = path.join(store.dir, 'victim');
   t.true((await bitmapFiles(victim)).length > (await referencedGenerations(victim)).length, 'the crashed round left an unreferenced generation');
+  await resumeAndFinish(t, store, dir, ['r0'], ['r1', 'commit'], ['r0', 'r1']);
+});
+
+test('crash after a round\'s data is synced: the digest rebuilt on resume covers the pages on disk, new content included', async (t) => {
+  const { store, dir } = await crashAndCheck(t, 'round-data-synced@2', ['r0', 'r1', 'commit'], { state: 'receiving', lastDurableRound: 0, durable: ['r0'], verifyOk: false });
+  // On disk: r0's pages (the durable bitmaps), each data page with the last bytes written at its
+  // address — r1's where r1 wrote data in place before the crash, r0's elsewhere.
+  const onDisk = simulate(['r0']);
+  for (const b of ROUNDS.r1.batches) for (const a of b.addrs) if (!b.zeros.has(a) && onDisk.pages.get(a) !== 'zero') onDisk.pages.set(a, pageBytes(a, b.gen));
+  const img = await store.resume('victim');
+  t.deepEqual(await img.heldDigest(), onDisk.digest());
+  t.notDeepEqual(await img.heldDigest(), simulate(['r0']).digest(), 'the crashed round did change pages in place');
+  await img.close();
   await resumeAndFinish(t, store, dir, ['r0'], ['r1', 'commit'], ['r0', 'r1']);
 });
 

@@ -161,6 +161,17 @@ export function shuffled<T>(xs: T[], seed = 7): T[] {
   return out;
 }
 
+/** mulberry32: a seeded PRNG of floats in [0, 1), for property tests and benches that must repeat. */
+export function prng(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let x = Math.imul(s ^ (s >>> 15), 1 | s);
+    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x;
+    return ((x ^ (x >>> 14)) >>> 0) / 2 ** 32;
+  };
+}
+
 /** Split xs into chunks of n. */
 export function chunked<T>(xs: T[], n: number): T[][] {
   const out: T[][] = [];

@@ -240,3 +240,30 @@ test('SentPages: digest equals a recomputation from scratch after overwrites and
   t.is(sent.pages(), 0);
   t.is(sent.digest(), 0n, 'empty image: digest 0');
 });
+
+test.serial('released batches give their payload buffers back: no new buffer per batch; held ones stay intact', (t) =>
+  withTarget({ mib: 16, seed: 25 }, async (tg) => {
+    await staging(tg, { compress: 'lz4', maxPages: 256 }, async (tp, stager) => {
+      const held = await stageAndCheck(t, tg, stager, (async function* () {
+        let n = 0;
+        for await (const b of tp.initialRuns(256)) if (n++ < 2) yield b;
+      })());
+      t.is(held.wrong, 0);
+      const heldBytes = held.staged.map((b) => Buffer.from(b.payload));
+      let batches = 0;
+      await tg.write(0, 4096);
+      tp.refresh();
+      for await (const b of tp.dirtyRuns(256)) {
+        const s = await stager.stage(b);
+        for (const p of decode(s)) if (!p.bytes.equals(readMem(tg.pid, p.addr, PAGE))) t.fail(`page 0x${p.addr.toString(16)} differs`);
+        s.release();
+        batches++;
+      }
+      t.true(batches >= 16, `${batches} batches`);
+      t.is(stager.payloadSlotsMade, 3, 'the two held batches and one reused for every released batch');
+      // the held batches were not overwritten by the later ones
+      t.is(held.staged.length, 2);
+      held.staged.forEach((b, i) => t.true(b.payload.equals(heldBytes[i]), `held batch ${i} unchanged`));
+    });
+  }),
+);

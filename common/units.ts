@@ -1,4 +1,4 @@
-// Human units for the sender's output: binary bytes (memory sizes are in pages of 4 KiB), decimal
+// Human units for precopy's output (sender tables, receiver list/verify/report): binary bytes (memory sizes are in pages of 4 KiB), decimal
 // rates would mix two systems in one table, so rates are MiB/s too.
 
 const UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];

@@ -1,0 +1,82 @@
+// The bench's C programs (bench/baselines/*.c): built here with gcc into OUT/bin, then run.
+//   pvr-read     the raw limit of round 0 (process_vm_readv into a reused buffer)
+//   pm-scan      the raw limits of a dirty round (PAGEMAP_SCAN ioctl; /proc/PID/pagemap read)
+//   fill-target  the target of the throughput and scan sections (see fill-target.ts)
+// Each prints one line of key=value figures.
+
+import { execFile } from 'node:child_process';
+import { mkdirSync, statSync } from 'node:fs';
+import * as path from 'node:path';
+import { promisify } from 'node:util';
+import { REPO_ROOT } from '../../test/helpers/target';
+
+const run = promisify(execFile);
+
+export const BASELINE_SOURCES = path.join(REPO_ROOT, 'bench', 'baselines');
+const PROGRAMS = ['pvr-read', 'pm-scan', 'fill-target'] as const;
+export type Program = (typeof PROGRAMS)[number];
+export type Programs = Record<Program, string>;
+
+/** Compile every program whose binary is missing or older than its source (or than kernel_abi.h). */
+export async function buildBaselines(outDir: string): Promise<Programs> {
+  const binDir = path.join(outDir, 'bin');
+  mkdirSync(binDir, { recursive: true });
+  const abi = path.join(REPO_ROOT, 'native', 'kernel_abi.h');
+  const out = {} as Programs;
+  for (const name of PROGRAMS) {
+    const src = path.join(BASELINE_SOURCES, `${name}.c`);
+    const bin = path.join(binDir, name);
+    const newest = Math.max(mtime(src), mtime(abi));
+    if (mtime(bin) < newest) await run('gcc', ['-O2', '-Wall', '-Wextra', '-o', bin, src]);
+    out[name] = bin;
+  }
+  return out;
+}
+
+function mtime(file: string): number {
+  try {
+    return statSync(file).mtimeMs;
+  } catch {
+    return -1;
+  }
+}
+
+/** `key=value key=value` → numbers. */
+export function parseFigures(line: string): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const kv of line.trim().split(/\s+/)) {
+    const eq = kv.indexOf('=');
+    if (eq > 0) out[kv.slice(0, eq)] = Number(kv.slice(eq + 1));
+  }
+  return out;
+}
+
+async function figures(bin: string, args: string[]): Promise<Record<string, number>> {
+  const { stdout } = await run(bin, args, { maxBuffer: 1 << 20 });
+  return parseFigures(stdout);
+}
+
+/** [start, end) address ranges as the C programs take them. */
+export type Range = [number, number];
+const hex = (n: number) => `0x${n.toString(16)}`;
+
+/** Copy the ranges of a (stopped) process; bytes per second of the copy alone. */
+export async function pvrRead(bin: string, pid: number, ranges: Range[]): Promise<{ bytes: number; seconds: number }> {
+  const f = await figures(bin, [String(pid), ...ranges.map(([s, e]) => `${hex(s)}:${e - s}`)]);
+  return { bytes: f.bytes, seconds: f.seconds };
+}
+
+export interface ScanFigures {
+  seconds: number;
+  pages: number;
+  calls: number;
+}
+
+/** One raw dirty round (wp) or pagemap read over the ranges. */
+export async function pmScan(bin: string, pid: number, mode: 'wp' | 'pagemap', ranges: Range[], opts: { maxPages?: number; vec?: number } = {}): Promise<ScanFigures> {
+  const args = [String(pid), mode];
+  if (opts.maxPages !== undefined) args.push('--max-pages', String(opts.maxPages));
+  if (opts.vec !== undefined) args.push('--vec', String(opts.vec));
+  const f = await figures(bin, [...args, ...ranges.map(([s, e]) => `${hex(s)}:${hex(e)}`)]);
+  return { seconds: f.seconds, pages: f.pages, calls: f.calls };
+}

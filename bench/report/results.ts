@@ -1,0 +1,223 @@
+// The bench's results (bench/out/results.json), the goals of issue 7 judged on them, and the
+// readable table printed on stdout.
+
+import type { ScanResult } from '../sections/scan';
+import type { DowntimeResult } from '../sections/downtime';
+import type { ThreadStats, ThroughputResult } from '../sections/throughput';
+import type { ToolFigure } from '../sections/alternatives';
+import { DOWNTIME_TARGET_MS } from '../sections/downtime';
+import type { Stat } from '../lib/stats';
+import { fmtNum, fmtStat, renderTable } from './text-table';
+
+export interface Machine {
+  cpus: number;
+  memoryGiB: number;
+  kernel: string;
+  node: string;
+  /** /proc/loadavg (1, 5, 15 min) when the bench started and ended: the machine is shared. */
+  loadBefore: number[];
+  loadAfter: number[];
+}
+
+export interface AlternativesResult {
+  tools: ToolFigure[];
+  /** Our downtime (1 GiB, no verify, at the dirty rate) / the tool's pause, per tool. */
+  ratios: { tool: string; rateMBps: number; ourDowntimeMs: number; ratio: number }[];
+}
+
+export interface Resources {
+  name: string;
+  gib: number;
+  /** The shipped path (random pages, lz4, gRPC): the one the goals are judged on. */
+  default: boolean;
+  senderPeakRssMiB: Stat;
+  senderCpuSeconds: Stat;
+  receiverCpuSeconds: Stat;
+  senderThreads: ThreadStats;
+  receiverThreads: ThreadStats;
+}
+
+export interface Goal {
+  goal: string;
+  measured: string;
+  met: boolean;
+}
+
+export interface BenchResults {
+  startedAt: string;
+  seconds: number;
+  runs: number;
+  machine: Machine;
+  throughput?: ThroughputResult[];
+  scan?: ScanResult[];
+  downtime?: DowntimeResult[];
+  alternatives?: AlternativesResult;
+  resources?: Resources[];
+  goals: Goal[];
+}
+
+/** Our downtime at a dirty rate without verify (median ms), NaN if not measured. */
+export function ourDowntimeMs(d: DowntimeResult[] | undefined, rateMBps: number): number {
+  return d?.find((x) => x.rateMBps === rateMBps && !x.verify)?.downtimeMs.median ?? NaN;
+}
+
+export function alternativesResult(tools: ToolFigure[], downtime: DowntimeResult[] | undefined): AlternativesResult {
+  const ratios: AlternativesResult['ratios'] = [];
+  for (const t of tools) {
+    if (!t.available) continue;
+    for (const rate of [0, 20]) {
+      const ours = ourDowntimeMs(downtime, rate);
+      ratios.push({ tool: t.tool, rateMBps: rate, ourDowntimeMs: ours, ratio: ours / t.pauseMs.median });
+    }
+  }
+  return { tools, ratios };
+}
+
+const isDefaultPath = (t: ThroughputResult) => t.config.fill === 'random' && t.config.compress === 'lz4' && t.config.transfer === 'grpc';
+
+/** Section 5 comes from section 1's runs (every config; the goal is judged on random, lz4, gRPC). */
+export function resourcesOf(throughput: ThroughputResult[] | undefined): Resources[] {
+  return (throughput ?? []).map((t) => ({
+    name: t.config.name,
+    gib: t.config.mib / 1024,
+    default: isDefaultPath(t),
+    senderPeakRssMiB: t.senderPeakRssMiB,
+    senderCpuSeconds: t.senderCpuSeconds,
+    receiverCpuSeconds: t.receiverCpuSeconds,
+    senderThreads: t.senderThreads,
+    receiverThreads: t.receiverThreads,
+  }));
+}
+
+/** "main 1.91 + others 0.40" (medians). */
+function threadSplit(t: ThreadStats): string {
+  return Number.isFinite(t.main.median) ? `main ${t.main.median.toFixed(2)} + others ${t.others.median.toFixed(2)}` : '-';
+}
+
+/** The "done when" goals of issue 7, judged on medians (RSS: on the worst run). */
+export function judgeGoals(r: Omit<BenchResults, 'goals'>): Goal[] {
+  const goals: Goal[] = [];
+  for (const t of r.throughput ?? []) {
+    if (!isDefaultPath(t)) continue;
+    goals.push({
+      goal: `round 0 >= 2.5 GB/s on loopback, incompressible (${t.config.name})`,
+      measured: `${fmtNum(t.round0GBps.median)} GB/s`,
+      met: t.round0GBps.median >= 2.5,
+    });
+  }
+  const s1 = r.scan?.find((s) => s.layout.reserveGib === 0);
+  if (s1) {
+    goals.push({ goal: 'scan within 1.5x of the raw ioctl (1 GiB)', measured: `${fmtNum(s1.senderOverRaw)}x`, met: s1.senderOverRaw <= 1.5 });
+    goals.push({ goal: 'scan >= 8x faster than reading pagemap (1 GiB)', measured: `${fmtNum(s1.pagemapOverSender, 1)}x`, met: s1.pagemapOverSender >= 8 });
+  }
+  const d20 = ourDowntimeMs(r.downtime, 20);
+  if (r.downtime) goals.push({ goal: 'downtime <= 25 ms, 1 GiB at 20 MB/s, no verify', measured: `${fmtNum(d20, 1)} ms`, met: d20 <= 25 });
+  const big = r.resources?.find((x) => x.gib === 4 && x.default);
+  if (big) goals.push({ goal: 'sender peak RSS <= 128 MiB at 4 GiB (worst run)', measured: `${fmtNum(big.senderPeakRssMiB.max, 0)} MiB`, met: big.senderPeakRssMiB.max <= 128 });
+  return goals;
+}
+
+export function renderResults(r: BenchResults): string {
+  const out: string[] = [];
+  const m = r.machine;
+  out.push(
+    `precopy bench, ${r.startedAt}: ${r.runs} runs per figure, shown as median (min-max); ${m.cpus} CPUs, ${m.memoryGiB} GiB, Linux ${m.kernel}, Node ${m.node}`,
+    `load average before ${m.loadBefore.join(' ')}, after ${m.loadAfter.join(' ')} (shared machine: other work adds noise); took ${Math.round(r.seconds)} s`,
+    '',
+  );
+  if (r.throughput) {
+    out.push(
+      renderTable(
+        '1. Round-0 throughput, end to end (sender -> gRPC loopback -> receiver, durable), vs process_vm_readv of the same stopped target',
+        ['config', 'round 0 GB/s', 'raw limit GB/s', 'of limit', 'wire/raw', 'total s'],
+        r.throughput.map((t) => [t.config.name, fmtStat(t.round0GBps), fmtStat(t.rawLimitGBps), fmtNum(t.ofLimit * 100, 0, '%'), fmtNum(t.wireShare.median), fmtStat(t.totalSeconds, 1)]),
+        ['GB = 1e9 bytes of pages (zero pages included); dir: = the same sender writing the image directory itself (no network)'],
+      ),
+    );
+  }
+  if (r.scan) {
+    out.push(
+      renderTable(
+        '2. Scan cost of one dirty round (1% of 1 GiB written), ms',
+        ['layout', 'sender scan', 'raw ioctl', 'x raw', 'raw, 64 Ki vec', 'pagemap read', 'pagemap / sender', 'refresh', 'arm'],
+        r.scan.map((s) => [
+          s.layout.name,
+          fmtStat(s.senderMs, 3),
+          fmtStat(s.rawIoctlMs, 3),
+          fmtNum(s.senderOverRaw, 2, 'x'),
+          fmtStat(s.rawIoctlBigVecMs, 3),
+          fmtStat(s.pagemapReadMs, 2),
+          fmtNum(s.pagemapOverSender, 1, 'x'),
+          fmtStat(s.refreshMs, 2),
+          fmtNum(s.armMs, 1),
+        ]),
+        [
+          'sender scan = TrackedProcess.dirtyRuns(4096) consumed; raw ioctl = the same PAGEMAP_SCAN calls from C (max_pages 4096, vec 512);',
+          'raw, 64 Ki vec = C with no max_pages and a 65536-region vec; refresh = maps re-read + registration probes (once per round, not in the scan figure)',
+        ],
+      ),
+    );
+  }
+  if (r.downtime) {
+    const labels = [...new Set(r.downtime.flatMap((d) => Object.keys(d.steps)))];
+    out.push(
+      renderTable(
+        `3. Downtime and convergence, 1 GiB target, sender --downtime-ms ${DOWNTIME_TARGET_MS}`,
+        ['dirty MB/s', 'achieved', 'verify', 'rounds', 'downtime ms', 'frozen ms', 'total s', 'sent/memory', 'stopped by'],
+        r.downtime.map((d) => [
+          String(d.rateMBps),
+          fmtNum(d.achievedMBps.median, 0),
+          d.verify ? 'yes' : 'no',
+          fmtStat(d.rounds, 0),
+          fmtStat(d.downtimeMs, 1),
+          fmtStat(d.frozenMs, 1),
+          fmtStat(d.totalSeconds, 1),
+          fmtStat(d.sentOverMemory),
+          Object.entries(d.stopReasons).map(([k, v]) => `${k} x${v}`).join(', '),
+        ]),
+        ['downtime = freeze to the receiver\'s commit ack; frozen = freeze to thaw (verify included); rounds = pre-copy rounds before the freeze'],
+      ),
+      renderTable(
+        '   where the downtime goes (stop-and-copy steps from the sender\'s debug log, median ms)',
+        ['dirty MB/s', 'verify', ...labels],
+        r.downtime.map((d) => [String(d.rateMBps), d.verify ? 'yes' : 'no', ...labels.map((l) => fmtNum(d.steps[l]?.median ?? NaN, 1))]),
+      ),
+    );
+  }
+  if (r.alternatives) {
+    const a = r.alternatives;
+    out.push(
+      renderTable(
+        '4. The usual alternatives on a 1 GiB target (pause, ms) and our downtime as a share of it',
+        ['tool', 'pause ms', 'ours idle / it', 'ours at 20 MB/s / it', 'note'],
+        a.tools.map((t) => {
+          if (!t.available) return [t.tool, 'unavailable', '-', '-', t.reason];
+          const at = (rate: number) => a.ratios.find((x) => x.tool === t.tool && x.rateMBps === rate)?.ratio ?? NaN;
+          return [t.tool, fmtStat(t.pauseMs, 0), fmtNum(at(0), 3), fmtNum(at(20), 3), t.what];
+        }),
+      ),
+    );
+  }
+  if (r.resources) {
+    out.push(
+      renderTable(
+        '5. Sender resources over a whole migration (section 1\'s runs, no verify)',
+        ['config', 'sender peak RSS MiB', 'sender CPU s', 'by thread', 'receiver CPU s', 'by thread'],
+        r.resources.map((x) => [
+          x.name,
+          fmtStat(x.senderPeakRssMiB, 0),
+          fmtStat(x.senderCpuSeconds),
+          threadSplit(x.senderThreads),
+          fmtStat(x.receiverCpuSeconds),
+          threadSplit(x.receiverThreads),
+        ]),
+        [
+          'peak RSS = VmHWM of the sender process at exit; CPU = user + system, all threads; by thread: main = the JS thread,',
+          'others = libuv pool (reads, fs writes), V8 GC helpers, native worker threads'
+        ],
+      ),
+    );
+  }
+  out.push(renderTable('Goals (issue 7)', ['goal', 'measured', 'met'], r.goals.map((g) => [g.goal, g.measured, g.met ? 'yes' : 'NO'])));
+  return out.join('\n');
+}

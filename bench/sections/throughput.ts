@@ -1,0 +1,112 @@
+// Section 1 (and 5): round-0 throughput end to end, against the raw process_vm_readv limit of
+// the same stopped target in the same run; the sender's peak RSS and CPU come from the same runs.
+// Runs interleave: each run reads the target with pvr-read, then does one migration per config
+// that shares the target, so load drift on the shared machine hits every config alike.
+
+import { pvrRead } from '../lib/baselines';
+import type { BenchContext } from '../lib/context';
+import { FillTarget, type Fill } from '../lib/fill-target';
+import { BenchReceiver, migrateOnce, round0BytesPerSecond, scratchDir, type MigrationRun } from '../lib/migration';
+import { ratio, stat, type Stat } from '../lib/stats';
+
+export interface ThroughputConfig {
+  name: string;
+  mib: number;
+  fill: Fill;
+  compress: 'lz4' | 'none';
+  /** grpc: sender → gRPC on loopback → receiver; dir: sender → images directory (no network). */
+  transfer: 'grpc' | 'dir';
+}
+
+export const THROUGHPUT_CONFIGS: ThroughputConfig[] = [
+  { name: '1 GiB random, lz4', mib: 1024, fill: 'random', compress: 'lz4', transfer: 'grpc' },
+  { name: '1 GiB random, no compression', mib: 1024, fill: 'random', compress: 'none', transfer: 'grpc' },
+  { name: '1 GiB random, lz4, dir: (no network)', mib: 1024, fill: 'random', compress: 'lz4', transfer: 'dir' },
+  { name: '1 GiB text, lz4', mib: 1024, fill: 'text', compress: 'lz4', transfer: 'grpc' },
+  { name: '4 GiB random, lz4', mib: 4096, fill: 'random', compress: 'lz4', transfer: 'grpc' },
+];
+
+export interface ThroughputResult {
+  config: ThroughputConfig;
+  /** Round 0 page bytes / s, GB/s (1e9). */
+  round0GBps: Stat;
+  /** pvr-read of the populated area, GB/s. */
+  rawLimitGBps: Stat;
+  /** round0 / raw limit (medians). */
+  ofLimit: number;
+  /** Wire bytes / page bytes of round 0 (1 = nothing saved). */
+  wireShare: Stat;
+  senderPeakRssMiB: Stat;
+  senderCpuSeconds: Stat;
+  receiverCpuSeconds: Stat;
+  /** CPU seconds of the main (JS) thread and of the others (libuv pool, GC helpers). */
+  senderThreads: ThreadStats;
+  receiverThreads: ThreadStats;
+  totalSeconds: Stat;
+}
+
+export interface ThreadStats {
+  main: Stat;
+  others: Stat;
+}
+
+function byThread(runs: { main: number; others: number }[]): ThreadStats {
+  return { main: stat(runs.map((r) => r.main)), others: stat(runs.map((r) => r.others)) };
+}
+
+export async function runThroughput(ctx: BenchContext, configs = THROUGHPUT_CONFIGS): Promise<ThroughputResult[]> {
+  const receiver = await BenchReceiver.start();
+  const localImages = scratchDir('local');
+  const results: ThroughputResult[] = [];
+  try {
+    const groups = new Map<string, ThroughputConfig[]>();
+    for (const c of configs) groups.set(`${c.mib}/${c.fill}`, [...(groups.get(`${c.mib}/${c.fill}`) ?? []), c]);
+    for (const group of groups.values()) {
+      const { mib, fill } = group[0];
+      ctx.progress(`throughput: ${mib} MiB ${fill} target`);
+      const target = await FillTarget.start(ctx.bins['fill-target'], { mib, fill });
+      const raw: number[] = [];
+      const per = new Map(group.map((c) => [c, [] as MigrationRun[]]));
+      try {
+        for (let run = 0; run < ctx.runs; run++) {
+          process.kill(target.pid, 'SIGSTOP');
+          try {
+            const r = await pvrRead(ctx.bins['pvr-read'], target.pid, [[target.base, target.base + target.pages * 4096]]);
+            raw.push(r.bytes / r.seconds / 1e9);
+          } finally {
+            process.kill(target.pid, 'SIGCONT');
+          }
+          for (const c of group) {
+            const flags = ['--no-verify', '--compress', c.compress];
+            const m = await migrateOnce({ pid: target.pid, to: c.transfer === 'dir' ? { dir: localImages } : receiver, flags });
+            per.get(c)!.push(m);
+            ctx.progress(`  run ${run + 1}: ${c.name}: round 0 ${(round0BytesPerSecond(m.summary) / 1e9).toFixed(2)} GB/s (raw ${raw[raw.length - 1].toFixed(2)})`);
+          }
+        }
+      } finally {
+        await target.kill();
+      }
+      const rawLimitGBps = stat(raw);
+      for (const c of group) {
+        const ms = per.get(c)!;
+        const round0GBps = stat(ms.map((m) => round0BytesPerSecond(m.summary) / 1e9));
+        results.push({
+          config: c,
+          round0GBps,
+          rawLimitGBps,
+          ofLimit: ratio(round0GBps, rawLimitGBps),
+          wireShare: stat(ms.map((m) => m.summary.rounds[0].wireBytes / (m.summary.rounds[0].dirtyPages * m.summary.pageSize))),
+          senderPeakRssMiB: stat(ms.map((m) => m.sender.peakRssBytes / 2 ** 20)),
+          senderCpuSeconds: stat(ms.map((m) => m.sender.cpuSeconds)),
+          receiverCpuSeconds: stat(ms.map((m) => m.receiverCpuSeconds)),
+          senderThreads: byThread(ms.map((m) => m.sender.threads)),
+          receiverThreads: byThread(ms.map((m) => m.receiverThreads)),
+          totalSeconds: stat(ms.map((m) => m.summary.totalSeconds)),
+        });
+      }
+    }
+  } finally {
+    await receiver.stop();
+  }
+  return configs.map((c) => results.find((r) => r.config === c)!);
+}

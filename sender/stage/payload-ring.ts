@@ -1,0 +1,60 @@
+// The stager's reused buffers. A staged batch's payload is a view into one slot (the compacted
+// read buffer when lz4 does not pay, else the slot's lz4 output), so no batch-sized Buffer is
+// allocated per batch: at 4 MiB a batch, per-batch allocations were most of the sender's garbage
+// (a third of its time in GC) and of its peak RSS.
+//
+// Ownership: acquire() hands a slot to one staged batch; it stays that batch's until release(),
+// which the holder calls once nothing reads the payload any more (the pipeline: after sendBatch
+// resolved). A slot is never handed out twice before its release. When every slot is held,
+// acquire() makes a new one rather than wait (callers that keep batches, e.g. tests, stay
+// correct); release() keeps at most `capacity` free slots and lets the extra ones go.
+
+export interface PayloadSlot {
+  /** Pages are read here, then compacted in place: a RAW payload is a view of it. */
+  readonly read: Buffer;
+  /** lz4 output, made the first time a batch of this slot is compressed. */
+  lz4: Buffer | null;
+}
+
+export interface RingStats {
+  /** Slots made: `capacity` in steady state; more means batches were held past it. */
+  slotsMade: number;
+}
+
+export class PayloadRing {
+  readonly stats: RingStats = { slotsMade: 0 };
+  private readonly free: PayloadSlot[] = [];
+  /** Weak: a slot whose holder drops it unreleased goes to the GC with it. */
+  private readonly held = new WeakSet<PayloadSlot>();
+  private handedOut = 0;
+
+  constructor(
+    readonly slotBytes: number,
+    readonly capacity: number,
+  ) {
+    if (!Number.isInteger(capacity) || capacity < 1) throw new RangeError(`ring capacity must be a positive integer, got ${capacity}`);
+  }
+
+  acquire(): PayloadSlot {
+    let slot = this.free.pop();
+    if (!slot) {
+      slot = { read: Buffer.allocUnsafe(this.slotBytes), lz4: null };
+      this.stats.slotsMade++;
+    }
+    this.held.add(slot);
+    this.handedOut++;
+    return slot;
+  }
+
+  /** Give the slot back; a second release of the same slot is a no-op. */
+  release(slot: PayloadSlot): void {
+    if (!this.held.delete(slot)) return;
+    this.handedOut--;
+    if (this.free.length < this.capacity) this.free.push(slot);
+  }
+
+  /** Slots handed out and not yet released. */
+  get inUse(): number {
+    return this.handedOut;
+  }
+}
