@@ -183,6 +183,7 @@ export class MigrationStream {
           command: s.command,
           memoryBytes: s.memoryBytes,
           createdAt: new Date().toISOString(),
+          downtimeTargetSeconds: s.downtimeTargetSeconds,
         });
     if (this.closed) {
       // The client went away while the session was opened: let it go again.

@@ -13,6 +13,8 @@ export interface SessionMeta {
   memoryBytes: number;
   /** ISO 8601. */
   createdAt: string;
+  /** The sender's --downtime-ms in seconds, for the report and metrics (absent: not given). */
+  downtimeTargetSeconds?: number;
 }
 
 export type SessionState = 'receiving' | 'committed' | 'failed' | 'aborted';

@@ -71,6 +71,7 @@ test('after a real migration, every panel query of the dashboard returns data', 
     t.deepEqual(page.console, []);
     t.is((page.dom.match(/<svg class="chart"/g) ?? []).length, 5);
     t.is((page.dom.match(/<tr><td>/g) ?? []).length, rounds.length);
+    t.regex(page.dom, /<dt>Downtime target<\/dt><dd>300 ms<\/dd>/, 'the report shows the sender\'s downtime target');
   } catch (err) {
     if (receiver) t.log(`receiver log:\n${receiver.stderr().slice(-8000)}`);
     throw err;
