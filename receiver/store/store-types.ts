@@ -2,6 +2,7 @@
 // local-file transfer).
 
 import type { Vma } from '../../common/vma';
+import type { RoundEnd } from '../../proto/messages';
 
 export interface SessionMeta {
   sessionId: string;
@@ -37,20 +38,9 @@ export interface SessionSummary {
 export type RoundPhase = 'PRECOPY' | 'STOP_AND_COPY' | 'VERIFY_FIX';
 export const ROUND_PHASES: readonly RoundPhase[] = ['PRECOPY', 'STOP_AND_COPY', 'VERIFY_FIX'];
 
-export interface RoundFigures {
-  round: number;
-  dirtyPages: number;
-  zeroPages: number;
-  rawBytes: number;
-  wireBytes: number;
-  durationSeconds: number;
-  dirtyRateBytesPerSecond: number;
-  transferRateBytesPerSecond: number;
-  expectedDowntimeSeconds: number;
-  remainingBytes: number;
-  throttlePercent: number;
-  batches: number;
-}
+/** One round's figures as the sender reports them (the wire's RoundEnd), kept per round for
+ *  `receiver report` and metrics. */
+export type RoundFigures = RoundEnd;
 
 export interface ThreadStateRec {
   tid: number;
