@@ -1,7 +1,7 @@
 // Link throughput: N GiB of PageBatch messages (1 MiB payloads by default) over loopback, from a
 // MigrationLink (proto/client.ts, the sender's end) into
 //   --sink discard:  a grpc-js server in a child process with the receiver's server options that
-//                    only counts the pages (the link alone), or
+//                    only counts the pages (the link alone; bench/lib/discard-server.ts), or
 //   --sink receiver: a real `receiver serve` process storing them (link + lz4 decode + store).
 // Compares the HTTP/2 receive window (--window default|raised; discard sink only: the receiver
 // always raises it) and the request codec (--codec fast|proto-loader, both ends; the receiver
@@ -17,14 +17,11 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import * as grpc from '@grpc/grpc-js';
 import { parseEnumFlag, parseFlags, parseIntFlag } from '../common/cli';
 import { runMain } from '../common/errors';
 import { MigrationLink } from '../proto/client';
-import type { OutgoingReceiverMessage, PageBatch } from '../proto/messages';
-import { LINK_CODECS, migrationDefinition, type IncomingSenderMessage, type LinkCodec } from '../proto/service';
-import { raiseReceiveWindows } from '../receiver/server/http2-window';
-import { RECEIVER_SERVER_OPTIONS } from '../receiver/server/receiver-server';
+import type { PageBatch } from '../proto/messages';
+import { LINK_CODECS, type LinkCodec } from '../proto/service';
 import { startReceiver } from '../test/helpers/receiver';
 import { cpuSeconds } from './lib/proc-stat';
 
@@ -40,7 +37,6 @@ const OPTIONS = {
   codec: { type: 'string' },
   encoding: { type: 'string' },
   runs: { type: 'string' },
-  'serve-discard': { type: 'boolean' },
 } as const;
 
 const PS = 4096;
@@ -63,9 +59,6 @@ interface Sample {
 runMain('link-throughput', async () => {
   const { values } = parseFlags(process.argv.slice(2), OPTIONS, USAGE);
   const codecs = (v: string | undefined) => (v === 'both' ? [...LINK_CODECS] : [parseEnumFlag(v, '--codec', 'fast', LINK_CODECS)]);
-  if (values['serve-discard']) {
-    return serveDiscard(parseEnumFlag(values.window, '--window', 'raised', ['default', 'raised'] as const), codecs(values.codec)[0]);
-  }
   const gib = parseIntFlag(values.gib, '--gib', 2, 1, 64);
   const batchBytes = parseIntFlag(values['batch-kib'], '--batch-kib', 1024, 4, 60 << 10) * 1024;
   const sink = parseEnumFlag(values.sink, '--sink', 'discard', ['discard', 'receiver'] as const);
@@ -142,7 +135,8 @@ interface Sink {
 }
 
 async function startDiscard(cfg: Config): Promise<Sink> {
-  const child: ChildProcess = fork(__filename, ['--serve-discard', '--window', cfg.window, '--codec', cfg.codec], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const server = path.join(__dirname, 'lib', 'discard-server.js');
+  const child: ChildProcess = fork(server, ['--window', cfg.window, '--codec', cfg.codec], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   const port = await new Promise<number>((resolve, reject) => {
     child.once('message', (m) => resolve(Number(m)));
     child.once('exit', (code) => reject(new Error(`discard server exited (${code})`)));
@@ -157,35 +151,4 @@ async function startDiscard(cfg: Config): Promise<Sink> {
       return new Promise((r) => child.once('exit', r)).finally(() => clearTimeout(killer));
     },
   };
-}
-
-/** The child: a grpc-js server with the receiver's options that acknowledges rounds, keeps nothing. */
-async function serveDiscard(window: Window, codec: LinkCodec): Promise<number> {
-  const server = new grpc.Server(RECEIVER_SERVER_OPTIONS);
-  server.addService(migrationDefinition(codec), {
-    Migrate(call: grpc.ServerDuplexStream<IncomingSenderMessage, OutgoingReceiverMessage>) {
-      let bytes = 0;
-      call.on('data', (m: IncomingSenderMessage) => {
-        if (m.msg === 'pages') bytes += m.pages.rawLength;
-        else if (m.msg === 'start') call.write({ accepted: { sessionId: m.start.sessionId, resumed: false, lastDurableRound: -1 } });
-        else if (m.msg === 'roundEnd') call.write({ roundAck: { round: m.roundEnd.round, pagesStored: bytes / PS, durableBytes: bytes } });
-      });
-      call.on('end', () => call.end());
-      call.on('error', () => undefined);
-    },
-  });
-  const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
-  );
-  if (window === 'raised') raiseReceiveWindows(server);
-  process.send!(port);
-  // Until the benchmark stops it, or goes away without doing so (the IPC channel closes).
-  await new Promise((resolve) => {
-    process.once('SIGTERM', resolve);
-    process.once('disconnect', resolve);
-  });
-  server.forceShutdown();
-  // A 'disconnect' listener keeps the IPC channel (and so this process) alive: let go of it.
-  if (process.connected) process.disconnect();
-  return 0;
 }
