@@ -280,7 +280,7 @@ class Migration {
     // of the image equals ours, checked at commit). Pages that differ are re-sent and committed.
     if (!this.opts.verify) return { downtime, verify: { mode: 'skipped', mismatches: 0, seconds: 0 } };
     const vStart = now();
-    const mismatched = await this.guard(verifyFrozen(this.opts.pid, this.pageSize, populated, this.sent, this.opts.maxPages));
+    const { differ: mismatched } = await this.guard(verifyFrozen(this.opts.pid, this.pageSize, populated, this.sent, this.opts.maxPages));
     if (mismatched.length === 0) return { downtime, verify: { mode: 'ok', mismatches: 0, seconds: now() - vStart } };
     const count = sumPages(mismatched);
     log.warn(`verify: ${count} pages differ from the frozen target (a lost write?): re-sending them`);
@@ -292,7 +292,7 @@ class Migration {
     await this.commit();
     this.record(fix);
     this.round++;
-    const again = await this.guard(verifyFrozen(this.opts.pid, this.pageSize, populated, this.sent, this.opts.maxPages));
+    const { differ: again } = await this.guard(verifyFrozen(this.opts.pid, this.pageSize, populated, this.sent, this.opts.maxPages));
     if (again.length > 0) throw new Error(`verify: ${sumPages(again)} pages still differ after re-sending them`);
     return { downtime, verify: { mode: 'fixed', mismatches: count, seconds: now() - vStart } };
   }

@@ -11,6 +11,7 @@
 import { logger } from '../common/log';
 import { zeroPageHash } from '../common/image-digest';
 import { hashPages, readPagesAsync } from '../native';
+import { appendPage } from '../common/page-runs';
 import { ProcMem } from './stage/proc-mem';
 import type { SentPages } from './stage/sent-pages';
 import { runsToBatches } from './run-lists';
@@ -25,14 +26,20 @@ interface ReadBatch {
   ok: Uint8Array;
 }
 
-/** Runs (start, pages) of populated pages whose content differs from the image. */
-export async function verifyFrozen(pid: number, pageSize: number, populated: readonly number[], sent: SentPages, maxPages: number): Promise<number[]> {
+export interface VerifyResult {
+  /** Runs (start, pages) of populated pages whose content differs from the image. */
+  differ: number[];
+  /** Runs of populated pages that could not be read even through /proc/PID/mem (not verified). */
+  unreadable: number[];
+}
+
+export async function verifyFrozen(pid: number, pageSize: number, populated: readonly number[], sent: SentPages, maxPages: number): Promise<VerifyResult> {
   const zero = zeroPageHash(pageSize);
   const bufs = [Buffer.allocUnsafe(maxPages * pageSize), Buffer.allocUnsafe(maxPages * pageSize)];
   const hashes = new BigUint64Array(maxPages);
   const differ: number[] = [];
+  const unreadable: number[] = [];
   let checked = 0;
-  let unreadable = 0;
   const mem = new ProcMem(pid); // what process_vm_readv refuses (PROT_NONE data) it reads
 
   const read = async (batch: RunBatch, buf: Buffer): Promise<ReadBatch> => {
@@ -54,12 +61,8 @@ export async function verifyFrozen(pid: number, pageSize: number, populated: rea
     hashPages(into, pageSize, hashes);
     for (let r = 0, p = 0; r < batch.runs.length / 2; r++) {
       for (let k = 0, addr = batch.runs[2 * r]; k < batch.runs[2 * r + 1]; k++, p++, addr += pageSize) {
-        if (!ok[p]) unreadable++;
-        else if (hashes[p] !== (sent.hashAt(addr) ?? zero)) {
-          const n = differ.length;
-          if (n > 0 && differ[n - 2] + differ[n - 1] * pageSize === addr) differ[n - 1]++;
-          else differ.push(addr, 1);
-        }
+        if (!ok[p]) appendPage(unreadable, addr, pageSize);
+        else if (hashes[p] !== (sent.hashAt(addr) ?? zero)) appendPage(differ, addr, pageSize);
       }
     }
     checked += batch.pages;
@@ -78,7 +81,7 @@ export async function verifyFrozen(pid: number, pageSize: number, populated: rea
   } finally {
     mem.close();
   }
-  if (unreadable > 0) log.warn(`${unreadable} populated pages could not be read while frozen (not verified)`);
+  if (unreadable.length > 0) log.warn(`${unreadable.length / 2} runs of populated pages could not be read while frozen (not verified)`);
   log.debug(`checked ${checked} pages, ${differ.length / 2} runs differ`);
-  return differ;
+  return { differ, unreadable };
 }

@@ -12,8 +12,8 @@
 //   record   every page's hash goes into SentPages (the table and the image digest).
 // stage() handles one batch at a time; each staged batch holds one PayloadRing slot (its read
 // buffer, its lz4 output) that its payload views: the caller owns it until it calls release(),
-// after which the slot's buffers are reused (payload-ring.ts). mismatches() is the verify pass's
-// read + hash + compare against SentPages, through the same reader (PROT_NONE data included).
+// after which the slot's buffers are reused (payload-ring.ts). The verify pass (sender/verify.ts)
+// reads and compares the frozen target with its own double-buffered loop.
 
 import { performance } from 'node:perf_hooks';
 import { logger } from '../../common/log';
@@ -139,34 +139,6 @@ export class BatchStager {
   /** Slots of the payload ring made so far (PAYLOAD_SLOTS when every batch is released in time). */
   get payloadSlotsMade(): number {
     return this.ring.stats.slotsMade;
-  }
-
-  /**
-   * Verify (target frozen): read and hash the batch's pages and compare each with what `sent`
-   * says the receiver holds (a page it does not hold must be all zeros: an anonymous hole).
-   * Returns the runs that differ, and those that could not be read.
-   */
-  async mismatches(batch: RunBatch, sent: SentPages): Promise<{ differ: number[]; unreadable: number[] }> {
-    return this.exclusive(batch, async () => {
-      const ps = this.pageSize;
-      const slot = this.ring.acquire();
-      // Only the hashes are used below: the slot goes back at once.
-      const { segs, bad } = await this.readAndHash(batch, slot.read).finally(() => this.ring.release(slot));
-      const differ: number[] = [];
-      const unreadable: number[] = [];
-      for (let s = 0, j = 0; s < segs.length; s += 4) {
-        for (let k = 0, addr = segs[s]; k < segs[s + 1]; k++, addr += ps) {
-          let h = this.zeroHash;
-          if (segs[s + 2] === SEG_READ && bad[j++]) {
-            appendPage(unreadable, addr, ps);
-            continue;
-          }
-          if (segs[s + 2] === SEG_READ) h = this.hashes[j - 1];
-          if ((sent.hashAt(addr) ?? this.zeroHash) !== h) appendPage(differ, addr, ps);
-        }
-      }
-      return { differ, unreadable };
-    });
   }
 
   close(): void {

@@ -7,6 +7,7 @@ import { digestOf, zeroPageHash } from '../../common/image-digest';
 import { hashPages } from '../../native';
 import { BatchStager, type StagedBatch } from '../../sender/stage/batch-stager';
 import { SentPages } from '../../sender/stage/sent-pages';
+import { verifyFrozen } from '../../sender/verify';
 import { TrackedProcess } from '../../sender/tracking/tracked-process';
 import type { RunBatch } from '../../sender/tracking/run-batch';
 import { readMem } from '../helpers/procmem';
@@ -155,21 +156,16 @@ test.serial('a range unmapped between scan and read is dropped from the batch an
   }),
 );
 
-test.serial('verify: mismatches() finds exactly the pages written since they were staged (PROT_NONE data included)', (t) =>
+test.serial('verify: verifyFrozen() finds exactly the pages written since they were staged (PROT_NONE data included)', (t) =>
   withTarget({ mib: 8, seed: 24 }, async (tg) => {
     const hidden = await tg.mmap(4, 'none');
     await staging(tg, { compress: 'lz4', maxPages: 512 }, async (tp, stager, sent) => {
       for await (const b of tp.initialRuns(512)) await stager.stage(b);
       await tg.write(5, 2); // not staged: the image is behind for these two pages
-      const differ: number[] = [];
-      const unreadable: number[] = [];
       const populated = await drain(tp.populatedRuns(sent, 512));
       t.true(populated.pages.has(hidden), 'precondition: the PROT_NONE data is in the populated set');
-      for (const b of populated.batches) {
-        const m = await stager.mismatches(b, sent);
-        differ.push(...m.differ);
-        unreadable.push(...m.unreadable);
-      }
+      const runs = populated.batches.flatMap((b) => Array.from(b.runs));
+      const { differ, unreadable } = await verifyFrozen(tg.pid, PAGE, runs, sent, 512);
       const main = indexesIn(pagesOfRuns(differ), tg.base, tg.pages);
       t.deepEqual(main, [5, 6], 'the two pages written after staging, in main');
       t.deepEqual(unreadable, []);
