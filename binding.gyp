@@ -11,6 +11,7 @@
         "native/freeze.cc",
         "native/uffd.cc",
         "native/pagemap_scan.cc",
+        "native/pagemap_walk.cc",
         "native/page_reader.cc",
         "native/page_hash.cc",
         "native/proc_files.cc",

@@ -1,4 +1,5 @@
-// Link throughput: N GiB of PageBatch messages (1 MiB payloads by default) over loopback, from a
+// Link throughput: N GiB of PageBatch messages (4 MiB payloads by default, the sender's batch
+// size: sender/round-pipeline.ts STAGE_PAGES) over loopback, from a
 // MigrationLink (proto/client.ts, the sender's end) into
 //   --sink discard:  a grpc-js server in a child process with the receiver's server options that
 //                    only counts the pages (the link alone; bench/lib/discard-server.ts), or
@@ -60,7 +61,7 @@ runMain('link-throughput', async () => {
   const { values } = parseFlags(process.argv.slice(2), OPTIONS, USAGE);
   const codecs = (v: string | undefined) => (v === 'both' ? [...LINK_CODECS] : [parseEnumFlag(v, '--codec', 'fast', LINK_CODECS)]);
   const gib = parseIntFlag(values.gib, '--gib', 2, 1, 64);
-  const batchBytes = parseIntFlag(values['batch-kib'], '--batch-kib', 1024, 4, 60 << 10) * 1024;
+  const batchBytes = parseIntFlag(values['batch-kib'], '--batch-kib', 4096, 4, 60 << 10) * 1024;
   const sink = parseEnumFlag(values.sink, '--sink', 'discard', ['discard', 'receiver'] as const);
   const windows: Window[] = values.window === 'both' ? ['default', 'raised'] : [parseEnumFlag(values.window, '--window', 'raised', ['default', 'raised'] as const)];
   const encoding = parseEnumFlag(values.encoding, '--encoding', 'raw', ['raw', 'lz4'] as const);

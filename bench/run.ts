@@ -8,7 +8,7 @@
 // Writes bench/out/results.json, table.txt and chart.svg; prints the table. How to read it:
 // bench/README.md.
 //
-//   node dist/bench/run.js [--only throughput,scan,downtime,alternatives] [--runs N] [--out DIR]
+//   node dist/bench/run.js [--only throughput,scan,downtime,alternatives] [--runs N] [--configs 1,5] [--node-flags F] [--out DIR]
 
 import { mkdirSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
@@ -19,28 +19,36 @@ import { REPO_ROOT } from '../test/helpers/target';
 import { buildBaselines } from './lib/baselines';
 import { cleanupAll, installCleanupHandlers } from './lib/cleanup';
 import type { BenchContext } from './lib/context';
+import { setNodeFlags } from './lib/migration';
 import { loadAverage } from './lib/proc-stat';
 import { renderChart } from './report/chart';
 import { alternativesResult, judgeGoals, renderResults, resourcesOf, type BenchResults } from './report/results';
 import { runAlternatives } from './sections/alternatives';
 import { runDowntime } from './sections/downtime';
 import { runScan } from './sections/scan';
-import { runThroughput } from './sections/throughput';
+import { THROUGHPUT_CONFIGS, runThroughput } from './sections/throughput';
 
 const SECTIONS = ['throughput', 'scan', 'downtime', 'alternatives'] as const;
 type Section = (typeof SECTIONS)[number];
 
-const USAGE = `usage: node dist/bench/run.js [--only SECTION,...] [--runs N] [--out DIR]
+const USAGE = `usage: node dist/bench/run.js [--only SECTION,...] [--runs N] [--configs N,...] [--node-flags F] [--out DIR]
 
 Benchmarks precopy against baselines measured in the same run (see bench/README.md).
   --only LIST   sections to run, comma-separated: ${SECTIONS.join(', ')} (default: all;
                 resources come with throughput)
   --runs N      runs per figure, each shown as median (min-max) (default 3; scan runs at least 5)
+  --configs L   throughput rows to run, by number (1-${THROUGHPUT_CONFIGS.length}, comma-separated; default all):
+${THROUGHPUT_CONFIGS.map((c, i) => `                  ${i + 1} ${c.name}`).join('\n')}
+  --node-flags F
+                node/V8 flags for every sender and receiver process the bench starts, space-separated
+                (e.g. --node-flags=--initial-old-space-size=128; default none)
   --out DIR     where results.json, table.txt and chart.svg go (default bench/out)`;
 
 const OPTIONS = {
   only: { type: 'string' },
   runs: { type: 'string' },
+  configs: { type: 'string' },
+  'node-flags': { type: 'string' },
   out: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
@@ -55,9 +63,14 @@ runMain('bench', async () => {
   for (const s of only) if (!(SECTIONS as readonly string[]).includes(s)) throw new UserError(`--only: unknown section '${s}'\n\n${USAGE}`);
   const want = (s: Section) => only.includes(s);
   const runs = parseIntFlag(v.runs, '--runs', 3, 1, 50);
+  // One throughput row alone (a change to the page path measured without the 6-minute whole).
+  const configs = (v.configs ?? THROUGHPUT_CONFIGS.map((_, i) => i + 1).join(','))
+    .split(',')
+    .map((n) => THROUGHPUT_CONFIGS[parseIntFlag(n.trim(), '--configs', 1, 1, THROUGHPUT_CONFIGS.length) - 1]);
   const outDir = path.resolve(v.out ?? path.join(REPO_ROOT, 'bench', 'out'));
   if (process.getuid?.() !== 0) throw new UserError('the bench arms and freezes processes: run it as root (or with CAP_SYS_PTRACE)');
 
+  setNodeFlags((v['node-flags'] ?? '').split(/\s+/).filter(Boolean));
   installCleanupHandlers();
   const t0 = performance.now();
   const startedAt = new Date().toISOString();
@@ -67,7 +80,7 @@ runMain('bench', async () => {
 
   try {
     // 1./5. throughput and resources; 2. scan; 3. downtime; 4. alternatives (uses 3's figures).
-    const throughput = want('throughput') ? await runThroughput(ctx) : undefined;
+    const throughput = want('throughput') ? await runThroughput(ctx, configs) : undefined;
     const scan = want('scan') ? await runScan(ctx) : undefined;
     const downtime = want('downtime') ? await runDowntime(ctx) : undefined;
     const alternatives = want('alternatives') ? alternativesResult(await runAlternatives(ctx), downtime) : undefined;

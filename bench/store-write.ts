@@ -61,6 +61,7 @@ runMain('store-write', async () => {
       }
     }
     const inflight = new Set<Promise<void>>();
+    const c0 = process.cpuUsage();
     const t0 = process.hrtime.bigint();
     let slot = 0;
     for (let first = 0; first < pages; first += batchPages) {
@@ -83,6 +84,7 @@ runMain('store-write', async () => {
       dirtyRateBytesPerSecond: 0, transferRateBytesPerSecond: 0, expectedDowntimeSeconds: 0, remainingBytes: 0, throttlePercent: 0, batches: 0,
     });
     const t2 = process.hrtime.bigint();
+    const cpu = process.cpuUsage(c0);
     const d = await img.digest();
     const t3 = process.hrtime.bigint();
     await img.close();
@@ -93,7 +95,7 @@ runMain('store-write', async () => {
       `store-write: ${gib} GiB in batches of ${batchPages} pages, depth ${depth}, zero every ${zeroEvery || '-'}, on ${root}\n` +
         `  into page cache:   ${s(t0, t1).toFixed(3)} s  ${gbps(s(t0, t1))} GB/s\n` +
         `  endRound (fsync):  ${s(t1, t2).toFixed(3)} s\n` +
-        `  write + fsync:     ${s(t0, t2).toFixed(3)} s  ${gbps(s(t0, t2))} GB/s\n` +
+        `  write + fsync:     ${s(t0, t2).toFixed(3)} s  ${gbps(s(t0, t2))} GB/s, CPU user ${(cpu.user / 1e6).toFixed(2)} s + system ${(cpu.system / 1e6).toFixed(2)} s\n` +
         `  digest from disk:  ${s(t2, t3).toFixed(3)} s  ${gbps(s(t2, t3))} GB/s (${d.pages} pages)\n`,
     );
     return 0;

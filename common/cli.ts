@@ -3,6 +3,7 @@
 
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { UserError } from './errors';
+import { formatBytes } from './units';
 
 export type Options = NonNullable<ParseArgsConfig['options']>;
 
@@ -48,6 +49,19 @@ export function parseIntFlag(value: string | undefined, flag: string, def: numbe
   if (!/^-?\d+$/.test(value.trim())) throw new UserError(`${flag} expects a whole number, got '${value}'`);
   const n = Number(value);
   if (n < min || n > max) throw new UserError(`${flag} must be between ${min} and ${max}, got ${n}`);
+  return n;
+}
+
+/** Binary multipliers of size suffixes (K = KiB ...); an optional trailing "iB"/"B" is accepted. */
+const SIZE_SUFFIXES: Record<string, number> = { '': 1, K: 2 ** 10, M: 2 ** 20, G: 2 ** 30, T: 2 ** 40 };
+
+/** A size flag: plain bytes or a number with a binary K/M/G/T suffix ("512K", "1.5G", "2GiB"), within [min, max]. */
+export function parseSizeFlag(value: string | undefined, flag: string, def: number, min: number, max: number): number {
+  if (value === undefined) return def;
+  const m = /^(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?$/i.exec(value.trim());
+  if (!m) throw new UserError(`${flag} expects a size in bytes, optionally with a K, M, G or T suffix (binary), got '${value}'`);
+  const n = Math.floor(Number(m[1]) * SIZE_SUFFIXES[m[2].toUpperCase()]);
+  if (!Number.isSafeInteger(n) || n < min || n > max) throw new UserError(`${flag} must be between ${formatBytes(min)} and ${formatBytes(max)}, got '${value}'`);
   return n;
 }
 

@@ -5,8 +5,11 @@
 #include <napi.h>
 #include <string.h>
 
+#include <algorithm>
+#include <functional>
 #include <memory>
 #include <thread>
+#include <vector>
 
 #include "freeze.h"
 #include "page_hash.h"
@@ -119,23 +122,121 @@ Napi::Object readResult(Napi::Env env, const precopy::ReadOutcome& r) {
   return o;
 }
 
+// ---- multi-range walk (pagemap_walk.h) ----
+
+// Doubles per range of walk(): start, end, flags, categoryInverted, categoryMask,
+// categoryAnyofMask, returnMask, limited (native/index.ts WALK_RANGE_FIELDS).
+constexpr size_t kWalkRangeFields = 8;
+// cursor: index, pos, regions, calls, limited pages, other regions (precopy::WalkCursor).
+constexpr size_t kWalkCursorFields = 6;
+
+std::vector<precopy::WalkRange> walkRanges(const Napi::Float64Array& a) {
+  std::vector<precopy::WalkRange> out(a.ElementLength() / kWalkRangeFields);
+  const double* d = a.Data();
+  for (size_t i = 0; i < out.size(); i++, d += kWalkRangeFields) {
+    precopy::ScanRequest& r = out[i].req;
+    r.start = static_cast<uint64_t>(d[0]);
+    r.end = static_cast<uint64_t>(d[1]);
+    r.flags = static_cast<uint64_t>(d[2]);
+    r.categoryInverted = static_cast<uint64_t>(d[3]);
+    r.categoryMask = static_cast<uint64_t>(d[4]);
+    r.categoryAnyofMask = static_cast<uint64_t>(d[5]);
+    r.returnMask = static_cast<uint64_t>(d[6]);
+    out[i].limited = d[7] != 0;
+  }
+  return out;
+}
+
+precopy::WalkCursor readCursor(const double* c) {
+  precopy::WalkCursor w;
+  w.index = static_cast<size_t>(c[0]);
+  w.pos = static_cast<uint64_t>(c[1]);
+  w.calls = static_cast<uint64_t>(c[3]);
+  return w;
+}
+
+void writeCursor(const precopy::WalkCursor& w, double* c) {
+  c[0] = static_cast<double>(w.index);
+  c[1] = static_cast<double>(w.pos);
+  c[2] = static_cast<double>(w.regions);
+  c[3] = static_cast<double>(w.calls);
+  c[4] = static_cast<double>(w.limitedPages);
+  c[5] = static_cast<double>(w.otherRegions);
+}
+
+// The arguments of walk/walkAsync: (ranges, cursor, runs, meta, budget), typed arrays from JS.
+struct WalkArgs {
+  std::vector<precopy::WalkRange> ranges;
+  precopy::WalkCursor cursor;
+  double* cursorData;
+  precopy::WalkOut out;
+  uint64_t budget;
+};
+
+WalkArgs walkArgs(const Napi::CallbackInfo& info) {
+  Napi::Float64Array ranges = f64Arg(info, 0, "ranges"), cursor = f64Arg(info, 1, "cursor");
+  Napi::Float64Array runs = f64Arg(info, 2, "runs"), meta = f64Arg(info, 3, "meta");
+  const int64_t budget = intArg(info, 4, "budget");
+  if (cursor.ElementLength() < kWalkCursorFields) typeError(info.Env(), "cursor is too short");
+  if (budget <= 0) typeError(info.Env(), "budget must be positive");
+  const size_t cap = std::min(runs.ElementLength(), meta.ElementLength()) / 2;
+  return WalkArgs{walkRanges(ranges), readCursor(cursor.Data()), cursor.Data(), {runs.Data(), meta.Data(), cap},
+                  static_cast<uint64_t>(budget)};
+}
+
 // ---- Tracker ----
 
-// scanAsync runs each walk on its own std::thread (a big walk can take tens of milliseconds;
-// the libuv pool is kept for file and network work) and settles the promise through a
-// thread-safe function. The thread scans through a duplicate of the pagemap fd, so close()
-// during a walk cannot make it scan a recycled fd number.
-struct ScanJob {
+// scanAsync and walkAsync run each walk on its own std::thread (a big walk can take tens of
+// milliseconds; the libuv pool is kept for file and network work) and settle the promise through a
+// thread-safe function. The thread scans through a duplicate of the pagemap fd, so close() during a
+// walk cannot make it scan a recycled fd number; `keep` holds the JS arrays the thread fills.
+// On the JS thread, done() runs first (also after a failure: a cursor is written back), then the
+// promise resolves with its value or rejects with the error.
+struct ThreadScan {
   precopy::Fd fd;
-  precopy::ScanRequest req;
-  uint64_t* vec;
-  uint64_t vecLen;
-  Napi::Reference<Napi::BigUint64Array> vecRef;  // keeps vec's memory alive
   Napi::Promise::Deferred deferred;
-  precopy::ScanResult result{};
+  std::vector<Napi::ObjectReference> keep;
+  std::function<void(int)> work;
+  std::function<Napi::Value(Napi::Env)> done;
   std::unique_ptr<SysError> error;
-  explicit ScanJob(Napi::Env env) : deferred(Napi::Promise::Deferred::New(env)) {}
+  explicit ThreadScan(Napi::Env env) : deferred(Napi::Promise::Deferred::New(env)) {}
 };
+
+Napi::Promise onScanThread(Napi::Env env, precopy::Tracker& tracker, const char* name, std::initializer_list<Napi::Object> keep,
+                           std::function<void(int)> work, std::function<Napi::Value(Napi::Env)> done) {
+  auto job = std::make_unique<ThreadScan>(env);
+  for (const Napi::Object& o : keep) job->keep.push_back(Napi::Persistent(o));
+  job->work = std::move(work);
+  job->done = std::move(done);
+  try {
+    job->fd = tracker.dupPagemap();
+  } catch (const SysError& e) {
+    job->deferred.Reject(nativeError(env, e));
+    return job->deferred.Promise();
+  }
+  Napi::Promise promise = job->deferred.Promise();
+  auto tsfn = Napi::ThreadSafeFunction::New(env, Napi::Function::New(env, [](const Napi::CallbackInfo&) {}), name, 0, 1);
+  std::thread([tsfn, job = job.release()]() mutable {
+    try {
+      job->work(job->fd.get());
+    } catch (const SysError& e) {
+      job->error = std::make_unique<SysError>(e);
+    } catch (const std::exception& e) {
+      job->error = std::make_unique<SysError>(SysError{EIO, "ioctl(PAGEMAP_SCAN)", e.what()});
+    }
+    job->fd.reset();
+    tsfn.BlockingCall([job](Napi::Env env, Napi::Function) {
+      std::unique_ptr<ThreadScan> owned(job);
+      Napi::Value value = owned->done(env);
+      if (owned->error)
+        owned->deferred.Reject(nativeError(env, *owned->error));
+      else
+        owned->deferred.Resolve(value);
+    });
+    tsfn.Release();
+  }).detach();
+  return promise;
+}
 
 class TrackerWrap : public Napi::ObjectWrap<TrackerWrap> {
  public:
@@ -143,7 +244,8 @@ class TrackerWrap : public Napi::ObjectWrap<TrackerWrap> {
     return DefineClass(env, "Tracker",
                        {InstanceAccessor<&TrackerWrap::Pid>("pid"), InstanceMethod<&TrackerWrap::Register>("register"),
                         InstanceMethod<&TrackerWrap::Unregister>("unregister"), InstanceMethod<&TrackerWrap::Scan>("scan"),
-                        InstanceMethod<&TrackerWrap::ScanAsync>("scanAsync"), InstanceMethod<&TrackerWrap::Close>("close")});
+                        InstanceMethod<&TrackerWrap::ScanAsync>("scanAsync"), InstanceMethod<&TrackerWrap::Walk>("walk"),
+                        InstanceMethod<&TrackerWrap::WalkAsync>("walkAsync"), InstanceMethod<&TrackerWrap::Close>("close")});
   }
 
   explicit TrackerWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<TrackerWrap>(info) {
@@ -171,41 +273,38 @@ class TrackerWrap : public Napi::ObjectWrap<TrackerWrap> {
   }
 
   Napi::Value ScanAsync(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    auto job = std::make_unique<ScanJob>(env);
-    job->req = scanRequest(info);
+    const precopy::ScanRequest req = scanRequest(info);
     Napi::BigUint64Array vec = bigU64Arg(info, 1, "vec");
-    job->vec = vec.Data();
-    job->vecLen = vec.ElementLength() / 3;
-    job->vecRef = Napi::Persistent(vec);
+    uint64_t* v = vec.Data();
+    const uint64_t len = vec.ElementLength() / 3;
+    auto result = std::make_shared<precopy::ScanResult>();
+    return onScanThread(
+        info.Env(), *tracker_, "precopy.scanAsync", {vec}, [=](int fd) { *result = precopy::pagemapScan(fd, req, v, len); },
+        [result](Napi::Env env) { return scanResult(env, *result); });
+  }
+
+  // Returns the regions written to out; the cursor is written back also when the walk throws.
+  Napi::Value Walk(const Napi::CallbackInfo& info) {
+    WalkArgs a = walkArgs(info);
     try {
-      job->fd = tracker_->dupPagemap();
+      tracker_->walk(a.ranges, a.budget, a.out, a.cursor);
     } catch (const SysError& e) {
-      job->deferred.Reject(nativeError(env, e));
-      return job->deferred.Promise();
+      writeCursor(a.cursor, a.cursorData);
+      rethrow(info.Env(), e);
     }
-    Napi::Promise promise = job->deferred.Promise();
-    auto tsfn = Napi::ThreadSafeFunction::New(env, Napi::Function::New(env, [](const Napi::CallbackInfo&) {}),
-                                              "precopy.scanAsync", 0, 1);
-    std::thread([tsfn, job = job.release()]() mutable {
-      try {
-        job->result = precopy::pagemapScan(job->fd.get(), job->req, job->vec, job->vecLen);
-      } catch (const SysError& e) {
-        job->error = std::make_unique<SysError>(e);
-      } catch (const std::exception& e) {
-        job->error = std::make_unique<SysError>(SysError{EIO, "ioctl(PAGEMAP_SCAN)", e.what()});
-      }
-      job->fd.reset();
-      tsfn.BlockingCall([job](Napi::Env env, Napi::Function) {
-        std::unique_ptr<ScanJob> owned(job);
-        if (owned->error)
-          owned->deferred.Reject(nativeError(env, *owned->error));
-        else
-          owned->deferred.Resolve(scanResult(env, owned->result));
-      });
-      tsfn.Release();
-    }).detach();
-    return promise;
+    writeCursor(a.cursor, a.cursorData);
+    return Napi::Number::New(info.Env(), static_cast<double>(a.cursor.regions));
+  }
+
+  Napi::Value WalkAsync(const Napi::CallbackInfo& info) {
+    auto a = std::make_shared<WalkArgs>(walkArgs(info));
+    return onScanThread(
+        info.Env(), *tracker_, "precopy.walkAsync", {info[1].As<Napi::Object>(), info[2].As<Napi::Object>(), info[3].As<Napi::Object>()},
+        [a](int fd) { precopy::pagemapWalk(fd, a->ranges, a->budget, a->out, a->cursor); },
+        [a](Napi::Env env) {
+          writeCursor(a->cursor, a->cursorData);
+          return Napi::Number::New(env, static_cast<double>(a->cursor.regions));
+        });
   }
 
   void Close(const Napi::CallbackInfo&) { tracker_->close(); }

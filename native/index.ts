@@ -1,8 +1,8 @@
 // Typed wrapper over the precopy native addon (build/Release/precopy.node).
 //
 // The C++ side is thin: one file per kernel feature (probe, ptrace_threads, inject, freeze, uffd,
-// pagemap_scan, page_reader, page_hash) throwing plain C++ errors with errno, and binding.cc doing
-// all Node-API conversion. This file checks arguments, gives every call a TypeScript type, and turns
+// pagemap_scan, pagemap_walk, page_reader, page_hash) throwing plain C++ errors with errno, and
+// binding.cc doing all Node-API conversion. This file checks arguments, gives every call a TypeScript type, and turns
 // native failures into NativeError (errno, code, syscall), like Node's own system errors.
 //
 // Threading rule: every ptrace operation (freeze, thaw) runs synchronously on the JS main thread,
@@ -141,6 +141,27 @@ export interface ScanResult {
   walkEnd: number;
 }
 
+/** Numbers per range in the `ranges` of Tracker.walk: start, end, flags, categoryInverted,
+ *  categoryMask, categoryAnyofMask, returnMask, limited (1: max_pages counts against the budget). */
+export const WALK_RANGE_FIELDS = 8;
+/** Length of the `cursor` of Tracker.walk: [0] range index, [1] position in it (0: its start),
+ *  [2] regions written by the last call, [3] ioctls issued (accumulates), [4] pages of the last
+ *  call's regions from limited ranges, [5] the last call's regions from unlimited ranges. */
+export const WALK_CURSOR_FIELDS = 6;
+
+/** Write range i of a walk plan (ranges: Float64Array of WALK_RANGE_FIELDS per range). */
+export function setWalkRange(ranges: Float64Array, i: number, args: ScanArgs, limited: boolean): void {
+  const o = i * WALK_RANGE_FIELDS;
+  ranges[o] = args.start;
+  ranges[o + 1] = args.end;
+  ranges[o + 2] = args.flags ?? 0;
+  ranges[o + 3] = args.categoryInverted ?? 0;
+  ranges[o + 4] = args.categoryMask ?? 0;
+  ranges[o + 5] = args.categoryAnyofMask ?? 0;
+  ranges[o + 6] = args.returnMask ?? 0;
+  ranges[o + 7] = limited ? 1 : 0;
+}
+
 /**
  * An armed tracking session on one target process: a userfaultfd created inside the target
  * (by ptrace syscall injection), pulled into this process with pidfd_getfd, the target's copy
@@ -158,6 +179,20 @@ export interface Tracker {
   scan(args: ScanArgs, vec: BigUint64Array): ScanResult;
   /** Same, on a dedicated native thread (for big walks). */
   scanAsync(args: ScanArgs, vec: BigUint64Array): Promise<ScanResult>;
+  /**
+   * A round of scans in one call: the ranges (WALK_RANGE_FIELDS each, setWalkRange) from the
+   * cursor on, each resumed from walk_end. Region i goes to runs[2i] (start), runs[2i+1] (pages),
+   * the layout of a RunBatch's runs, and meta[2i] (categories), meta[2i+1] (range index); a region
+   * continuing the previous one of the same range and categories extends it. Stops when every
+   * range is done (cursor[0] === ranges count), runs or meta is full, or the limited ranges
+   * reported `budget` pages (each of their calls gets max_pages = what is left). Returns the
+   * regions written; the cursor says where to resume. On a failure (NativeError) the cursor points
+   * at the failing range and cursor[2] counts the regions written before it: they were reported
+   * (and, with WP matching, protected again), so read them before handling the error.
+   */
+  walk(ranges: Float64Array, cursor: Float64Array, runs: Float64Array, meta: Float64Array, budget: number): number;
+  /** Same, on a dedicated native thread (walks of big sparse mappings take tens of ms). */
+  walkAsync(ranges: Float64Array, cursor: Float64Array, runs: Float64Array, meta: Float64Array, budget: number): Promise<number>;
   close(): void;
 }
 
@@ -201,6 +236,18 @@ class ArmedTracker implements Tracker {
       return Promise.reject(e);
     }
     return this.native.scanAsync(args, vec);
+  }
+  walk(ranges: Float64Array, cursor: Float64Array, runs: Float64Array, meta: Float64Array, budget: number): number {
+    checkWalk(ranges, cursor, runs, meta, budget);
+    return this.native.walk(ranges, cursor, runs, meta, budget);
+  }
+  walkAsync(ranges: Float64Array, cursor: Float64Array, runs: Float64Array, meta: Float64Array, budget: number): Promise<number> {
+    try {
+      checkWalk(ranges, cursor, runs, meta, budget);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return this.native.walkAsync(ranges, cursor, runs, meta, budget);
   }
   close(): void {
     this.native.close();
@@ -316,6 +363,34 @@ function checkScan(args: ScanArgs, vec: BigUint64Array): void {
   // pages whose report is then lost).
   if (!(vec instanceof BigUint64Array) || vec.length < 3 || vec.length % 3 !== 0)
     throw new RangeError('scan: vec must be a BigUint64Array holding whole (start, end, categories) triples');
+}
+
+/** Per call, so O(ranges): a round has tens of VMAs, this costs microseconds. */
+function checkWalk(ranges: Float64Array, cursor: Float64Array, runs: Float64Array, meta: Float64Array, budget: number): void {
+  if (!(ranges instanceof Float64Array) || ranges.length % WALK_RANGE_FIELDS !== 0)
+    throw new TypeError(`walk: ranges must be a Float64Array of ${WALK_RANGE_FIELDS} numbers per range`);
+  if (!(cursor instanceof Float64Array) || cursor.length !== WALK_CURSOR_FIELDS)
+    throw new TypeError(`walk: cursor must be a Float64Array of ${WALK_CURSOR_FIELDS} numbers`);
+  // No room would make the kernel walk without reporting (see checkScan).
+  if (!(runs instanceof Float64Array) || !(meta instanceof Float64Array) || runs.length < 2 || runs.length % 2 !== 0 || meta.length !== runs.length)
+    throw new RangeError('walk: runs and meta must be Float64Arrays of the same even length, at least 2');
+  if (!Number.isSafeInteger(budget) || budget < 1) throw new RangeError(`walk: budget must be a positive integer, got ${budget}`);
+  const n = ranges.length / WALK_RANGE_FIELDS;
+  if (!Number.isInteger(cursor[0]) || cursor[0] < 0 || cursor[0] > n || !Number.isSafeInteger(cursor[1]) || cursor[1] < 0)
+    throw new RangeError(`walk: bad cursor (${cursor[0]}, ${cursor[1]}) for ${n} ranges`);
+  // Plain comparisons (NaN fails them all): this runs every round, mostly not yet optimized.
+  for (let o = 0; o < ranges.length; o += WALK_RANGE_FIELDS) {
+    const start = ranges[o];
+    const end = ranges[o + 1];
+    // start === end: nothing to walk (a plan may keep a place for a range it does not scan).
+    if (!(start >= 0 && end >= start && end <= Number.MAX_SAFE_INTEGER && start % 1 === 0 && end % 1 === 0))
+      throw new RangeError(`walk: bad range ${o / WALK_RANGE_FIELDS} [${start}, ${end})`);
+    for (let k = 2; k < 7; k++) {
+      const v = ranges[o + k];
+      if (!(v >= 0 && v <= 0xffffffff && v % 1 === 0))
+        throw new RangeError(`walk: range ${o / WALK_RANGE_FIELDS}: mask ${k} must be a 32-bit unsigned integer, got ${v}`);
+    }
+  }
 }
 
 function checkRead(pid: number, ranges: Float64Array, into: Buffer): void {

@@ -39,6 +39,11 @@ ScanResult Tracker::scan(const ScanRequest& req, uint64_t* vec, uint64_t vecLen)
   return pagemapScan(pagemap_.get(), req, vec, vecLen);
 }
 
+void Tracker::walk(const std::vector<WalkRange>& ranges, uint64_t budget, const WalkOut& out, WalkCursor& cursor) {
+  checkOpen("ioctl(PAGEMAP_SCAN)");
+  pagemapWalk(pagemap_.get(), ranges, budget, out, cursor);
+}
+
 Fd Tracker::dupPagemap() const {
   checkOpen("ioctl(PAGEMAP_SCAN)");
   Fd fd(::fcntl(pagemap_.get(), F_DUPFD_CLOEXEC, 0));

@@ -5,6 +5,7 @@
 #include <sys/types.h>
 
 #include "pagemap_scan.h"
+#include "pagemap_walk.h"
 #include "sys_error.h"
 
 namespace precopy {
@@ -20,6 +21,8 @@ class Tracker {
   void unregister(uint64_t start, uint64_t end);
   // Any thread. The fd stays valid while the caller keeps it open (see dupPagemap for threads).
   ScanResult scan(const ScanRequest& req, uint64_t* vec, uint64_t vecLen);
+  // A round of scans over many ranges (pagemap_walk.h), on this thread.
+  void walk(const std::vector<WalkRange>& ranges, uint64_t budget, const WalkOut& out, WalkCursor& cursor);
   // A private copy of the pagemap fd for a scan on another thread: close() cannot pull it away.
   Fd dupPagemap() const;
   // Closes the uffd (the kernel drops every registration with its last reference) and pagemap.

@@ -30,6 +30,8 @@ import type {
   SessionStart,
 } from './messages';
 import { migrationClientConstructor, serializeSenderMessage, type LinkCodec } from './service';
+import { PLAINTEXT, TOKEN_METADATA_KEY, bearer, type LinkSecurity } from './link-security';
+import { tlsProblem } from './tls-probe';
 import { MessageBuffers } from './message-buffers';
 import { encodePagesMessage } from './page-codec';
 
@@ -49,9 +51,13 @@ export interface LinkOptions {
   /** Serialized bytes queued in the stream before send() waits (default 8 MiB). */
   maxQueuedBytes?: number;
   codec?: LinkCodec;
+  /** TLS, the token and the server name (proto/link-security.ts); default: plaintext, no token. */
+  security?: LinkSecurity;
 }
 
-const DEFAULTS: Required<Omit<LinkOptions, 'codec'>> = {
+type Timings = Required<Omit<LinkOptions, 'codec' | 'security'>>;
+
+const DEFAULTS: Timings = {
   connectTimeoutMs: 10_000,
   ackTimeoutMs: 120_000,
   commitTimeoutMs: 600_000,
@@ -68,6 +74,11 @@ const CHANNEL_OPTIONS: grpc.ChannelOptions = {
   'grpc.enable_retries': 0,
   'grpc.max_send_message_length': -1,
   'grpc-node.flow_control_window': 16 << 20,
+  // Ping the receiver every 10 s, give up on the connection after 5 s without an answer: a cut
+  // network otherwise looks like a quiet one until a deadline (minutes) runs out. The grpc-js
+  // server answers pings whatever their rate (no ping policy to trip).
+  'grpc.keepalive_time_ms': 10_000,
+  'grpc.keepalive_timeout_ms': 5_000,
 };
 
 /** A link failure: what happened, with the gRPC code (undefined: not from gRPC). */
@@ -104,28 +115,34 @@ export class MigrationLink {
   private readonly progress = new Set<() => void>();
   /** Serialized page batches, reused once written (message-buffers.ts). */
   private readonly pageBuffers = new MessageBuffers(4);
-  private readonly opts: Required<Omit<LinkOptions, 'codec'>> & { codec: LinkCodec };
+  private readonly opts: Timings & { codec: LinkCodec; security: LinkSecurity };
 
   private constructor(
-    private readonly client: grpc.Client & { Migrate(opts: grpc.CallOptions): grpc.ClientDuplexStream<unknown, unknown> },
+    private readonly client: grpc.Client & { Migrate(metadata: grpc.Metadata, opts: grpc.CallOptions): grpc.ClientDuplexStream<unknown, unknown> },
     /** HOST:PORT of the receiver, as given. */
     readonly target: string,
     opts: LinkOptions,
   ) {
-    this.opts = { ...DEFAULTS, ...opts, codec: opts.codec ?? 'fast' };
+    this.opts = { ...DEFAULTS, ...opts, codec: opts.codec ?? 'fast', security: opts.security ?? PLAINTEXT };
   }
 
   /** Connect and wait until the receiver answers (or fail with why it could not be reached). */
   static async connect(target: string, opts: LinkOptions = {}): Promise<MigrationLink> {
     const hp = parseHostPort(target, 'receiver address');
     const where = formatHostPort(hp);
+    const security = opts.security ?? PLAINTEXT;
     const Client = migrationClientConstructor(opts.codec);
-    const client = new Client(where, grpc.credentials.createInsecure(), CHANNEL_OPTIONS) as unknown as MigrationLink['client'];
+    const client = new Client(where, channelCredentials(security), channelOptions(security)) as unknown as MigrationLink['client'];
     const timeout = opts.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs;
     try {
-      await new Promise<void>((resolve, reject) => client.waitForReady(Date.now() + timeout, (err) => (err ? reject(err) : resolve())));
-    } catch {
+      // A failed attempt is looked at at once: a TLS mismatch will not heal by waiting.
+      await awaitReady(client.getChannel(), Date.now() + timeout, async () => {
+        const problem = await tlsProblem(hp, security, timeout);
+        return problem ? new LinkError(problem, grpc.status.UNAVAILABLE, false) : null;
+      });
+    } catch (err) {
       client.close();
+      if (err instanceof LinkError) throw err;
       throw new LinkError(`cannot reach receiver at ${where}: ${await whyUnreachable(hp, timeout)}`, grpc.status.UNAVAILABLE, true);
     }
     log.debug(`connected to ${where}`);
@@ -135,7 +152,9 @@ export class MigrationLink {
   /** Open the stream and start (or resume) the session. */
   async start(start: Partial<SessionStart>): Promise<SessionAccepted> {
     if (this.call) throw new Error('MigrationLink.start called twice');
-    const call = this.client.Migrate({ deadline: Date.now() + this.opts.streamDeadlineMs }) as NonNullable<MigrationLink['call']>;
+    const metadata = new grpc.Metadata();
+    if (this.opts.security.token !== null) metadata.set(TOKEN_METADATA_KEY, bearer(this.opts.security.token));
+    const call = this.client.Migrate(metadata, { deadline: Date.now() + this.opts.streamDeadlineMs }) as NonNullable<MigrationLink['call']>;
     this.call = call;
     this.ended = new Promise((resolve) => {
       call.on('data', (m: ReceiverMessage) => this.receive(m));
@@ -215,6 +234,13 @@ export class MigrationLink {
       await this.send({ report: { result: 'aborted', error: reason } }).catch(() => undefined);
     }
     await this.close();
+  }
+
+  /** Break the link now, as a lost connection (retryable): the receiver keeps the session
+   *  resumable; every pending call rejects. For a receiver that stopped answering. */
+  cut(why: string): void {
+    this.fail(new LinkError(why, grpc.status.DEADLINE_EXCEEDED, true));
+    this.call?.cancel();
   }
 
   /** Half-close the stream, wait briefly for the receiver to end it, release the channel. Never throws. */
@@ -303,8 +329,51 @@ export class MigrationLink {
         ? `connection to receiver at ${this.target} lost (${details})`
         : code === grpc.status.CANCELLED
           ? `stream to receiver at ${this.target} cancelled (${details})`
-          : `receiver at ${this.target}: ${details} (${name})`;
+          : code === grpc.status.UNAUTHENTICATED
+            ? `receiver at ${this.target} refused the sender: ${details} (${name}; check --token-file)`
+            : `receiver at ${this.target}: ${details} (${name})`;
     return new LinkError(what, code, RETRYABLE.has(code));
+  }
+}
+
+function channelCredentials({ tls }: LinkSecurity): grpc.ChannelCredentials {
+  return tls ? grpc.credentials.createSsl(tls.ca, tls.key, tls.cert) : grpc.credentials.createInsecure();
+}
+
+function channelOptions({ serverName }: LinkSecurity): grpc.ChannelOptions {
+  // The name the receiver's certificate must carry, when it is not the host dialled.
+  return serverName ? { ...CHANNEL_OPTIONS, 'grpc.ssl_target_name_override': serverName } : CHANNEL_OPTIONS;
+}
+
+/**
+ * client.waitForReady, with a look at failed attempts: `diagnose` runs (one at a time, alongside
+ * the channel's own retries) when an attempt failed, and a problem it returns ends the wait at once
+ * (one that retrying cannot fix). Rejects at the deadline.
+ */
+async function awaitReady(channel: ReturnType<grpc.Client['getChannel']>, deadline: number, diagnose: () => Promise<Error | null>): Promise<void> {
+  let problem: Error | null = null;
+  let probing = false;
+  let wake = () => {};
+  let state = channel.getConnectivityState(true);
+  while (state !== grpc.connectivityState.READY) {
+    if (state === grpc.connectivityState.SHUTDOWN) throw new Error('channel closed');
+    if (state === grpc.connectivityState.TRANSIENT_FAILURE && !probing) {
+      probing = true;
+      void diagnose()
+        .catch(() => null)
+        .then((err) => {
+          probing = false;
+          problem = err;
+          if (err) wake();
+        });
+    }
+    const changed = await new Promise<boolean>((resolve) => {
+      wake = () => resolve(true);
+      channel.watchConnectivityState(state, deadline, (err) => resolve(!err));
+    });
+    if (problem) throw problem;
+    if (!changed) throw new Error('deadline exceeded');
+    state = channel.getConnectivityState(true);
   }
 }
 

@@ -6,6 +6,8 @@
 // which grpc-js calls after the framed copy was handed to HTTP/2 (retries are disabled on the
 // channel, so no retry buffer keeps the serialized message either).
 
+import { tuneGcForPageBuffers } from '../common/gc-tuning';
+
 /** Buffers smaller than this are not worth keeping. */
 const MIN_POOLED_BYTES = 256 << 10;
 /** Sizes are rounded up to this, so that batches of slightly different sizes share buffers. */
@@ -15,7 +17,9 @@ export class MessageBuffers {
   private readonly free: ArrayBuffer[] = [];
 
   /** `capacity`: free buffers kept at most (those in use are not counted). */
-  constructor(readonly capacity: number) {}
+  constructor(readonly capacity: number) {
+    tuneGcForPageBuffers(); // the link moves page data in bulk (common/gc-tuning.ts)
+  }
 
   /** A Buffer of exactly `size` bytes, contents undefined: use take as encodePagesMessage's alloc. */
   readonly take = (size: number): Buffer => {

@@ -59,8 +59,9 @@ function writeVarint(buf: Buffer, pos: number, n: number): number {
 
 class DecodeError extends Error {}
 
-/** Reads protobuf primitives from buf[pos, end) with bounds checks. */
-class Cursor {
+/** Reads protobuf primitives from buf[pos, end) with bounds checks (throws on bad bytes; the
+ *  receiver's message-scan.ts walks wire bytes with it too). */
+export class Cursor {
   constructor(
     readonly buf: Buffer,
     public pos: number,

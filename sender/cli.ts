@@ -7,8 +7,9 @@
 import * as os from 'node:os';
 import { UserError, runMain } from '../common/errors';
 import { parseEnumFlag, parseFlags, parseHostPort, parseIntFlag, type HostPort, usageError } from '../common/cli';
-import { migrate, type MigrateOptions } from './migrate';
+import { DEFAULT_RECONNECT_TIMEOUT_SECONDS, migrate, type MigrateOptions } from './migrate';
 import { HumanReporter, JsonReporter } from './report/reporter';
+import { SENDER_SECURITY_FLAGS, refuseSecurityFlags, senderSecurity } from '../proto/link-security';
 import { parseTransferTarget } from './transfer/open-transfer';
 
 const USAGE = `usage: sender migrate --pid PID --to HOST:PORT [options]
@@ -31,9 +32,21 @@ options:
   --after resume|stop|kill  what to do with the target once the image is committed
                           (default resume: it keeps running)
   --verify / --no-verify  compare the frozen target's memory with the image (default --verify)
+  --reconnect-timeout SECONDS  if the link to the receiver breaks, keep the target running
+                          (thawed) and tracked, reconnect and resume the session for up to
+                          SECONDS (default 120; 0: fail at once); pre-copy then starts a
+                          new series of up to --max-rounds rounds
   --json                  print one JSON document with every figure instead of the table
   --metrics-listen HOST:PORT  serve Prometheus metrics while migrating
   -h, --help              this help
+
+security (plaintext is refused to any address but loopback unless --insecure is given):
+  --tls-ca FILE           use TLS; the receiver's certificate must be signed by this PEM CA
+  --tls-cert FILE --tls-key FILE  client certificate and key (for a receiver run with --tls-ca)
+  --tls-server-name NAME  the name the receiver's certificate carries, when it is not the
+                          host in --to
+  --token-file FILE       the shared token the receiver asks for (the file's one line; mode 600)
+  --insecure              allow plaintext to a non-loopback address
 
 exit status: 0 only when the receiver committed a verified image.`;
 
@@ -54,8 +67,10 @@ const OPTIONS = {
   after: { type: 'string' },
   verify: { type: 'boolean' },
   'no-verify': { type: 'boolean' },
+  'reconnect-timeout': { type: 'string' },
   json: { type: 'boolean' },
   'metrics-listen': { type: 'string' },
+  ...SENDER_SECURITY_FLAGS,
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -72,9 +87,13 @@ export function parseMigrateArgs(argv: string[]): ParsedMigrate | 'help' {
   if (v.session !== undefined && !SESSION_ID.test(v.session)) {
     throw new UserError(`--session must be 1-64 characters of A-Z a-z 0-9 . _ - not starting with '.', got '${v.session}'`);
   }
+  const to = parseTransferTarget(v.to);
+  // Before anything is contacted or attached: a plaintext link off loopback is refused here.
+  if (to.kind === 'grpc') to.security = senderSecurity(v, to.address);
+  else refuseSecurityFlags(v, 'apply to a receiver address, not to --to dir:');
   return {
     pid: parseIntFlag(v.pid, '--pid', 0, 1, 2 ** 22),
-    to: parseTransferTarget(v.to),
+    to,
     sessionId: v.session ?? null,
     downtimeMs: parseIntFlag(v['downtime-ms'], '--downtime-ms', 300, 1, 3_600_000),
     maxRounds: parseIntFlag(v['max-rounds'], '--max-rounds', 30, 1, 10_000),
@@ -83,10 +102,24 @@ export function parseMigrateArgs(argv: string[]): ParsedMigrate | 'help' {
     autoConverge: v['auto-converge'] ?? false,
     after: parseEnumFlag(v.after, '--after', 'resume', ['resume', 'stop', 'kill'] as const),
     verify: !v['no-verify'],
+    reconnectTimeoutSeconds: parseIntFlag(v['reconnect-timeout'], '--reconnect-timeout', DEFAULT_RECONNECT_TIMEOUT_SECONDS, 0, 86_400),
     json: v.json ?? false,
     metricsListen: v['metrics-listen'] !== undefined ? parseHostPort(v['metrics-listen'], '--metrics-listen') : null,
     sourceHost: os.hostname(),
   };
+}
+
+/**
+ * grpc-js sends the receiver's IP address as the TLS server name (SNI) when --to is an address,
+ * which Node answers with a one-time DeprecationWarning (DEP0123) on stderr: noise the user can do
+ * nothing about, in the middle of the sender's output. Only that warning is dropped.
+ */
+function dropIpServerNameWarning(): void {
+  const emitWarning = process.emitWarning.bind(process) as (...args: unknown[]) => void;
+  process.emitWarning = ((...args: unknown[]) => {
+    if (args.includes('DEP0123')) return;
+    emitWarning(...args);
+  }) as typeof process.emitWarning;
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -101,6 +134,7 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(USAGE + '\n');
     return 0;
   }
+  if (parsed.to.kind === 'grpc' && parsed.to.security.tls) dropIpServerNameWarning();
   const reporter = parsed.json ? new JsonReporter() : new HumanReporter();
   await migrate({ ...parsed, reporter, handleSignals: true });
   return 0;

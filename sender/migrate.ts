@@ -10,8 +10,12 @@
 //                   image against the frozen memory and fix what differs
 //   6. after        resume, stop or kill the target
 //   7. failure      thaw, untrack, abort the receiver session, say what happened
+//   8. resume       the link broke (receiver restart, network cut): thaw if frozen, reconnect
+//                   with backoff, resume the session at the receiver's last durable round, and
+//                   go on with pre-copy rounds; the next round re-sends what the receiver lost
 // Layers: tracking/scanning (tracking/), staging (stage/), transfer (transfer/), wired by
-// round-pipeline.ts; decisions in convergence.ts; output in report/.
+// round-pipeline.ts; decisions in convergence.ts; output in report/; reconnecting in reconnect.ts,
+// what a resume re-sends in stage/round-journal.ts.
 
 import { logger } from '../common/log';
 import { UserError } from '../common/errors';
@@ -22,17 +26,20 @@ import { probeKernel, type KernelFeatures } from '../native';
 import { decide, type ConvergenceOptions, type Decision, type RoundMeasure, type StopReason } from './convergence';
 import { FreezeSession, thawAll } from './freeze-session';
 import { loseWritesForTest } from './lost-write-hook';
+import { isLinkBreak, reconnect } from './reconnect';
 import { runPipeline, STAGE_PAGES, type RoundTotals } from './round-pipeline';
-import { heldOutside, runsOutside, runsToBatches, sumPages } from './run-lists';
+import { heldOutside, runsNotHeld, runsOutside, runsToBatches, runsWithin, sumPages, unionRuns } from './run-lists';
 import { Throttle } from './throttle';
-import { checkTarget, estimateMemoryBytes, explainTargetError, isAlive, type TargetIdentity } from './target-process';
+import { checkTarget, estimateMemoryBytes, explainTargetError, forgetTarget, isAlive, type TargetIdentity } from './target-process';
 import { verifyFrozen } from './verify';
 import { TrackedProcess, type RunBatch } from './tracking/tracked-process';
 import { BatchStager } from './stage/batch-stager';
 import { SentPages } from './stage/sent-pages';
+import { RoundJournal, type Replay } from './stage/round-journal';
 import { createTransfer, describeTarget, type TransferTarget } from './transfer/open-transfer';
 import { meteredTransfer } from './transfer/metered-transfer';
-import type { Phase, PageTransfer, RoundEnd } from './transfer/page-transfer';
+import { patientWhileFrozen } from './transfer/frozen-patience';
+import type { Phase, PageTransfer, RoundEnd, SessionStart } from './transfer/page-transfer';
 import type { MigrationSummary, RoundRecord, VerifyResult } from './report/figures';
 import { SILENT_REPORTER, type MigrationReporter } from './report/reporter';
 
@@ -51,6 +58,9 @@ export interface MigrateOptions {
   autoConverge: boolean;
   after: 'resume' | 'stop' | 'kill';
   verify: boolean;
+  /** --reconnect-timeout: seconds to keep reconnecting after a broken link (0: fail at once;
+   *  default 120). */
+  reconnectTimeoutSeconds?: number;
   metricsListen?: HostPort | null;
   reporter?: MigrationReporter;
   /** Aborts the migration (the target is thawed, the session aborted). */
@@ -72,6 +82,11 @@ export function defaultSessionId(command: string, pid: number, now = new Date())
 
 const now = () => performance.now() / 1000;
 
+export const DEFAULT_RECONNECT_TIMEOUT_SECONDS = 120;
+/** Breaks while frozen before giving up: each one costs a stop-and-copy, and a receiver that
+ *  cannot take one in time (its disk, the network) would make the migration loop forever. */
+const MAX_FROZEN_BREAKS = 3;
+
 class Migration {
   private readonly reporter: MigrationReporter;
   private readonly abortCtl = new AbortController();
@@ -89,10 +104,18 @@ class Migration {
   private freeze: FreezeSession | null = null;
   private pageSize = 4096;
 
+  private memoryBytes = 0;
   private layout: Vma[] = [];
   private round = 0;
   private lastRoundStart = 0;
   private readonly history: RoundMeasure[] = [];
+  /** Index in history of the first round since the last resume: convergence starts over there. */
+  private epoch = 0;
+  private journal!: RoundJournal;
+  /** Set by a resume, taken by the next round: what the receiver lost. */
+  private replay: Replay | null = null;
+  private reconnects = 0;
+  private frozenBreaks = 0;
   private readonly records: RoundRecord[] = [];
   private committed = false;
   private cleanups: (() => void | Promise<void>)[] = [];
@@ -113,14 +136,21 @@ class Migration {
 
   async run(): Promise<MigrationSummary> {
     try {
-      await this.setUp(); //                                  1. set-up
-      let decision = await this.precopyRound(); //             2. round 0
-      while (!decision.stop) decision = await this.precopyRound(); // 3./4. rounds 1..n until converged
-      const { downtime, verify } = await this.stopAndCopy(); // 5. stop-and-copy, commit, verify
-      this.afterAction(); //                                    6. after
-      return await this.finish(decision, downtime, verify);
+      await this.setUp(); //                                           1. set-up
+      let done: { decision: Decision; downtime: number; verify: VerifyResult } | null = null;
+      while (!done) {
+        try {
+          let decision = await this.precopyRound(); //                  2. round 0 (after a resume: 3.)
+          while (!decision.stop) decision = await this.precopyRound(); // 3./4. rounds 1..n until converged
+          done = { decision, ...(await this.stopAndCopy()) }; //        5. stop-and-copy, commit, verify
+        } catch (err) {
+          await this.resume(err); //                                    8. link broken: reconnect, resume
+        }
+      }
+      this.afterAction(); //                                             6. after
+      return await this.finish(done.decision, done.downtime, done.verify);
     } catch (err) {
-      throw await this.fail(err); //                            7. failure
+      throw await this.fail(err); //                                     7. failure
     } finally {
       for (const c of this.cleanups.reverse()) await c();
     }
@@ -131,6 +161,7 @@ class Migration {
   private async setUp(): Promise<void> {
     const { opts } = this;
     this.target = checkTarget(opts.pid);
+    this.cleanups.push(() => forgetTarget(opts.pid)); // the exec witness (target-process.ts)
     this.features = probeKernel();
     if (this.features.missing.length > 0) {
       throw new UserError(
@@ -145,30 +176,35 @@ class Migration {
     // The receiver first: if it cannot be reached, the target has not been touched at all.
     let transfer = await createTransfer(opts.to);
     if (opts.metricsListen) transfer = await this.startMetrics(transfer, opts.metricsListen);
+    // A network link must not keep the target frozen through a cut (a local disk is just slow).
+    if (opts.to.kind === 'grpc') transfer = patientWhileFrozen(transfer, () => this.freeze !== null);
     this.transfer = transfer;
-    const memoryBytes = estimateMemoryBytes(opts.pid);
-    await this.guard(
-      transfer.open({
-        sessionId: this.sessionId,
-        sourceHost: opts.sourceHost,
-        pid: opts.pid,
-        pageSize: this.pageSize,
-        kernel: this.features.kernelRelease,
-        command: this.target.command,
-        resume: false,
-        memoryBytes,
-        downtimeTargetSeconds: this.conv.downtimeSeconds,
-      }),
-    );
+    this.memoryBytes = estimateMemoryBytes(opts.pid);
+    await this.guard(transfer.open(this.sessionStart(false)));
     log.info(`session ${this.sessionId}: migrating pid ${opts.pid} (${this.target.command}) to ${transfer.description}`);
 
     this.tracked = TrackedProcess.attach(opts.pid, { features: this.features });
     this.sent = new SentPages(this.pageSize);
+    this.journal = new RoundJournal(this.pageSize);
     const stager = new BatchStager(opts.pid, this.pageSize, { compress: opts.compress, maxBatchBytes: Math.min(opts.maxPages, STAGE_PAGES) * this.pageSize }, this.sent);
     this.stager = stager;
     this.cleanups.push(() => stager.close());
     this.throttle = new Throttle(opts.pid);
-    this.reporter.round0Started(memoryBytes);
+    this.reporter.round0Started(this.memoryBytes);
+  }
+
+  private sessionStart(resume: boolean): SessionStart {
+    return {
+      sessionId: this.sessionId,
+      sourceHost: this.opts.sourceHost,
+      pid: this.opts.pid,
+      pageSize: this.pageSize,
+      kernel: this.features.kernelRelease,
+      command: this.target.command,
+      resume,
+      memoryBytes: this.memoryBytes,
+      downtimeTargetSeconds: this.conv.downtimeSeconds,
+    };
   }
 
   // ------------------------------------------------------------------ 2./3. pre-copy rounds
@@ -179,15 +215,20 @@ class Migration {
     const tracked = this.tracked!;
     const r = this.round;
     const started = now();
-    const interval = r === 0 ? 0 : started - this.lastRoundStart;
+    // Round 0 and the first round after a resume start a convergence series of their own.
+    const first = this.history.length === this.epoch;
+    const interval = first ? 0 : started - this.lastRoundStart;
     this.lastRoundStart = started;
 
     let vmaChange = { added: 0, removed: 0, discard: [] as number[] };
     if (r === 0) this.layout = tracked.layout();
     else vmaChange = this.refreshLayout();
     await this.guard(this.transfer!.beginRound(r, 'PRECOPY', this.layout));
+    if (this.replay && this.replay.discards.length > 0) await this.guard(this.transfer!.discard(this.replay.discards));
     await this.discardHeld(vmaChange.discard);
-    const source = r === 0 ? tracked.initialRuns(this.opts.maxPages) : tracked.dirtyRuns(this.opts.maxPages);
+    const scan = this.journal.track(r, r === 0 ? tracked.initialRuns(this.opts.maxPages) : tracked.dirtyRuns(this.opts.maxPages));
+    const source = this.replay ? this.withReplay(scan, this.replay) : scan;
+    this.replay = null;
     const totals = await this.pipe(source, r === 0 ? (t) => this.reporter.round0Progress(t.rawBytes + t.zeroPages * this.pageSize) : undefined);
     const sentAt = now();
 
@@ -197,16 +238,17 @@ class Migration {
       dirtyPages: totals.dirtyPages,
       pageSize: this.pageSize,
       durationSeconds: end - started,
-      intervalSeconds: r === 0 ? end - started : interval,
+      intervalSeconds: first ? end - started : interval,
       throttlePercent: throttle,
     });
     // The receiver's round record is our estimate at the end of sending; ours also counts the
     // wait for durability, which the stop-and-copy round pays too.
-    const early = decide([...this.history, measure(sentAt)], this.conv);
+    const early = decide([...this.history.slice(this.epoch), measure(sentAt)], this.conv);
     await this.guard(this.transfer!.endRound(toRoundEnd(this.figures(r, 'PRECOPY', totals, sentAt - started, early, throttle))));
+    this.journal.durable(r);
     const m = measure(now());
     this.history.push(m);
-    const decision = decide(this.history, this.conv);
+    const decision = decide(this.history.slice(this.epoch), this.conv);
     this.record(this.figures(r, 'PRECOPY', totals, m.durationSeconds, decision, throttle, vmaChange));
     log.debug(`round ${r}: ${decision.why}`);
     if (this.throttle!.failure) throw this.throttle!.failure;
@@ -222,7 +264,11 @@ class Migration {
     this.assertAlive();
     const { diff, layout, discard } = this.tracked!.refresh();
     const gone = runsOutside(this.layout, layout, this.pageSize);
-    if (gone.length > 0) this.sent.forget(gone);
+    if (gone.length > 0) {
+      this.sent.forget(gone);
+      // The receiver drops them at RoundStart; one that rolls back to an earlier round must again.
+      this.journal.discards(this.round, gone);
+    }
     this.layout = layout;
     return { added: diff.added.length + diff.changed.length, removed: diff.removed.length, discard };
   }
@@ -231,8 +277,28 @@ class Migration {
   private async discardHeld(runs: number[]): Promise<number> {
     if (runs.length === 0) return 0;
     const held = this.sent.forget(runs);
-    if (held.length > 0) await this.guard(this.transfer!.discard(held));
+    if (held.length > 0) {
+      this.journal.discards(this.round, held);
+      await this.guard(this.transfer!.discard(held));
+    }
     return sumPages(held);
+  }
+
+  /**
+   * After a resume, this round's pages, each once, read now: what the receiver lost (journal),
+   * what the scan finds written, and every populated page never sent at all — a walk cut short
+   * by the break may have write-protected pages it never handed out (a first scan of a VMA arms
+   * it in the same ioctl that reports it). The scan is taken whole first (journaled as it goes);
+   * the union is journaled at once, so a new break loses nothing either.
+   */
+  private async *withReplay(scan: AsyncIterable<RunBatch>, replay: Replay): AsyncGenerator<RunBatch> {
+    const ps = this.pageSize;
+    const scanned = await collectRuns(scan);
+    const neverSent = runsNotHeld(this.sent, await collectRuns(this.tracked!.populatedRuns(this.sent)), ps);
+    const runs = runsWithin(unionRuns([replay.pages, scanned, neverSent], ps), this.layout, ps);
+    this.journal.pages(this.round, runs);
+    log.debug(`resumed round ${this.round}: ${replay.pageCount} pages lost by the receiver, ${sumPages(scanned)} written, ${sumPages(neverSent)} never sent: ${sumPages(runs)} to send`);
+    yield* runsToBatches(runs, this.opts.maxPages, ps);
   }
 
   private async pipe(source: AsyncIterable<RunBatch> | Iterable<RunBatch>, onProgress?: (t: RoundTotals) => void): Promise<RoundTotals> {
@@ -263,12 +329,13 @@ class Migration {
     await this.guard(transfer.beginRound(r, 'STOP_AND_COPY', this.layout));
     let discarded = await this.discardHeld(vmaChange.discard);
     lap('maps');
-    const totals = await this.pipe(loseWritesForTest(tracked.dirtyRuns(this.opts.maxPages), this.pageSize));
+    const totals = await this.pipe(this.journal.track(r, loseWritesForTest(tracked.dirtyRuns(this.opts.maxPages), this.pageSize)));
     lap(`${totals.dirtyPages} dirty pages`);
     const populated = await collectRuns(tracked.populatedRuns(this.sent));
     discarded += await this.discardHeld(heldOutside(this.sent, populated, this.pageSize));
     lap(`reconcile (${discarded} pages discarded)`);
     await this.guard(transfer.endRound(toRoundEnd(this.figures(r, 'STOP_AND_COPY', totals, now() - started, null))));
+    this.journal.durable(r);
     lap('round durable');
     await this.commit();
     lap('commit');
@@ -286,9 +353,10 @@ class Migration {
     log.warn(`verify: ${count} pages differ from the frozen target (a lost write?): re-sending them`);
     const fixStart = now();
     await this.guard(transfer.beginRound(this.round, 'VERIFY_FIX', this.layout));
-    const fixed = await this.pipe(runsToBatches(mismatched, this.opts.maxPages, this.pageSize));
+    const fixed = await this.pipe(this.journal.track(this.round, runsToBatches(mismatched, this.opts.maxPages, this.pageSize)));
     const fix = this.figures(this.round, 'VERIFY_FIX', fixed, now() - fixStart, null);
     await this.guard(transfer.endRound(toRoundEnd(fix)));
+    this.journal.durable(this.round);
     await this.commit();
     this.record(fix);
     this.round++;
@@ -345,6 +413,7 @@ class Migration {
       verify,
       after: this.opts.after,
       maxThrottlePercent: Math.max(0, ...this.records.map((r) => r.throttlePercent)),
+      reconnects: this.reconnects,
     };
     // Best effort: the image is committed and verified whatever happens to the report.
     await this.transfer!.report({
@@ -377,7 +446,7 @@ class Migration {
       log.debug(`closing tracking: ${(e as Error).message}`);
     }
     this.tracked = null;
-    let explained = explainTargetError(err, this.opts.pid);
+    let explained = explainTargetError(err, this.opts.pid, this.round);
     if (!(explained instanceof UserError) && this.target && !isAlive(this.opts.pid)) {
       explained = new UserError(`process ${this.opts.pid} exited during the migration (round ${this.round}); nothing was committed`, 1);
     }
@@ -393,6 +462,44 @@ class Migration {
       return new UserError(`migration failed: ${message}`, 1);
     }
     return explained;
+  }
+
+  // ------------------------------------------------------------------ 8. resume
+
+  /**
+   * The link broke (receiver restart, network cut, a deadline): thaw the target if it is frozen
+   * and stop the throttle (it must not wait out a network cut frozen), reconnect with backoff,
+   * resume the session at the receiver's last durable round, and hand the next round what the
+   * receiver lost since (the journal). Anything else, or no --reconnect-timeout, is rethrown (7.).
+   * Tracking goes on throughout: writes made meanwhile are found by the next round's scan.
+   */
+  private async resume(err: unknown): Promise<void> {
+    const timeout = this.opts.reconnectTimeoutSeconds ?? DEFAULT_RECONNECT_TIMEOUT_SECONDS;
+    if (!isLinkBreak(err) || timeout <= 0 || this.signal.aborted) throw err;
+    if (this.committed) {
+      // Broken while re-sending pages the verify pass found different: too late to go back.
+      throw new UserError(
+        `the link to ${this.transfer!.description} broke while re-sending pages the verify pass found different ` +
+          `from the frozen target (${err.message}): the committed image of session ${this.sessionId} lacks their last writes; migrate again`,
+        1,
+      );
+    }
+    const wasFrozen = this.freeze !== null;
+    this.throttle!.stop();
+    this.freeze?.release();
+    this.freeze = null;
+    this.assertAlive();
+    if (wasFrozen && ++this.frozenBreaks > MAX_FROZEN_BREAKS) {
+      throw new UserError(`the link to ${this.transfer!.description} broke during stop-and-copy ${this.frozenBreaks} times (last: ${err.message}); giving up, the target runs on`, 1);
+    }
+    log.warn(`connection to the receiver lost in round ${this.round}: ${err.message}; ${wasFrozen ? 'target thawed; ' : ''}reconnecting for up to ${timeout}s`);
+    const back = await this.guard(reconnect(this.transfer!, this.sessionStart(true), timeout, this.signal, () => this.assertAlive()));
+    const durable = back.accepted.lastDurableRound;
+    this.replay = this.journal.since(durable);
+    this.round = Math.max(this.round + 1, durable + 1);
+    this.epoch = this.history.length;
+    this.reconnects++;
+    log.warn(`resumed session ${this.sessionId} at durable round ${durable} after ${back.seconds.toFixed(1)} s; re-sending the ${this.replay.pageCount} pages it lost, and what was written meanwhile`);
   }
 
   // ------------------------------------------------------------------ helpers

@@ -56,6 +56,38 @@ export function runsOutside(before: readonly Vma[], after: readonly Vma[], pageS
   return toRuns(subtract(layoutRanges(before), layoutRanges(after)), pageSize);
 }
 
+/** The union of run lists: sorted, merged runs, each page once. */
+export function unionRuns(lists: readonly ArrayLike<number>[], pageSize: number): number[] {
+  const ranges: Range[] = [];
+  for (const runs of lists) for (let i = 0; i < runs.length; i += 2) ranges.push([runs[i], runs[i] + runs[i + 1] * pageSize]);
+  return toRuns(merge(ranges), pageSize);
+}
+
+/** The pages of `runs` inside the layout, cut at VMA boundaries (a PageBatch run must lie inside
+ *  one VMA, and adjacent VMAs touch). */
+export function runsWithin(runs: ArrayLike<number>, layout: readonly Vma[], pageSize: number): number[] {
+  const have = toRanges(runs, pageSize);
+  const vmas = [...layout].sort((a, b) => a.start - b.start);
+  const out: number[] = [];
+  let j = 0;
+  for (const v of vmas) {
+    while (j < have.length && have[j][1] <= v.start) j++;
+    for (let k = j; k < have.length && have[k][0] < v.end; k++) {
+      const s = Math.max(have[k][0], v.start);
+      const e = Math.min(have[k][1], v.end);
+      if (s < e) out.push(s, (e - s) / pageSize);
+    }
+  }
+  return out;
+}
+
+/** The pages of `runs` that `held` does not hold (sorted, merged). */
+export function runsNotHeld(held: HeldPages, runs: ArrayLike<number>, pageSize: number): number[] {
+  const out: Range[] = [];
+  for (const [s, e] of toRanges(runs, pageSize)) out.push(...subtract([[s, e]], toRanges(held.heldRunsIn(s, e), pageSize)));
+  return toRuns(out, pageSize);
+}
+
 /** Top of the user address space (x86-64, 47 bits; 5-level paging is not in use here). */
 const USER_TOP = 2 ** 47;
 

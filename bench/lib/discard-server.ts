@@ -9,6 +9,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { parseEnumFlag, parseFlags } from '../../common/cli';
 import { runMain } from '../../common/errors';
+import { tuneGcForPageBuffers } from '../../common/gc-tuning';
 import type { OutgoingReceiverMessage } from '../../proto/messages';
 import { LINK_CODECS, migrationDefinition, type IncomingSenderMessage } from '../../proto/service';
 import { raiseReceiveWindows } from '../../receiver/server/http2-window';
@@ -21,6 +22,7 @@ runMain('discard-server', async () => {
   const { values } = parseFlags(process.argv.slice(2), { window: { type: 'string' }, codec: { type: 'string' } } as const, USAGE);
   const window = parseEnumFlag(values.window, '--window', 'raised', ['default', 'raised'] as const);
   const codec = parseEnumFlag(values.codec, '--codec', 'fast', LINK_CODECS);
+  tuneGcForPageBuffers(); // as the receiver's image store does: the sink stands in for it
   const server = new grpc.Server(RECEIVER_SERVER_OPTIONS);
   server.addService(migrationDefinition(codec), {
     Migrate(call: grpc.ServerDuplexStream<IncomingSenderMessage, OutgoingReceiverMessage>) {

@@ -18,6 +18,15 @@ import type { ProcessUsage } from './usage-hook';
 const SENDER_CLI = path.join(REPO_ROOT, 'dist', 'sender', 'cli.js');
 const USAGE_HOOK = path.join(__dirname, 'usage-hook.js');
 
+/**
+ * Node/V8 flags given to every sender and receiver process the bench starts (`--node-flags`), to
+ * measure a runtime setting (e.g. --initial-old-space-size) against the default in the same run.
+ */
+let nodeFlags: string[] = [];
+export function setNodeFlags(flags: string[]): void {
+  nodeFlags = flags;
+}
+
 /** A scratch images directory, removed at the end of the bench whatever happens. */
 export function scratchDir(prefix: string): string {
   const dir = mkdtempSync(path.join(os.tmpdir(), `precopy-bench-${prefix}-`));
@@ -35,7 +44,9 @@ export class BenchReceiver {
 
   static async start(): Promise<BenchReceiver> {
     const images = scratchDir('receiver');
-    const handle = await startReceiver({ images, env: { PRECOPY_LOG: 'warn' } });
+    const env = { ...process.env, PRECOPY_LOG: 'warn' };
+    const spawner = (cmd: string, args: string[]) => spawn(cmd, [...nodeFlags, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
+    const handle = await startReceiver({ images, env, spawner });
     const stop = onCleanup(() => handle.child.kill('SIGKILL'));
     return new BenchReceiver(handle, images, stop);
   }
@@ -80,7 +91,7 @@ export async function migrateOnce(a: MigrateArgs): Promise<MigrationRun> {
   const r0 = receiverPid ? cpuSeconds(receiverPid) : NaN;
   const rt0 = receiverPid ? threadCpu(receiverPid) : { main: NaN, others: NaN };
   try {
-    const args = ['--require', USAGE_HOOK, SENDER_CLI, 'migrate', '--pid', String(a.pid), '--to', to, '--session', session, '--json', ...(a.flags ?? [])];
+    const args = [...nodeFlags, '--require', USAGE_HOOK, SENDER_CLI, 'migrate', '--pid', String(a.pid), '--to', to, '--session', session, '--json', ...(a.flags ?? [])];
     const child = spawn(process.execPath, args, {
       stdio: ['ignore', 'pipe', 'pipe'],
       // debug: the stop-and-copy laps (a dozen lines per migration, no per-batch lines).

@@ -19,7 +19,7 @@ import { ratio, stat, type Stat } from '../lib/stats';
 
 /** The sender's default --max-pages. */
 const SENDER_MAX_PAGES = 4096;
-/** The sender's vec (tracked-process.ts VEC_REGIONS). */
+/** Regions the sender's walk passes the kernel per ioctl (native/pagemap_scan.cc kMaxRegionsPerCall). */
 const SENDER_VEC = 512;
 
 export interface ScanLayout {

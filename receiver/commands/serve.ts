@@ -4,13 +4,16 @@
 
 import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import { formatHostPort, parseFlags, parseHostPort, parseIntFlag, type HostPort } from '../../common/cli';
+import { formatHostPort, parseFlags, parseHostPort, parseIntFlag, parseSizeFlag, type HostPort } from '../../common/cli';
 import { UserError } from '../../common/errors';
 import { logger } from '../../common/log';
 import { startMetricsServer, type MetricsServer } from '../../common/metrics/metrics-server';
 import { MigrationMetrics } from '../../common/metrics/migration-metrics';
+import { SECURITY_FLAGS, describeSecurity, receiverSecurity, type LinkSecurity } from '../../proto/link-security';
 import { DEFAULT_ABANDON_AFTER_MS } from '../server/migration-service';
 import { DEFAULT_SHUTDOWN_GRACE_MS, ReceiverServer } from '../server/receiver-server';
+import { MAX_MESSAGE_BYTES } from '../server/limits';
+import { DEFAULT_MAX_SESSIONS, describeLimits, type ReceiverLimits } from '../server/session-limits';
 
 const log = logger('serve');
 const grpcLog = logger('grpc');
@@ -30,7 +33,24 @@ options:
   --abandon-after SECONDS     mark a session aborted when no sender resumed it this long after
                               its stream broke (default ${DEFAULT_ABANDON_AFTER_MS / 1000})
   --shutdown-grace SECONDS    on SIGTERM/SIGINT, wait this long for streams (default ${DEFAULT_SHUTDOWN_GRACE_MS / 1000})
-  -h, --help                  this help`;
+  -h, --help                  this help
+
+limits (SIZE: bytes, or with a binary suffix K, M, G, T: 512M, 2G; a refusal ends the sender's
+stream with RESOURCE_EXHAUSTED and the reason):
+  --max-sessions N            sessions receiving at once; more are refused before they touch
+                              their session, so a resume can be retried later (default ${DEFAULT_MAX_SESSIONS})
+  --max-image-bytes SIZE      page bytes one session's image may hold (default unlimited)
+  --max-message-bytes SIZE    largest gRPC message accepted (default and maximum ${MAX_MESSAGE_BYTES / 2 ** 20}M;
+                              a sender's page batches must fit)
+  --max-rate SIZE             page bytes per second one session may write; faster senders are
+                              slowed through flow control, not refused (default unlimited)
+
+security (plaintext is refused on any address but loopback unless --insecure is given):
+  --tls-cert FILE --tls-key FILE  serve TLS with this PEM certificate chain and private key
+  --tls-ca FILE               require client certificates signed by this PEM CA (mutual TLS)
+  --token-file FILE           require this shared token (the file's one line; mode 600) on every
+                              migration; senders give the same file
+  --insecure                  allow plaintext on a non-loopback address`;
 
 const OPTIONS = {
   listen: { type: 'string' },
@@ -38,6 +58,11 @@ const OPTIONS = {
   'metrics-listen': { type: 'string' },
   'abandon-after': { type: 'string' },
   'shutdown-grace': { type: 'string' },
+  'max-sessions': { type: 'string' },
+  'max-image-bytes': { type: 'string' },
+  'max-message-bytes': { type: 'string' },
+  'max-rate': { type: 'string' },
+  ...SECURITY_FLAGS,
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -47,17 +72,34 @@ export interface ServeOptions {
   metricsListen?: HostPort;
   abandonAfterMs: number;
   shutdownGraceMs: number;
+  limits: ReceiverLimits;
+  security: LinkSecurity;
 }
 
 export function parseServeFlags(argv: string[]): ServeOptions | 'help' {
   const { values: v } = parseFlags(argv, OPTIONS, USAGE);
   if (v.help) return 'help';
+  const listen = parseHostPort(v.listen ?? '127.0.0.1:7070', '--listen');
   return {
-    listen: parseHostPort(v.listen ?? '127.0.0.1:7070', '--listen'),
+    listen,
     imagesDir: path.resolve(v.images ?? 'precopy-images'),
     metricsListen: v['metrics-listen'] === undefined ? undefined : parseHostPort(v['metrics-listen'], '--metrics-listen'),
     abandonAfterMs: parseIntFlag(v['abandon-after'], '--abandon-after', DEFAULT_ABANDON_AFTER_MS / 1000, 1, 365 * 86400) * 1000,
     shutdownGraceMs: parseIntFlag(v['shutdown-grace'], '--shutdown-grace', DEFAULT_SHUTDOWN_GRACE_MS / 1000, 0, 3600) * 1000,
+    limits: parseLimitFlags(v),
+    security: receiverSecurity(v, listen),
+  };
+}
+
+const MAX_SIZE = 2 ** 50;
+
+function parseLimitFlags(v: Partial<Record<'max-sessions' | 'max-image-bytes' | 'max-message-bytes' | 'max-rate', string>>): ReceiverLimits {
+  return {
+    maxSessions: parseIntFlag(v['max-sessions'], '--max-sessions', DEFAULT_MAX_SESSIONS, 1, 100_000),
+    maxImageBytes: parseSizeFlag(v['max-image-bytes'], '--max-image-bytes', Infinity, 4096, MAX_SIZE),
+    // Below 64 KiB not even a small page batch fits; above the default the batch limits refuse anyway.
+    maxMessageBytes: parseSizeFlag(v['max-message-bytes'], '--max-message-bytes', MAX_MESSAGE_BYTES, 64 << 10, MAX_MESSAGE_BYTES),
+    maxRateBytesPerSecond: parseSizeFlag(v['max-rate'], '--max-rate', Infinity, 4096, MAX_SIZE),
   };
 }
 
@@ -86,6 +128,8 @@ export async function run(argv: string[]): Promise<number> {
       imagesDir: opts.imagesDir,
       abandonAfterMs: opts.abandonAfterMs,
       events: metrics,
+      limits: opts.limits,
+      security: opts.security,
     });
   } catch (err) {
     await metricsServer?.close();
@@ -102,7 +146,8 @@ export async function run(argv: string[]): Promise<number> {
     process.on('SIGINT', on);
   });
   process.stdout.write(`receiver listening on ${formatHostPort(server.address)}\n`);
-  log.info(`images in ${opts.imagesDir}`);
+  log.info(`images in ${opts.imagesDir}; link: ${describeSecurity(opts.security)}`);
+  log.info(`limits: ${describeLimits(opts.limits)}`);
 
   const signal = await signalled;
   log.info(`${signal}: shutting down (a second signal stops at once)`);

@@ -78,7 +78,8 @@ export async function planVmas(image: SessionImage, layout: Vma[], opts: Content
 }
 
 function backingPath(p: string, root?: string): string {
-  return root ? path.join(root, p) : p;
+  // The path comes from the sender: under a root, '..' must not climb out of it.
+  return root ? path.join(root, path.resolve('/', p)) : p;
 }
 
 async function checkBacking(file: string, vma: Vma): Promise<string | undefined> {

@@ -5,11 +5,17 @@
 // sender that reconnects can resume it (issue 6). If no stream takes it again within
 // `abandonAfterMs` (default 10 minutes; also counted from startup for sessions an earlier run left
 // receiving), it is marked aborted, and `receiver gc` may remove it.
+//
+// A broken connection is not always noticed at once (a cut network looks like a quiet one until
+// the keepalive gives up), so a sender may resume a session whose old stream this receiver still
+// holds: the resume takes the session over (see claim below). A session held by another receiver
+// process (its owner.lock names a live pid) is refused by the store as before.
 
 import { logger } from '../../common/log';
 import { ImageStore } from '../store/image-store';
 import { MigrationStream, type MigrateCall, type StreamHost } from './migration-stream';
 import { NO_EVENTS, type SessionEvents } from './session-events';
+import { DEFAULT_LIMITS, SessionSlots, type ReceiverLimits } from './session-limits';
 
 const log = logger('server');
 
@@ -19,13 +25,16 @@ export interface MigrationServiceOptions {
   imagesDir: string;
   abandonAfterMs?: number;
   events?: SessionEvents;
+  limits?: Partial<ReceiverLimits>;
 }
 
 export class MigrationService implements StreamHost {
   readonly store: ImageStore;
   readonly imagesDir: string;
   readonly events: SessionEvents;
+  readonly limits: ReceiverLimits;
   private readonly abandonAfterMs: number;
+  private readonly slots: SessionSlots<MigrationStream>;
   private readonly streams = new Set<MigrationStream>();
   private readonly abandonTimers = new Map<string, NodeJS.Timeout>();
 
@@ -34,6 +43,8 @@ export class MigrationService implements StreamHost {
     this.store = new ImageStore(opts.imagesDir);
     this.events = opts.events ?? NO_EVENTS;
     this.abandonAfterMs = opts.abandonAfterMs ?? DEFAULT_ABANDON_AFTER_MS;
+    this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
+    this.slots = new SessionSlots(this.limits.maxSessions);
   }
 
   /** Schedule the abandonment of sessions an earlier run left receiving. */
@@ -51,6 +62,31 @@ export class MigrationService implements StreamHost {
   readonly migrate = (call: MigrateCall): void => {
     this.streams.add(new MigrationStream(call, this));
   };
+
+  /**
+   * Before a stream opens session `id`: take a slot (--max-sessions), or take the session over
+   * from a stream of this receiver that still holds it when `resume` is set (that stream is ended
+   * as a broken one: its session is released durable at its last acknowledged round, its pending
+   * writes settled). Returns false when another stream holds the session and it is not taken
+   * over: the store then refuses with its own message.
+   */
+  async claim(id: string, stream: MigrationStream, resume: boolean): Promise<boolean> {
+    const old = this.slots.holder(id);
+    if (old === undefined || old === stream) {
+      this.slots.claim(id, stream);
+      return true;
+    }
+    if (!resume || !old.resumable) return false;
+    this.slots.claim(id, stream);
+    log.warn(`session ${id}: a resume from ${stream.peer} takes it over from the stream of ${old.peer}, which still held it (a connection gone stale?); ending that stream`);
+    await old.takenOver(stream.peer);
+    return true;
+  }
+
+  /** The stream no longer holds (or will not open) session `id`. */
+  unclaim(id: string, stream: MigrationStream): void {
+    this.slots.release(id, stream);
+  }
 
   sessionTaken(id: string): void {
     const t = this.abandonTimers.get(id);

@@ -12,7 +12,12 @@
 // - bad message: the session is marked failed, the stream ends with a status naming the problem;
 // - client gone (cancel, broken connection, deadline, server shutdown): the session is left as
 //   it is, durable at its last acknowledged round, resumable (the service abandons it later);
-// - client half-close: after the commit, OK; before it, the session is left resumable.
+// - client half-close: after the commit, OK; before it, the session is left resumable;
+// - taken over (a resume of its session by another stream, see MigrationService.claim): ended with
+//   ABORTED, the session released as on a broken stream.
+//
+// Limits (session-limits.ts): a session slot is claimed before the session is opened; page
+// batches are delayed by --max-rate and refused past --max-image-bytes.
 
 import * as grpc from '@grpc/grpc-js';
 import { digestFromBuffer, digestToBuffer } from '../../common/image-digest';
@@ -28,23 +33,30 @@ import {
   type RoundStart,
   type SessionStart,
 } from '../../proto/messages';
-import type { IncomingSenderMessage } from '../../proto/service';
 import type { ImageStore, SessionImage } from '../store/image-store';
-import { checkPageSize, checkSessionId } from '../store/input-checks';
-import { checkRunCount, decodeBatch } from './batch-checks';
+import { checkPageSize, checkRuns, checkSessionId } from '../store/input-checks';
+import { checkRunCount, decodeBatch, type DecodedBatch } from './batch-checks';
+import type { ReceivedMessage } from './message-scan';
 import { MAX_REGS_BYTES, MAX_THREADS } from './limits';
+import { RateLimit } from './rate-limit';
+import { ImageBudget, pagesNotHeld, runPages, type ReceiverLimits } from './session-limits';
 import type { SessionEvents } from './session-events';
 import { failedPrecondition, invalidArgument, resourceExhausted, statusName, toStreamError } from './stream-error';
 
 const log = logger('server');
 
-export type MigrateCall = grpc.ServerDuplexStream<IncomingSenderMessage, OutgoingReceiverMessage>;
+export type MigrateCall = grpc.ServerDuplexStream<ReceivedMessage, OutgoingReceiverMessage>;
 
 /** What a stream needs from the service that owns it. */
 export interface StreamHost {
   readonly store: ImageStore;
   readonly imagesDir: string;
   readonly events: SessionEvents;
+  readonly limits: ReceiverLimits;
+  /** Before opening session `id`: a slot, or a takeover (false: held by another stream, not taken over). */
+  claim(id: string, stream: MigrationStream, resume: boolean): Promise<boolean>;
+  /** The stream does not hold session `id` (any more). */
+  unclaim(id: string, stream: MigrationStream): void;
   /** A stream took session `id` (create or resume). */
   sessionTaken(id: string): void;
   /** A stream let session `id` go while it is still receiving (resumable). */
@@ -57,7 +69,7 @@ type State = 'await-start' | 'between-rounds' | 'in-round' | 'committed' | 'fini
 
 /** Marks the client's half-close in the message queue. */
 const HALF_CLOSE = Symbol('half-close');
-type QueueItem = IncomingSenderMessage | typeof HALF_CLOSE;
+type QueueItem = ReceivedMessage | typeof HALF_CLOSE;
 
 // Pause reading when this many messages wait (each up to 64 MiB), resume when few are left.
 const QUEUE_HIGH = 4;
@@ -83,7 +95,11 @@ export class MigrationStream {
   /** Nothing more is handled: the stream failed, ended or broke. */
   private closed = false;
   private released = false;
-  private readonly peer: string;
+  /** The session id this stream claimed a slot for (MigrationService.claim). */
+  private claimed: string | null = null;
+  private readonly rate: RateLimit;
+  private budget: ImageBudget | null = null;
+  readonly peer: string;
   /** Settles when the stream is over and its session is released. */
   readonly done: Promise<void>;
   private markDone!: () => void;
@@ -93,11 +109,28 @@ export class MigrationStream {
     private readonly host: StreamHost,
   ) {
     this.peer = call.getPeer();
+    this.rate = new RateLimit(host.limits.maxRateBytesPerSecond);
     this.done = new Promise((resolve) => (this.markDone = resolve));
-    call.on('data', (m: IncomingSenderMessage) => this.enqueue(m));
+    call.on('data', (m: ReceivedMessage) => this.enqueue(m));
     call.on('end', () => this.enqueue(HALF_CLOSE));
     call.on('cancelled', () => void this.broken('the stream was cancelled or the connection lost'));
     log.debug(`stream from ${this.peer} opened`);
+  }
+
+  /** Holds a session that a resume may take over (receiving, not given up or committed). */
+  get resumable(): boolean {
+    return this.state === 'between-rounds' || this.state === 'in-round';
+  }
+
+  /** A resume from `by` takes this stream's session: end the stream (ABORTED, for a sender still
+   *  listening) and release the session as on a broken stream. Resolves once it is released. */
+  async takenOver(by: string): Promise<void> {
+    const ended = this.broken(`taken over by a resume from ${by}`);
+    if (!this.call.cancelled && !this.call.writableEnded) {
+      this.call.emit('error', { code: grpc.status.ABORTED, details: `session ${this.sessionId} was taken over by a resume from ${by}` });
+    }
+    await ended;
+    await this.done;
   }
 
   private get label(): string {
@@ -138,8 +171,9 @@ export class MigrationStream {
 
   // ---------------------------------------------------------------- messages
 
-  private async handle(m: IncomingSenderMessage): Promise<void> {
+  private async handle(m: ReceivedMessage): Promise<void> {
     if (m.msg === 'malformed') throw invalidArgument(m.error);
+    if (m.msg === 'oversized') throw resourceExhausted(m.error);
     if (m.msg === undefined) throw invalidArgument('empty SenderMessage: no field of its oneof is set');
     if (this.state === 'await-start' && m.msg !== 'start') {
       throw failedPrecondition(`the stream must begin with SessionStart, not ${m.msg}`);
@@ -171,34 +205,33 @@ export class MigrationStream {
     if (this.state !== 'await-start') throw failedPrecondition('a second SessionStart on one stream');
     const id = checkSessionId(s.sessionId);
     const pageSize = checkPageSize(s.pageSize);
-    const { store } = this.host;
-    const session = s.resume
-      ? await store.resume(id)
-      : await store.create({
-          sessionId: id,
-          sourceHost: s.sourceHost,
-          pid: s.pid,
-          pageSize,
-          kernel: s.kernel,
-          command: s.command,
-          memoryBytes: s.memoryBytes,
-          createdAt: new Date().toISOString(),
-          downtimeTargetSeconds: s.downtimeTargetSeconds,
-        });
+    if (await this.host.claim(id, this, s.resume)) this.claimed = id;
+    const session = await this.openSession(s, id, pageSize);
     if (this.closed) {
       // The client went away while the session was opened: let it go again.
       await session.close();
+      this.unclaim();
       if (session.state === 'receiving') this.host.sessionLeft(id);
       return;
     }
     if (session.meta.pageSize !== pageSize) {
       await session.close();
+      this.unclaim();
       throw invalidArgument(`session ${id} has page size ${session.meta.pageSize}, the resuming sender says ${pageSize}`);
+    }
+    if (this.claimed === null) {
+      // Cannot happen (the stream that holds the session holds its store lock too), but a
+      // session this stream did not claim would escape --max-sessions.
+      await session.close();
+      throw failedPrecondition(`session ${id} is in use by another stream of this receiver`);
     }
     this.session = session;
     this.sessionId = id;
     this.lastRound = session.lastDurableRound;
     this.state = 'between-rounds';
+    if (Number.isFinite(this.host.limits.maxImageBytes)) {
+      this.budget = new ImageBudget(this.host.limits.maxImageBytes, id, pageSize, session.imagePages);
+    }
     this.host.sessionTaken(id);
     this.host.events.sessionStarted(s);
     log.info(
@@ -207,6 +240,34 @@ export class MigrationStream {
         : `session ${id}: started by ${this.peer} (pid ${s.pid} ${s.command || '?'} on ${s.sourceHost || '?'}, page size ${pageSize})`,
     );
     await this.reply({ accepted: { sessionId: id, resumed: s.resume, lastDurableRound: this.lastRound } });
+  }
+
+  /** Create or resume the session in the store; a failure gives the claimed slot back. */
+  private async openSession(s: SessionStart, id: string, pageSize: number): Promise<SessionImage> {
+    const { store } = this.host;
+    try {
+      return s.resume
+        ? await store.resume(id)
+        : await store.create({
+            sessionId: id,
+            sourceHost: s.sourceHost,
+            pid: s.pid,
+            pageSize,
+            kernel: s.kernel,
+            command: s.command,
+            memoryBytes: s.memoryBytes,
+            createdAt: new Date().toISOString(),
+            downtimeTargetSeconds: s.downtimeTargetSeconds,
+          });
+    } catch (err) {
+      this.unclaim();
+      throw err;
+    }
+  }
+
+  private unclaim(): void {
+    if (this.claimed !== null) this.host.unclaim(this.claimed, this);
+    this.claimed = null;
   }
 
   private async roundStart(r: RoundStart): Promise<void> {
@@ -230,6 +291,9 @@ export class MigrationStream {
     this.requireRound('PageBatch');
     this.throwWriteError();
     const c = decodeBatch(b);
+    await this.rate.take(c.data.length);
+    if (this.closed) return;
+    if (this.budget && !this.budget.fits(runPages(c.runs))) await this.checkImageSize(c);
     const write: Promise<void> = this.session!.writePages(c.runs, c.zeroMap, c.data).then(
       () => void this.writes.delete(write),
       (err: unknown) => {
@@ -240,6 +304,17 @@ export class MigrationStream {
     this.writes.add(write);
     if (this.writes.size >= WRITE_DEPTH) await Promise.race(this.writes);
     this.throwWriteError();
+  }
+
+  /** --max-image-bytes, exactly: pages held once the writes before are in, plus the batch's new ones. */
+  private async checkImageSize(c: DecodedBatch): Promise<void> {
+    await this.settleWrites();
+    const session = this.session!;
+    // Runs the store would refuse get its message (INVALID_ARGUMENT), not a size refusal.
+    checkRuns(c.runs, session.pageSize, session.layout);
+    const n = c.runs.length;
+    const held = n === 0 ? [] : session.populatedRanges(c.runs[0], c.runs[n - 2] + c.runs[n - 1] * session.pageSize);
+    this.budget!.check(session.imagePages, pagesNotHeld(c.runs, held, session.pageSize));
   }
 
   private async settleWrites(): Promise<void> {
@@ -322,16 +397,21 @@ export class MigrationStream {
   // ---------------------------------------------------------------- replies and endings
 
   private async reply(m: OutgoingReceiverMessage): Promise<void> {
-    if (this.call.write(m)) return;
-    // Respect backpressure; give up waiting when the client is gone.
+    if (this.call.write(m) || this.closed || this.call.cancelled) return;
+    // Respect backpressure; give up waiting when the client is gone. A cancelled grpc-js call
+    // emits 'cancelled', never 'drain' nor 'close': waiting for those alone hung the message in
+    // hand when a sender died mid-round, so broken() never released the session and it was never
+    // abandoned (found by test/e2e/sender-kill.test.ts).
     await new Promise<void>((resolve) => {
       const done = () => {
         this.call.off('drain', done);
         this.call.off('close', done);
+        this.call.off('cancelled', done);
         resolve();
       };
       this.call.once('drain', done);
       this.call.once('close', done);
+      this.call.once('cancelled', done);
     });
   }
 
@@ -374,6 +454,7 @@ export class MigrationStream {
     if (this.closed) return;
     this.closed = true;
     this.queue.length = 0;
+    this.rate.cancel();
     await this.draining;
     if (this.state === 'between-rounds' || this.state === 'in-round') {
       log.warn(`${this.label}: ${reason}; the session stays resumable at round ${this.lastRound}`);
@@ -392,6 +473,7 @@ export class MigrationStream {
       await session.close().catch((err: Error) => log.warn(`${this.label}: closing the session: ${err.message}`));
       if (this.state === 'between-rounds' || this.state === 'in-round') this.host.sessionLeft(this.sessionId);
     }
+    this.unclaim();
     this.host.streamDone(this);
     this.markDone();
   }

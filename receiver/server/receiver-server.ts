@@ -1,4 +1,5 @@
-// The receiver's gRPC server: precopy.v1.Migration and grpc.health.v1.Health on one port,
+// The receiver's gRPC server: precopy.v1.Migration and grpc.health.v1.Health on one port
+// (TLS, mutual TLS and the Migrate token check when configured: proto/link-security.ts, auth.ts),
 // the raised HTTP/2 receive window, and a graceful shutdown (NOT_SERVING, drain with a deadline,
 // then force; sessions in flight stay durable at their last acknowledged round).
 
@@ -7,12 +8,16 @@ import { formatHostPort, type HostPort } from '../../common/cli';
 import { UserError } from '../../common/errors';
 import { logger } from '../../common/log';
 import { healthService } from '../../proto/health';
-import { migrationDefinition, type LinkCodec } from '../../proto/service';
+import { PLAINTEXT, type LinkSecurity } from '../../proto/link-security';
+import type { LinkCodec } from '../../proto/service';
+import { requireToken } from './auth';
 import { HealthService } from './health-service';
 import { WINDOW_SERVER_OPTIONS, raiseReceiveWindows } from './http2-window';
 import { MAX_MESSAGE_BYTES } from './limits';
 import { MigrationService } from './migration-service';
+import { scannedMigrationDefinition } from './message-scan';
 import type { SessionEvents } from './session-events';
+import type { ReceiverLimits } from './session-limits';
 
 const log = logger('server');
 
@@ -26,6 +31,10 @@ export interface ReceiverServerOptions {
   events?: SessionEvents;
   /** Request codec (the benchmark compares them); default 'fast'. */
   codec?: LinkCodec;
+  /** TLS and the shared token (proto/link-security.ts); default: plaintext, no token. */
+  security?: LinkSecurity;
+  /** --max-sessions, --max-image-bytes, --max-rate, --max-message-bytes (session-limits.ts). */
+  limits?: Partial<ReceiverLimits>;
 }
 
 /** grpc.Server options of the receiver (also used by bench/link-throughput.ts's discarding server). */
@@ -50,16 +59,17 @@ export class ReceiverServer {
   ) {}
 
   static async start(opts: ReceiverServerOptions): Promise<ReceiverServer> {
-    const service = new MigrationService({ imagesDir: opts.imagesDir, abandonAfterMs: opts.abandonAfterMs, events: opts.events });
+    const service = new MigrationService({ imagesDir: opts.imagesDir, abandonAfterMs: opts.abandonAfterMs, events: opts.events, limits: opts.limits });
     await service.start();
     const health = new HealthService([MIGRATION_SERVICE_NAME]);
-    const server = new grpc.Server(RECEIVER_SERVER_OPTIONS);
-    server.addService(migrationDefinition(opts.codec), { Migrate: service.migrate });
+    const server = new grpc.Server({ ...RECEIVER_SERVER_OPTIONS, 'grpc.max_receive_message_length': service.limits.maxMessageBytes });
+    const security = opts.security ?? PLAINTEXT;
+    server.addService(scannedMigrationDefinition(opts.codec), { Migrate: requireToken(security.token, service.migrate) });
     server.addService(healthService().service, health.implementation());
 
     const where = formatHostPort(opts.listen);
     const port = await new Promise<number>((resolve, reject) => {
-      server.bindAsync(where, grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p)));
+      server.bindAsync(where, serverCredentials(security), (err, p) => (err ? reject(err) : resolve(p)));
     }).catch((err: Error) => {
       service.close();
       throw new UserError(`--listen: cannot listen on ${where}: ${bindProblem(err.message)}`);
@@ -96,6 +106,12 @@ export class ReceiverServer {
     await this.service.settled();
     this.service.close();
   }
+}
+
+/** TLS when the receiver has a certificate; with a CA too, client certificates signed by it are required. */
+function serverCredentials({ tls }: LinkSecurity): grpc.ServerCredentials {
+  if (!tls?.cert || !tls.key) return grpc.ServerCredentials.createInsecure();
+  return grpc.ServerCredentials.createSsl(tls.ca, [{ private_key: tls.key, cert_chain: tls.cert }], tls.ca !== null);
 }
 
 function bindProblem(message: string): string {

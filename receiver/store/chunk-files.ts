@@ -1,12 +1,19 @@
 // The data pages of an image: one sparse file per address window (chunks/<window base hex>.dat),
 // a page at (page index in window * page size). Writes are one pwrite per contiguous run of
-// non-zero pages, straight from the caller's buffer, several in flight on the libuv pool; files
-// touched since the last sync are fdatasync'ed together when a round ends.
+// non-zero pages, several in flight on the libuv pool; files touched since the last sync are
+// fdatasync'ed together when a round ends. Large runs go through O_DIRECT from a page-aligned
+// staging buffer (aligned-staging.ts says why); short ones are buffered writes from the caller's
+// buffer. Both kinds may hit the same file and pages: Linux keeps them coherent (a direct write
+// writes back and drops the cached pages it covers), and the round's fdatasync covers both.
 
 import { constants as C, promises as fsp, writeSync } from 'node:fs';
 import * as path from 'node:path';
+import { logger } from '../../common/log';
+import { DIRECT_ALIGN, STAGING_BYTES, stagingPool } from './aligned-staging';
 import { fsyncDir, preadFull, pwriteFull } from './durable-file';
 import { storeCounters } from './store-counters';
+
+const log = logger('store');
 
 /** Keep at most this many chunk files open; idle ones beyond it are synced and closed. */
 const MAX_OPEN = 256;
@@ -21,7 +28,9 @@ interface Entry {
   busy: number;
   /** Set once the file is open. */
   fd?: number;
-  /** Settles when the last write queued on this file is done (one write in flight per file). */
+  /** A second descriptor opened with O_DIRECT for large writes (null: the file system refused it). */
+  direct?: Promise<fsp.FileHandle | null>;
+  /** Settles when the last buffered write queued on this file is done (one in flight per file). */
   tail: Promise<void>;
 }
 
@@ -33,6 +42,11 @@ export class ChunkFiles {
   private created = false;
   /** fdatasync+close of evicted handles still running. */
   private readonly evictions = new Set<Promise<void>>();
+  /**
+   * Large writes use O_DIRECT until the file system or the buffer alignment says EINVAL.
+   * PRECOPY_BUFFERED_WRITES=1 turns it off (a file system where O_DIRECT is slow; benchmarks).
+   */
+  private directIo = process.env.PRECOPY_BUFFERED_WRITES !== '1';
 
   constructor(
     readonly dir: string,
@@ -76,7 +90,7 @@ export class ChunkFiles {
             await fh.datasync();
             storeCounters.fsyncs++;
           }
-          await fh.close();
+          await closeEntry(e);
         })
         .finally(() => this.evictions.delete(p));
       this.evictions.add(p);
@@ -84,9 +98,9 @@ export class ChunkFiles {
   }
 
   /**
-   * pwrite buf[off, off+len) at byte `pos` of window w's chunk file. Writes to one file are
-   * queued one at a time: buffered writes to an inode serialize on its lock anyway, and several
-   * pool threads spinning on that lock cost a 2-core machine most of its write throughput.
+   * pwrite buf[off, off+len) at byte `pos` of window w's chunk file. Buffered writes to one file
+   * are queued one at a time: they serialize on the inode's lock anyway, and several pool threads
+   * spinning on that lock cost a 2-core machine most of its write throughput.
    */
   write(w: number, pos: number, buf: Buffer, off: number, len: number): Promise<void> {
     const e = this.acquire(w, true);
@@ -102,6 +116,14 @@ export class ChunkFiles {
         e.busy--;
       }
     }
+    if (this.directIo && pos % DIRECT_ALIGN === 0 && len % DIRECT_ALIGN === 0) {
+      // Not queued behind the file's buffered writes: O_DIRECT writes of disjoint ranges do not
+      // contend like buffered ones, the staging buffers bound how many run at once, and the
+      // caller never has two writes of the same pages in flight (SessionImage orders re-sends).
+      return this.writeDirect(w, e, buf, off, len, pos)
+        .then(() => void (storeCounters.bytesWritten += len))
+        .finally(() => e.busy--);
+    }
     const done = e.tail.then(async () => {
       try {
         await pwriteFull(await e.fh, buf, off, len, pos);
@@ -112,6 +134,45 @@ export class ChunkFiles {
     });
     e.tail = done.catch(() => undefined);
     return done;
+  }
+
+  /** write() through the O_DIRECT descriptor, STAGING_BYTES at a time via a staging buffer. */
+  private async writeDirect(w: number, e: Entry, buf: Buffer, off: number, len: number, pos: number): Promise<void> {
+    const dh = await this.directHandle(w, e);
+    for (let done = 0; done < len; ) {
+      const n = Math.min(STAGING_BYTES, len - done);
+      if (!dh || !this.directIo) return pwriteFull(await e.fh, buf, off + done, len - done, pos + done);
+      const slot = await stagingPool.take();
+      try {
+        buf.copy(slot, 0, off + done, off + done + n);
+        await pwriteFull(dh, slot, 0, n, pos + done);
+        storeCounters.bytesWrittenDirect += n;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EINVAL') throw err;
+        this.directOff(err); // this piece and the rest go buffered (rewriting any part written)
+        continue;
+      } finally {
+        stagingPool.release(slot);
+      }
+      done += n;
+    }
+  }
+
+  private directHandle(w: number, e: Entry): Promise<fsp.FileHandle | null> {
+    e.direct ??= e.fh.then(
+      () => fsp.open(this.fileOf(w), C.O_WRONLY | C.O_DIRECT),
+      () => null,
+    ).catch((err: unknown) => {
+      if ((err as NodeJS.ErrnoException).code === 'EINVAL') this.directOff(err);
+      return null; // any other refusal (EMFILE...): buffered writes for this file
+    });
+    return e.direct;
+  }
+
+  private directOff(err: unknown): void {
+    if (!this.directIo) return;
+    this.directIo = false;
+    log.info(`${this.dir}: O_DIRECT refused (${(err as Error).message}); page data goes through the page cache`);
   }
 
   /** pread len bytes at `pos` of window w; returns bytes read (short when the file is shorter). */
@@ -179,7 +240,7 @@ export class ChunkFiles {
     if (e) {
       this.open.delete(w);
       this.touched.delete(w);
-      await (await e.fh).close().catch(() => undefined);
+      await closeEntry(e).catch(() => undefined);
     }
     await fsp.rm(file, { force: true });
   }
@@ -196,6 +257,12 @@ export class ChunkFiles {
     const entries = [...this.open.values()];
     this.open.clear();
     this.touched.clear();
-    await Promise.all(entries.map((e) => e.fh.then((fh) => fh.close()).catch(() => undefined)));
+    await Promise.all(entries.map((e) => closeEntry(e).catch(() => undefined)));
   }
+}
+
+/** Close a chunk file's descriptors (the O_DIRECT one too, if it was opened). */
+async function closeEntry(e: Entry): Promise<void> {
+  const direct = await e.direct?.catch(() => null);
+  await Promise.all([direct?.close(), e.fh.then((fh) => fh.close())]);
 }

@@ -7,6 +7,7 @@
 import { mkdirSync, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { tuneGcForPageBuffers } from '../../common/gc-tuning';
 import { logger } from '../../common/log';
 import { fsyncDir, readJson, writeFileSynced } from './durable-file';
 import { checkCount, checkPageSize, checkSessionId, checkText, validSessionId } from './input-checks';
@@ -27,6 +28,7 @@ export class ImageStore {
   readonly dir: string;
 
   constructor(dir: string) {
+    tuneGcForPageBuffers(); // page data flows through this process in bulk (common/gc-tuning.ts)
     this.dir = path.resolve(dir);
     mkdirSync(this.dir, { recursive: true, mode: 0o700 });
   }
@@ -186,6 +188,8 @@ export class ImageStore {
       throw ioError(err, `session ${id}`);
     }
     if (!st.isDirectory()) throw new StoreError('NOT_FOUND', `${dir} is not a session directory`);
+    // A directory someone else put here is not ours to lock (a writer's owner.lock goes in it).
+    if (!(await exists(sessionFiles(dir).meta))) throw new StoreError('NOT_FOUND', `session ${id} not found (no meta.json)`);
     return dir;
   }
 

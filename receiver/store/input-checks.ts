@@ -8,8 +8,10 @@ import { StoreError, invalid } from './store-error';
 
 const SESSION_ID = /^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$/;
 const PERMS = /^[r-][w-][x-][ps]$/;
-/** /proc/sys/vm/max_map_count can be raised, but not this far. */
-export const MAX_VMAS = 1 << 20;
+/** VMAs in one layout: 4x the kernel's default vm.max_map_count (65530), the value commonly
+ *  configured for the most mapping-hungry servers (262144). It also bounds what decoding one
+ *  layout message costs: ~180 bytes of heap per (even empty) VMA, so ~48 MiB at most. */
+export const MAX_VMAS = 1 << 18;
 const MAX_TEXT = 4096;
 
 export function validSessionId(id: unknown): id is string {

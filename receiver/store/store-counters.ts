@@ -4,6 +4,8 @@
 export const storeCounters = {
   /** Page bytes written into chunk files (zero pages excluded). */
   bytesWritten: 0,
+  /** Of those, bytes written with O_DIRECT (the rest went through the page cache). */
+  bytesWrittenDirect: 0,
   /** Pages stored with data. */
   dataPages: 0,
   /** Pages stored as zero bits. */

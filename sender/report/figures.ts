@@ -67,6 +67,8 @@ export interface MigrationSummary {
   verify: VerifyResult;
   after: 'resume' | 'stop' | 'kill';
   maxThrottlePercent: number;
+  /** Times the link broke and the session was resumed (--reconnect-timeout). */
+  reconnects: number;
 }
 
 export function verifyText(v: VerifyResult): string {

@@ -17,6 +17,7 @@ export function summaryLines(s: MigrationSummary): string[] {
     `after:       target ${s.after === 'resume' ? 'resumed' : s.after === 'stop' ? 'left stopped (SIGSTOP)' : 'killed'}`,
   ];
   if (s.maxThrottlePercent > 0) lines.splice(2, 0, `throttle:    up to ${s.maxThrottlePercent}% (auto-converge)`);
+  if (s.reconnects > 0) lines.splice(-3, 0, `reconnects:  ${s.reconnects} (link broken, session resumed)`);
   return lines;
 }
 

@@ -17,6 +17,8 @@ export class RunBatcher {
   private zero: Float64Array;
   private nz = 0;
   pages = 0;
+  /** Pages handed out by take() so far. */
+  taken = 0;
   /** A run may be extended only if it starts at or after this address (the current VMA's start):
    *  PageBatch runs must each lie inside one VMA, and adjacent VMAs touch. */
   private floor = 0;
@@ -55,10 +57,34 @@ export class RunBatcher {
     return take;
   }
 
+  /**
+   * Add the first n runs of src ((start, count) pairs) as they are, `pages` in all, at most room():
+   * ascending, none extending another (only the first may extend the batch's last run), no zero
+   * hints. A walk's dirty regions, which the native walk has already merged: one copy, no loop.
+   */
+  addRuns(src: Float64Array, n: number, pages: number): void {
+    if (n === 0) return;
+    if (pages > this.room()) throw new RangeError(`addRuns: ${pages} pages do not fit in ${this.room()}`);
+    this.add(src[0], src[1]);
+    this.runs.set(src.subarray(2, 2 * n), this.n);
+    this.n += 2 * (n - 1);
+    this.pages += pages - src[1];
+  }
+
+  /** Drop what the batch holds (a batcher reused after a walk that was left unfinished). */
+  clear(): void {
+    this.n = 0;
+    this.nz = 0;
+    this.pages = 0;
+    this.taken = 0;
+    this.floor = 0;
+  }
+
   /** The batch so far (copied out), and start a new one. */
   take(): RunBatch {
     const b: RunBatch = { runs: this.runs.slice(0, this.n), pages: this.pages };
     if (this.nz > 0) b.zeroHint = this.zero.slice(0, this.nz);
+    this.taken += this.pages;
     this.n = 0;
     this.nz = 0;
     this.pages = 0;

@@ -73,6 +73,17 @@ export function scanArgs(mode: ScanMode, start: number, end: number, extra: Extr
   }
 }
 
+const MODES: readonly ScanMode[] = ['arm', 'dirty', 'populated'];
+/** scanArgs() of [0, 0) for every mode and ExtraCategories, indexed by maskIndex(). */
+const MASKS: readonly ScanArgs[] = MODES.flatMap((mode) =>
+  [false, true].flatMap((file) => [false, true].map((zeroPages) => Object.freeze(scanArgs(mode, 0, 0, { file, zeroPages })))),
+);
+const maskIndex = (mode: ScanMode, x: ExtraCategories): number => MODES.indexOf(mode) * 4 + (x.file ? 2 : 0) + (x.zeroPages ? 1 : 0);
+
+/** The masks of scanArgs() alone (start = end = 0), made once: the walk plan of every round asks
+ *  for them per VMA (see setWalkRange). */
+export const scanMasks = (mode: ScanMode, extra: ExtraCategories): ScanArgs => MASKS[maskIndex(mode, extra)];
+
 /**
  * Whether a region reported by an 'arm' or 'populated' scan holds pages of the image: populated,
  * and for a private mapping of an existing file not a page-cache page (the receiver rebuilds

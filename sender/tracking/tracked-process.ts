@@ -28,24 +28,35 @@
 import { logger } from '../../common/log';
 import { UserError } from '../../common/errors';
 import { vmaRangeName, type Vma } from '../../common/vma';
-import { arm, NativeError, probeKernel, type KernelFeatures, type ScanArgs, type ScanResult, type Tracker } from '../../native';
+import {
+  arm,
+  NativeError,
+  probeKernel,
+  setWalkRange,
+  WALK_CURSOR_FIELDS,
+  WALK_RANGE_FIELDS,
+  type KernelFeatures,
+  type Tracker,
+} from '../../native';
 import { classifyVma, isMemoryToCopy, isProtNone, readMaps, toVma, type MapsEntry, type VmaKind } from '../maps';
 import { diffVmas, sameVma, type VmaDiff } from '../vma-diff';
 import { explainTargetError, isAlive } from '../target-process';
 import { RunBatcher, type RunBatch } from './run-batch';
 import { PagemapReader } from './pte-markers';
-import { holdsImagePages, isPresent, isZeroPage, needsFileCategory, registrationProbeArgs, scanArgs, type ScanMode } from './scan-modes';
+import { holdsImagePages, isPresent, isZeroPage, needsFileCategory, registrationProbeArgs, scanMasks, type ScanMode } from './scan-modes';
 
 export type { RunBatch } from './run-batch';
 
 const log = logger('track');
 
-/** Regions per PAGEMAP_SCAN call (12 KiB of vec). The native scan never passes the kernel more
- *  than 512 (its internal buffer; a larger vec_len makes walk_end stale: native/pagemap_scan.cc),
- *  so a bigger vec would go unused. */
-const VEC_REGIONS = 512;
-/** Ranges bigger than this are scanned on the native scan thread instead of the JS thread. */
-const ASYNC_SCAN_BYTES = 1 << 30;
+/** Regions one native walk call can return (2 x 64 KiB of arrays). A dirty batch holds at most max_pages
+ *  pages, hence as many regions: with the default max_pages (4096) one call fills a batch. The
+ *  kernel still gets at most 512 regions an ioctl (native/pagemap_scan.cc: walk_end). */
+const OUT_REGIONS = 4096;
+/** Walk calls with more address space than this left run on the native walk thread: the kernel
+ *  walks ~0.5 ms per GiB even where nothing is populated (64 GiB sparse: 35 ms). Below it the JS
+ *  thread is held ~1 ms at most, and a round over 1 GiB saves a thread start. */
+const ASYNC_WALK_BYTES = 2 * 2 ** 30;
 /** Default batch size of populatedRuns() (run lists only: nothing is read). */
 const POPULATED_BATCH_PAGES = 1 << 16;
 /** errno codes a scan or register of a VMA that vanished meanwhile may give. */
@@ -112,6 +123,7 @@ export class TrackedProcess {
   private closed = false;
   private readonly probeVec = new BigUint64Array(3);
   private readonly pagemap: PagemapReader;
+  private walkBuffers: WalkBuffers | null = null;
 
   private constructor(
     readonly pid: number,
@@ -149,8 +161,8 @@ export class TrackedProcess {
    * Round 0: register every VMA, write-protect everything and return the populated pages in the
    * same scans. Private file pages never written are not returned (they stay in the file).
    */
-  async *initialRuns(maxPages: number): AsyncGenerator<RunBatch> {
-    yield* this.dirtyRuns(maxPages);
+  initialRuns(maxPages: number): AsyncGenerator<RunBatch> {
+    return this.dirtyRuns(maxPages);
   }
 
   /**
@@ -207,16 +219,16 @@ export class TrackedProcess {
    * them), tracked VMAs what was written since the last scan (resumed from walk_end), untracked
    * VMAs all populated pages.
    */
-  async *dirtyRuns(maxPages: number): AsyncGenerator<RunBatch> {
-    this.assertOpen();
-    this.decideUndecided();
-    const plan: WalkItem[] = [];
-    for (const entry of this.entries) {
-      const whole = entry.kind === 'orphan-private';
-      if (entry.track === 'tracked') plan.push({ entry, mode: entry.fresh ? 'arm' : 'dirty', whole: whole && entry.fresh, swap: 'data', zeroHints: true });
-      else if (entry.fresh || entry.track === 'untracked') plan.push({ entry, mode: 'populated', whole, swap: 'data', zeroHints: true });
-    }
-    yield* this.walk(plan, maxPages, true);
+  dirtyRuns(maxPages: number): AsyncGenerator<RunBatch> {
+    return this.walk(() => {
+      const plan: WalkItem[] = [];
+      for (const entry of this.entries) {
+        const whole = entry.kind === 'orphan-private';
+        if (entry.track === 'tracked') plan.push({ entry, mode: entry.fresh ? 'arm' : 'dirty', whole: whole && entry.fresh, swap: 'data', zeroHints: true });
+        else if (entry.fresh || entry.track === 'untracked') plan.push({ entry, mode: 'populated', whole, swap: 'data', zeroHints: true });
+      }
+      return plan;
+    }, maxPages, true);
   }
 
   /**
@@ -226,17 +238,20 @@ export class TrackedProcess {
    * (SentPages) narrows what needs telling apart to what the receiver holds, and keeps the
    * shmem pages it holds. Pass it only if the `discard` runs of every refresh were forgotten.
    */
-  async *populatedRuns(held?: HeldPages, maxPages = POPULATED_BATCH_PAGES): AsyncGenerator<RunBatch> {
-    this.assertOpen();
-    this.decideUndecided();
-    const plan: WalkItem[] = this.entries.map((entry) => {
-      let swap: SwapPolicy = 'data';
-      if (entry.track === 'tracked' && !entry.fresh) swap = entry.kind === 'shared-anon' ? 'shmem' : 'pagemap';
-      // Run lists only (nothing is staged from them at the freeze): no zero hints, whose
-      // PAGE_IS_PFNZERO costs downtime; a verify pass reads those pages instead (zeros).
-      return { entry, mode: 'populated', whole: entry.kind === 'orphan-private', swap, zeroHints: false };
-    });
-    yield* this.walk(plan, maxPages, false, held);
+  populatedRuns(held?: HeldPages, maxPages = POPULATED_BATCH_PAGES): AsyncGenerator<RunBatch> {
+    return this.walk(
+      () =>
+        this.entries.map((entry) => {
+          let swap: SwapPolicy = 'data';
+          if (entry.track === 'tracked' && !entry.fresh) swap = entry.kind === 'shared-anon' ? 'shmem' : 'pagemap';
+          // Run lists only (nothing is staged from them at the freeze): no zero hints, whose
+          // PAGE_IS_PFNZERO costs downtime; a verify pass reads those pages instead (zeros).
+          return { entry, mode: 'populated', whole: entry.kind === 'orphan-private', swap, zeroHints: false };
+        }),
+      maxPages,
+      false,
+      held,
+    );
   }
 
   /** Drop tracking: the uffd is closed, the kernel unregisters every VMA, the target runs on. */
@@ -255,6 +270,7 @@ export class TrackedProcess {
 
   /** Entries from attach that no refresh has looked at yet: register them (round 0). */
   private decideUndecided(): void {
+    if (this.entries.every((e) => e.track !== undefined)) return;
     const keep: Entry[] = [];
     for (const e of this.entries) {
       if (e.track === undefined) {
@@ -309,11 +325,6 @@ export class TrackedProcess {
     }
   }
 
-  private scan(args: ScanArgs, vec: BigUint64Array): ScanResult | Promise<ScanResult> {
-    this.stats.scans++;
-    return args.end - args.start > ASYNC_SCAN_BYTES ? this.tracker.scanAsync(args, vec) : this.tracker.scan(args, vec);
-  }
-
   /** The pages of a SWAPPED-only region [start, end) that hold data (see SwapPolicy). */
   private swappedData(policy: SwapPolicy, start: number, end: number, held?: HeldPages): ArrayLike<number> {
     const candidates = held ? held.heldRunsIn(start, end) : [start, (end - start) / this.pageSize];
@@ -326,90 +337,203 @@ export class TrackedProcess {
     return out;
   }
 
-  private async *walk(plan: WalkItem[], maxPages: number, marksWalked: boolean, held?: HeldPages): AsyncGenerator<RunBatch> {
-    const b = new RunBatcher(maxPages, this.pageSize);
-    const vec = new BigUint64Array(3 * VEC_REGIONS);
-    let pages = 0;
-    for (const item of plan) {
-      b.boundary(item.entry.vma.start);
-      for await (const batch of this.walkVma(item, b, vec, held)) {
-        pages += batch.pages;
-        yield batch;
+  /**
+   * The whole plan in native walk calls (one per batch: Tracker.walk chains the ioctls of every
+   * VMA), regions read out of a Float64Array. Dirty ranges get max_pages = the batch's room.
+   * Regions go into the batch in a plain function (addRegions): the generator only steps in for
+   * what may yield (a full batch, the next plan item, pages behind a marker).
+   */
+  private async *walk(makePlan: () => WalkItem[], maxPages: number, marksWalked: boolean, held?: HeldPages): AsyncGenerator<RunBatch> {
+    // The plan is made on the first next(), as the walk starts (the public methods return this
+    // generator itself: one async generator a batch goes through, not a chain of them).
+    this.assertOpen();
+    this.decideUndecided();
+    const plan = makePlan();
+    // The arrays of the last walk, unless another walk holds them (one at a time in practice).
+    const bufs = this.walkBuffers ?? new WalkBuffers();
+    this.walkBuffers = null;
+    const { cursor, runs, meta } = bufs;
+    const b = bufs.batcher(maxPages, this.pageSize);
+    const ps = this.pageSize;
+    const { ranges, bytes, wholeItems } = walkRanges(plan);
+    // Whole items are added as the walk passes them, in address order: region by region then.
+    const asTheyAre = !wholeItems;
+    cursor.fill(0);
+    const pass = { at: -1, vanished: -1 }; // the item being walked: those before it are finished
+    while (cursor[0] < plan.length) {
+      if (b.full()) yield b.take();
+      cursor[3] = 0;
+      let n: number;
+      let failure: unknown = null;
+      try {
+        n = bytes > ASYNC_WALK_BYTES && remainingBytes(ranges, cursor) > ASYNC_WALK_BYTES ? await this.tracker.walkAsync(ranges, cursor, runs, meta, b.room()) : this.tracker.walk(ranges, cursor, runs, meta, b.room());
+      } catch (err) {
+        // What was reported before the failure was write-protected again: it is used first.
+        failure = err;
+        n = cursor[2];
       }
-      if (marksWalked) item.entry.fresh = false;
+      this.stats.scans += cursor[3];
+      let r = 0;
+      if (asTheyAre && failure === null && n > 0 && cursor[5] === 0) {
+        // Only dirty regions (limited ranges, the common round): all kept, no zero hints, and
+        // their pages fit (at most the budget, the batch's room). Copied as they are.
+        this.passItems(plan, pass, meta[1], b, marksWalked);
+        b.addRuns(runs, n, cursor[4]);
+        r = n;
+      }
+      while (r < n) {
+        const idx = meta[2 * r + 1];
+        if (idx !== pass.at) {
+          // for-of, not yield*: yield* of a sync generator in an async one costs a microtask a step.
+          const w = this.passItems(plan, pass, idx, b, marksWalked);
+          if (w >= 0) for (const x of this.wholeItems(plan, pass, w, idx, b, marksWalked)) yield x;
+        }
+        const item = plan[idx];
+        r = addRegions(item, idx, runs, meta, r, n, b);
+        if (b.full()) yield b.take();
+        else if (r < n && meta[2 * r + 1] === idx) {
+          // Stopped at a SWAPPED region of a populated walk: markers or data? Only pages the
+          // receiver holds can matter when `held` is given (every page that held data since arming
+          // was reported written and sent). Rare and small.
+          const start = runs[2 * r];
+          const data = this.swappedData(item.swap, start, start + runs[2 * r + 1] * ps, held);
+          r++;
+          for (let k = 0; k < data.length; k += 2) for (const x of fill(b, data[k], data[k + 1], false)) yield x;
+        }
+      }
+      if (failure !== null) this.skipVanished(plan, cursor, pass, failure);
+      const w = this.passItems(plan, pass, cursor[0], b, marksWalked);
+      if (w >= 0) for (const x of this.wholeItems(plan, pass, w, cursor[0], b, marksWalked)) yield x;
     }
-    if (b.pages > 0) {
-      pages += b.pages;
-      yield b.take();
-    }
-    this.stats.lastWalkPages = pages;
+    if (b.pages > 0) yield b.take();
+    this.stats.lastWalkPages = b.taken;
+    this.walkBuffers = bufs;
   }
 
-  /** Scan one VMA from start to end, resuming from walk_end, filling `b` (yielding when full).
-   *  The add loops are written out (no generator per region on the hot path). */
-  private async *walkVma(item: WalkItem, b: RunBatcher, vec: BigUint64Array, held?: HeldPages): AsyncGenerator<RunBatch> {
-    const { vma, kind } = item.entry;
-    const ps = this.pageSize;
-    // A whole-VMA populated walk needs no scan at all.
-    const first = item.whole && item.mode === 'populated' ? vma.end : vma.start;
-    for (let pos = first; pos < vma.end; ) {
-      const args = scanArgs(item.mode, pos, vma.end, { file: needsFileCategory(kind), zeroPages: item.zeroHints });
-      if (item.mode === 'dirty') {
-        // The kernel write-protects only what it reports: ask for no more than fits.
-        if (b.full()) yield b.take();
-        args.maxPages = b.room();
-      }
-      let res: ScanResult;
-      try {
-        res = await this.scan(args, vec);
-      } catch (err) {
-        this.checkAlive(err);
-        if (err instanceof NativeError && VANISHED_CODES.has(err.code) && !this.stillMapped(vma)) {
-          this.stats.vanished++;
-          log.debug(`${vmaRangeName(vma.start, vma.end)} vanished during its scan (${err.code})`);
-          return;
-        }
-        throw err;
-      }
-      for (let i = 0; i < res.count && !item.whole; i++) {
-        let start = Number(vec[3 * i]);
-        const end = Number(vec[3 * i + 1]);
-        const cat = Number(vec[3 * i + 2]);
-        if (item.mode !== 'dirty' && !holdsImagePages(kind, cat)) continue;
-        if (item.mode === 'populated' && item.swap !== 'data' && !isPresent(cat)) {
-          // Markers or data? Only pages the receiver holds can matter when `held` is given (every
-          // page that held data since arming was reported written and sent). Rare and small.
-          const runs = this.swappedData(item.swap, start, end, held);
-          for (let r = 0; r < runs.length; r += 2) {
-            for (let s = runs[r], n = runs[r + 1]; n > 0; ) {
-              const took = b.add(s, n, false);
-              s += took * ps;
-              n -= took;
-              if (b.full()) yield b.take();
-            }
-          }
-          continue;
-        }
-        const zero = isZeroPage(cat);
-        for (let n = (end - start) / ps; n > 0; ) {
-          const took = b.add(start, n, zero);
-          start += took * ps;
-          n -= took;
-          if (b.full()) yield b.take();
-        }
-      }
-      if (res.walkEnd <= pos || res.walkEnd > vma.end) {
-        throw new Error(`PAGEMAP_SCAN of ${vmaRangeName(vma.start, vma.end)} from ${pos.toString(16)}: walk_end ${res.walkEnd.toString(16)} made no progress`);
-      }
-      pos = res.walkEnd;
+  /** A walk failed at plan item cursor[0]: if its VMA vanished meanwhile, go on after it (the next
+   *  refresh sees the new state); anything else is thrown. */
+  private skipVanished(plan: WalkItem[], cursor: Float64Array, pass: { vanished: number }, err: unknown): void {
+    const at = cursor[0];
+    const { vma } = plan[at].entry;
+    this.checkAlive(err);
+    if (!(err instanceof NativeError && VANISHED_CODES.has(err.code) && !this.stillMapped(vma))) throw err;
+    this.stats.vanished++;
+    log.debug(`${vmaRangeName(vma.start, vma.end)} vanished during its scan (${err.code})`);
+    pass.vanished = at;
+    cursor[0] = at + 1;
+    cursor[1] = 0;
+  }
+
+  /**
+   * Finish the plan items from pass.at up to `to` (walked items are no longer fresh) and begin item
+   * `to`. A whole item's pages are added as it is finished (after its arming scan, in address
+   * order): passItems then returns it, for wholeItems to add, which calls it again; -1 when done.
+   * A plain method, not a generator: it runs at every VMA of every round.
+   */
+  private passItems(plan: WalkItem[], pass: { at: number; vanished: number }, to: number, b: RunBatcher, marksWalked: boolean): number {
+    while (pass.at < to) {
+      const i = pass.at++;
+      if (pass.at < plan.length) b.boundary(plan[pass.at].entry.vma.start);
+      if (i < 0) continue;
+      const { whole, entry } = plan[i];
+      if (marksWalked) entry.fresh = false;
+      if (whole && i !== pass.vanished) return i;
     }
-    if (item.whole) {
-      for (let s = vma.start, n = (vma.end - vma.start) / ps; n > 0; ) {
-        const took = b.add(s, n, false);
-        s += took * ps;
-        n -= took;
-        if (b.full()) yield b.take();
-      }
+    return -1;
+  }
+
+  /** passItems stopped at whole item w: add its pages (a run list of its own VMA), go on to `to`. */
+  private *wholeItems(plan: WalkItem[], pass: { at: number; vanished: number }, w: number, to: number, b: RunBatcher, marksWalked: boolean): Generator<RunBatch> {
+    for (; w >= 0; w = this.passItems(plan, pass, to, b, marksWalked)) {
+      const { vma } = plan[w].entry;
+      b.boundary(vma.start);
+      yield* fill(b, vma.start, (vma.end - vma.start) / this.pageSize, false);
+      if (pass.at < plan.length) b.boundary(plan[pass.at].entry.vma.start);
     }
+  }
+}
+
+/** The walk plan as Tracker.walk ranges (dirty scans limited by the batch's room), the address
+ *  space they cover, and whether the plan has whole items. One pass: it runs every round. */
+function walkRanges(plan: WalkItem[]): { ranges: Float64Array; bytes: number; wholeItems: boolean } {
+  const ranges = new Float64Array(plan.length * WALK_RANGE_FIELDS);
+  let bytes = 0;
+  let wholeItems = false;
+  for (let i = 0; i < plan.length; i++) {
+    const { entry, mode, whole, zeroHints } = plan[i];
+    setWalkRange(ranges, i, scanMasks(mode, { file: needsFileCategory(entry.kind), zeroPages: zeroHints }), mode === 'dirty');
+    // A whole-VMA populated walk needs no scan at all: an empty range keeps its place.
+    const start = whole && mode === 'populated' ? entry.vma.end : entry.vma.start;
+    ranges[i * WALK_RANGE_FIELDS] = start;
+    ranges[i * WALK_RANGE_FIELDS + 1] = entry.vma.end;
+    bytes += entry.vma.end - start;
+    wholeItems ||= whole;
+  }
+  return { ranges, bytes, wholeItems };
+}
+
+/**
+ * Adds the walk's regions from r on that belong to plan item idx, until one is left that needs
+ * the caller: the batch is full (a region partly added keeps its rest in `runs`), a region of
+ * another item, or a SWAPPED region to judge (populated walks with a SwapPolicy). Returns the
+ * first region not done. A plain function: the per-region loop.
+ */
+function addRegions(item: WalkItem, idx: number, runs: Float64Array, meta: Float64Array, r: number, n: number, b: RunBatcher): number {
+  const ps = b.pageSize;
+  const filters = item.mode !== 'dirty'; // dirty regions are all kept: a written page is always sent
+  const judgesSwap = item.mode === 'populated' && item.swap !== 'data';
+  for (; r < n; r++) {
+    if (meta[2 * r + 1] !== idx) return r;
+    if (item.whole) continue; // its whole range is added when the item is finished
+    const cat = meta[2 * r];
+    if (filters) {
+      if (!holdsImagePages(item.entry.kind, cat)) continue;
+      if (judgesSwap && !isPresent(cat)) return r;
+    }
+    const count = runs[2 * r + 1];
+    const took = b.add(runs[2 * r], count, isZeroPage(cat));
+    if (took < count) {
+      runs[2 * r] += took * ps;
+      runs[2 * r + 1] = count - took;
+      return r;
+    }
+    if (b.full()) return r + 1;
+  }
+  return r;
+}
+
+/** The arrays a walk fills, kept for the next walk (a round allocates none). */
+class WalkBuffers {
+  readonly cursor = new Float64Array(WALK_CURSOR_FIELDS);
+  readonly runs = new Float64Array(2 * OUT_REGIONS);
+  readonly meta = new Float64Array(2 * OUT_REGIONS);
+  private runBatcher: RunBatcher | null = null;
+
+  /** An empty batcher of that size. */
+  batcher(maxPages: number, pageSize: number): RunBatcher {
+    const b = this.runBatcher;
+    if (b === null || b.maxPages !== maxPages || b.pageSize !== pageSize) this.runBatcher = new RunBatcher(maxPages, pageSize);
+    else b.clear();
+    return this.runBatcher!;
+  }
+}
+
+/** Address space left to walk from the cursor. */
+function remainingBytes(ranges: Float64Array, cursor: Float64Array): number {
+  let bytes = 0;
+  for (let i = cursor[0]; i < ranges.length / WALK_RANGE_FIELDS; i++) {
+    const o = i * WALK_RANGE_FIELDS;
+    bytes += ranges[o + 1] - (i === cursor[0] ? Math.max(ranges[o], cursor[1]) : ranges[o]);
+  }
+  return bytes;
+}
+
+/** Add [start, start + count pages) to b, yielding each batch that fills. */
+function* fill(b: RunBatcher, start: number, count: number, zero: boolean): Generator<RunBatch> {
+  while (count > 0) {
+    const took = b.add(start, count, zero);
+    start += took * b.pageSize;
+    count -= took;
+    if (b.full()) yield b.take();
   }
 }

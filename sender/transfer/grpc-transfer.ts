@@ -7,7 +7,7 @@
 import { digestToBuffer } from '../../common/image-digest';
 import { formatHostPort, type HostPort } from '../../common/cli';
 import { LinkError, MigrationLink } from '../../proto/client';
-import { UserError } from '../../common/errors';
+import { PLAINTEXT, type LinkSecurity } from '../../proto/link-security';
 import type { Vma } from '../../common/vma';
 import type { CommitInfo, CommitResult, PageBatch, PageTransfer, Phase, Report, RoundAck, RoundEnd, SessionAccepted, SessionStart } from './page-transfer';
 
@@ -15,20 +15,43 @@ export class GrpcTransfer implements PageTransfer {
   readonly description: string;
   private link: MigrationLink | null = null;
 
-  constructor(private readonly address: HostPort) {
+  constructor(
+    private readonly address: HostPort,
+    /** TLS and token of the link (sender/cli.ts --tls-*, --token-file). */
+    private readonly security: LinkSecurity = PLAINTEXT,
+  ) {
     this.description = `receiver at ${formatHostPort(address)}`;
   }
 
   async open(start: SessionStart): Promise<SessionAccepted> {
+    this.link = await this.connect();
+    return this.link.start(start);
+  }
+
+  /** A new link to the receiver (the one connect path of open and reopen). */
+  private async connect(connectTimeoutMs?: number): Promise<MigrationLink> {
     const where = formatHostPort(this.address);
     try {
-      this.link = await MigrationLink.connect(where);
+      return await MigrationLink.connect(where, { security: this.security, connectTimeoutMs });
     } catch (err) {
       // The sender's wording: "cannot reach receiver at HOST:PORT (connection refused)".
       const m = err instanceof LinkError ? /^cannot reach receiver at \S+: (.*)$/s.exec(err.message) : null;
-      throw m ? new UserError(`cannot reach receiver at ${where} (${m[1]})`, 1) : err;
+      throw m ? new LinkError(`cannot reach receiver at ${where} (${m[1]})`, (err as LinkError).code, (err as LinkError).retryable) : err;
     }
+  }
+
+  /** Drop the broken link (no abort: the session stays resumable), connect again (waiting at most
+   *  connectTimeoutMs, default 10 s) and resume. */
+  async reopen(start: SessionStart, connectTimeoutMs?: number): Promise<SessionAccepted> {
+    const old = this.link;
+    this.link = null;
+    await old?.close();
+    this.link = await this.connect(connectTimeoutMs);
     return this.link.start(start);
+  }
+
+  cut(err: Error): void {
+    this.link?.cut(err.message);
   }
 
   beginRound(round: number, phase: Phase, layout: Vma[]): Promise<void> {

@@ -41,6 +41,13 @@ export class LocalTransfer implements PageTransfer {
     return { sessionId: start.sessionId, resumed: false, lastDurableRound: -1 };
   }
 
+  /** Never needed: a local transfer has no link to lose (its errors are never retryable). */
+  reopen(): Promise<SessionAccepted> {
+    return Promise.reject(new Error('a local transfer cannot be reopened'));
+  }
+
+  cut(): void {}
+
   beginRound(round: number, phase: Phase, layout: Vma[]): Promise<void> {
     return this.call(() => this.session().beginRound(round, phase, layout));
   }

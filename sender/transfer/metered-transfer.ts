@@ -15,6 +15,9 @@ export function meteredTransfer(inner: PageTransfer, metrics: MigrationMetrics):
       metrics.sessionStarted(start);
       return accepted;
     },
+    // A resumed session is the same session: its figures go on.
+    reopen: (start, ms) => inner.reopen(start, ms),
+    cut: (err) => inner.cut(err),
     beginRound: (round, phase, layout) => inner.beginRound(round, phase, layout),
     sendBatch: (b) => inner.sendBatch(b),
     discard: (runs) => inner.discard(runs),

@@ -4,9 +4,11 @@
 import * as path from 'node:path';
 import { UserError } from '../../common/errors';
 import { formatHostPort, parseHostPort, type HostPort } from '../../common/cli';
+import { PLAINTEXT, type LinkSecurity } from '../../proto/link-security';
 import type { PageTransfer } from './page-transfer';
 
-export type TransferTarget = { kind: 'grpc'; address: HostPort } | { kind: 'dir'; path: string };
+/** grpc: `security` is the link's TLS and token (plaintext as parsed; sender/cli.ts fills it in). */
+export type TransferTarget = { kind: 'grpc'; address: HostPort; security: LinkSecurity } | { kind: 'dir'; path: string };
 
 export function parseTransferTarget(value: string): TransferTarget {
   if (value.startsWith('dir:')) {
@@ -14,7 +16,7 @@ export function parseTransferTarget(value: string): TransferTarget {
     if (dir === '') throw new UserError("--to dir: needs a directory, e.g. --to dir:/var/lib/precopy");
     return { kind: 'dir', path: path.resolve(dir) };
   }
-  return { kind: 'grpc', address: parseHostPort(value, '--to') };
+  return { kind: 'grpc', address: parseHostPort(value, '--to'), security: PLAINTEXT };
 }
 
 export function describeTarget(t: TransferTarget): string {
@@ -28,5 +30,5 @@ export async function createTransfer(t: TransferTarget): Promise<PageTransfer> {
     return new LocalTransfer(t.path);
   }
   const { GrpcTransfer } = await import('./grpc-transfer');
-  return new GrpcTransfer(t.address);
+  return new GrpcTransfer(t.address, t.security);
 }

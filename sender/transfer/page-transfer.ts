@@ -3,7 +3,8 @@
 // and local-transfer.ts (straight into a receiver/store ImageStore on this host: isolates the
 // network in the benchmark and in tests). migrate.ts talks only to this interface, in the order
 // open → (beginRound → sendBatch* → discard* → endRound)* → commit → [VERIFY_FIX round → commit]
-// → report → close, or abort at any point.
+// → report → close, or abort at any point. After a broken link (a retryable LinkError), reopen()
+// starts over with SessionStart.resume: the receiver answers with its last durable round.
 
 import type { Vma } from '../../common/vma';
 import type {
@@ -34,6 +35,13 @@ export interface PageTransfer {
   readonly description: string;
   /** Start the session (refused: UserError naming the reason). */
   open(start: SessionStart): Promise<SessionAccepted>;
+  /** After a broken link: drop it WITHOUT giving the session up, connect again (waiting at most
+   *  connectTimeoutMs for the receiver) and send `start` (resume: true). Rejects as open() does;
+   *  a LinkError says whether trying again may help. */
+  reopen(start: SessionStart, connectTimeoutMs?: number): Promise<SessionAccepted>;
+  /** Break the link now (the session stays resumable): every pending call rejects with `err`.
+   *  For a receiver that stopped answering while the target waits frozen. */
+  cut(err: Error): void;
   /** Start a round; `layout` is the complete memory being migrated (pages outside it are dropped). */
   beginRound(round: number, phase: Phase, layout: Vma[]): Promise<void>;
   /** Resolves once the batch is accepted (backpressure): its buffers may then be reused. */

@@ -22,6 +22,15 @@ function yamlDocs(rel: string): any[] {
 }
 const yaml = (rel: string) => yamlDocs(rel)[0];
 
+/** The receiver's TLS flags in the image and the DaemonSet (files of a mounted Secret). */
+const TLS_FLAGS = ['--tls-cert', '/etc/precopy/tls/tls.crt', '--tls-key', '/etc/precopy/tls/tls.key', '--tls-ca', '/etc/precopy/tls/ca.crt'];
+
+/** Whether the pod mounts Secret `secret` read-only at `at` in the container. */
+function mountsSecret(pod: any, container: any, secret: string, at: string): boolean {
+  const volume = pod.volumes.find((v: any) => v.secret?.secretName === secret);
+  return !!volume && container.volumeMounts.some((m: any) => m.name === volume.name && m.mountPath === at && m.readOnly === true);
+}
+
 const YAML_FILES = [
   'docker-compose.yml',
   'prometheus/prometheus.yml',
@@ -48,8 +57,9 @@ test('compose: receiver, Prometheus and Grafana wired together', (t) => {
   t.deepEqual(Object.keys(c.services).sort(), ['grafana', 'prometheus', 'receiver']);
   const r = c.services.receiver;
   t.is(r.build.dockerfile, 'deploy/Dockerfile');
-  t.deepEqual(r.command, ['serve', '--listen', '0.0.0.0:7070', '--images', '/images', '--metrics-listen', '0.0.0.0:9470']);
-  t.true(r.ports.includes('7070:7070') && r.ports.includes('9470:9470'));
+  // A try-out stack: plaintext (--insecure), gRPC published on the host's loopback only.
+  t.deepEqual(r.command, ['serve', '--listen', '0.0.0.0:7070', '--images', '/images', '--metrics-listen', '0.0.0.0:9470', '--insecure']);
+  t.true(r.ports.includes('127.0.0.1:7070:7070') && r.ports.includes('9470:9470'));
   // Prometheus scrapes the receiver service on its metrics port.
   const prom = yaml('prometheus/prometheus.yml');
   const job = prom.scrape_configs.find((j: any) => j.job_name === 'precopy-receiver');
@@ -66,12 +76,14 @@ test('compose: receiver, Prometheus and Grafana wired together', (t) => {
   t.is(ds.uid, JSON.parse(read('grafana/dashboards/precopy.json')).panels[0].datasource.uid);
 });
 
-test('Dockerfile: node:20-bookworm build, receiver serve with metrics as the default command', (t) => {
+test('Dockerfile: node:20-bookworm build, receiver serve with metrics and mutual TLS as the default command', (t) => {
   const d = read('Dockerfile');
   t.regex(d, /^FROM node:20-bookworm AS build$/m);
   t.regex(d, /^RUN npm ci$/m);
   t.regex(d, /^ENTRYPOINT \["node", "dist\/receiver\/cli\.js"\]$/m);
-  t.regex(d, /^CMD \["serve", "--listen", "0\.0\.0\.0:7070", "--images", "\/images", "--metrics-listen", "0\.0\.0\.0:9470"\]$/m);
+  const cmd = JSON.parse(/^CMD (\[.*\])$/m.exec(d)![1]) as string[];
+  t.deepEqual(cmd.slice(0, 7), ['serve', '--listen', '0.0.0.0:7070', '--images', '/images', '--metrics-listen', '0.0.0.0:9470']);
+  t.deepEqual(cmd.slice(7), TLS_FLAGS);
   t.regex(d, /build\/Release\/precopy\.node/, 'the runtime stage has the addon');
   // The files the build copies exist.
   for (const f of ['package.json', 'package-lock.json', 'binding.gyp', 'native', 'proto']) t.true(fs.existsSync(path.join(REPO_ROOT, f)), f);
@@ -83,6 +95,9 @@ test('kubernetes: receiver DaemonSet and Service, sender Job with hostPID and SY
   const rc = ds.spec.template.spec.containers[0];
   t.deepEqual(ds.spec.selector.matchLabels, ds.spec.template.metadata.labels);
   t.true(rc.args.includes('--metrics-listen'));
+  // Mutual TLS with the files of a Secret mounted where the flags point.
+  t.deepEqual(rc.args.slice(rc.args.indexOf('--tls-cert')), TLS_FLAGS);
+  t.true(mountsSecret(ds.spec.template.spec, rc, 'precopy-receiver-tls', '/etc/precopy/tls'));
   t.deepEqual(rc.ports.map((p: any) => p.containerPort).sort(), [7070, 9470]);
   t.is(ds.spec.template.metadata.annotations['prometheus.io/port'], '9470');
 
@@ -101,6 +116,9 @@ test('kubernetes: receiver DaemonSet and Service, sender Job with hostPID and SY
   t.is(sc.privileged, true);
   t.deepEqual(pod.containers[0].command, ['node', 'dist/sender/cli.js']);
   t.true(pod.containers[0].args.includes('--pid') && pod.containers[0].args.includes('--to'));
+  const sa: string[] = pod.containers[0].args;
+  for (const flag of ['--tls-ca', '--tls-cert', '--tls-key']) t.true(sa[sa.indexOf(flag) + 1]?.startsWith('/etc/precopy/tls/'), flag);
+  t.true(mountsSecret(pod, pod.containers[0], 'precopy-sender-tls', '/etc/precopy/tls'));
 
   const ns = yaml('kubernetes/namespace.yaml');
   for (const doc of [ds, svc, job]) t.is(doc.metadata.namespace, ns.metadata.name);
@@ -117,5 +135,10 @@ test('systemd: the unit runs receiver serve with every variable its environment 
   t.true(used.length >= 3);
   for (const v of used) t.true(defined.has(v), `${v} is set in the env file`);
   t.regex(unit, /^EnvironmentFile=\/etc\/precopy\/receiver\.env$/m);
+  // TLS files handed over as credentials (%d: their directory), one LoadCredential per flag.
+  for (const [flag, name] of [['--tls-cert', 'tls.crt'], ['--tls-key', 'tls.key'], ['--tls-ca', 'ca.crt']]) {
+    t.true(exec.includes(`${flag} %d/${name}`), flag);
+    t.regex(unit, new RegExp(`^LoadCredential=${name.replace('.', '\\.')}:/etc/precopy/tls/\\S+$`, 'm'));
+  }
   t.regex(unit, /^WantedBy=multi-user\.target$/m);
 });

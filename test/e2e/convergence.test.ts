@@ -76,13 +76,14 @@ async function overLink(t: ExecutionContext, subnet: string, name: string, extra
   try {
     await pair.limitRate('a', LINK.rate, LINK.burst);
     const spawner: Spawner = (cmd, args) => pair.spawn('a', cmd, args);
-    const receiver = await startReceiver({ images, listen: `${pair.addr.b}:0`, spawner: (cmd, args) => pair.spawn('b', cmd, args) });
+    // A test network of our own, not loopback: plaintext needs --insecure on both sides.
+    const receiver = await startReceiver({ images, listen: `${pair.addr.b}:0`, args: ['--insecure'], spawner: (cmd, args) => pair.spawn('b', cmd, args) });
     try {
       target = await Target.start({ mib: FAST.mib, seed: 32 });
       await target.writers(FAST.threads, FAST.rate);
       const session = `conv-${name}-${process.pid}`;
       const run = await runSender(
-        ['--pid', String(target.pid), '--to', receiver.address, '--session', session, '--downtime-ms', String(TARGET_MS), '--after', 'stop', ...extra],
+        ['--pid', String(target.pid), '--to', receiver.address, '--session', session, '--downtime-ms', String(TARGET_MS), '--after', 'stop', '--insecure', ...extra],
         { spawner },
       );
       t.is(run.code, 0, describeRun(run));

@@ -74,6 +74,8 @@ export function replyFields(line: string): Record<string, number> {
 interface Pending {
   resolve(line: string): void;
   reject(err: Error): void;
+  /** Take the next line whatever it says (the `ready` line of a program started by `exec`). */
+  raw?: boolean;
 }
 
 export class Target {
@@ -193,7 +195,7 @@ export class Target {
       this.buf = this.buf.slice(nl + 1);
       const p = this.pending.shift();
       if (!p) continue; // nothing asked: ignore (should not happen)
-      if (line.startsWith('ok')) p.resolve(line);
+      if (line.startsWith('ok') || p.raw) p.resolve(line);
       else p.reject(new Error(`target ${this.pid}: ${line}`));
     }
   }
@@ -338,6 +340,40 @@ export class Target {
       if (eq > 0) out.set(Number(tok.slice(0, eq)), tok.slice(eq + 1));
     }
     return out;
+  }
+
+  /**
+   * `exec`: the target replaces itself (execve, same pid, a new address space, every other thread
+   * gone) with bin/target started with the same arguments, and resolves once the new program is
+   * ready. It answers commands as before; its main area is new (`base`/`pages` of this object
+   * describe the first program; the new ones are returned).
+   */
+  async exec(): Promise<{ base: number; pages: number }> {
+    const ready = this.queue.then(
+      () =>
+        new Promise<string>((resolve, reject) => {
+          if (this.exitStatus) return reject(new Error(`target ${this.pid} has exited; cannot exec`));
+          const next: Pending = { resolve, reject, raw: true };
+          const refused = (err: Error) => {
+            const i = this.pending.indexOf(next); // no program comes: no ready line to wait for
+            if (i >= 0) this.pending.splice(i, 1);
+            reject(err);
+          };
+          this.pending.push({ resolve: () => {}, reject: refused }, next);
+          this.proc.stdin.write('exec\n');
+        }),
+    );
+    this.queue = ready.catch(() => {});
+    const line = await ready;
+    if (!line.startsWith('ready ')) throw new Error(`target ${this.pid}: after exec: ${line}`);
+    const f = replyFields(line);
+    return { base: f.base, pages: f.pages };
+  }
+
+  /** `exec PATH ARGS...`: the target replaces itself with another program (e.g. /bin/sleep 60),
+   *  which speaks no protocol: only kill() and waitExit() make sense afterwards. */
+  async execProgram(file: string, ...args: string[]): Promise<void> {
+    await this.cmd(['exec', file, ...args].join(' '));
   }
 
   /** Ask the target to exit 0 and wait for it. */

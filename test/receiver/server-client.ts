@@ -84,11 +84,19 @@ export interface Exchange {
  * One raw Migrate stream: write every message (objects, or Buffers sent as they are: any bytes),
  * half-close, and collect the replies and the final status.
  */
-export async function exchange(address: string, messages: Array<OutgoingSenderMessage | Buffer>): Promise<Exchange> {
+export type MigrateClient = grpc.Client & {
+  Migrate(o: grpc.CallOptions): grpc.ClientDuplexStream<OutgoingSenderMessage | Buffer, ReceiverMessage>;
+};
+
+/** A raw Migration client with a connection of its own. */
+export function migrateClient(address: string): MigrateClient {
   const Client = migrationClientConstructor();
-  const client = new Client(address, grpc.credentials.createInsecure(), { 'grpc.use_local_subchannel_pool': 1 }) as unknown as grpc.Client & {
-    Migrate(o: grpc.CallOptions): grpc.ClientDuplexStream<OutgoingSenderMessage | Buffer, ReceiverMessage>;
-  };
+  return new Client(address, grpc.credentials.createInsecure(), { 'grpc.use_local_subchannel_pool': 1 }) as unknown as MigrateClient;
+}
+
+/** `reuse`: run the stream on this client (left open) instead of a new one. */
+export async function exchange(address: string, messages: Array<OutgoingSenderMessage | Buffer>, reuse?: MigrateClient): Promise<Exchange> {
+  const client = reuse ?? migrateClient(address);
   try {
     const call = client.Migrate({ deadline: Date.now() + 60_000 });
     const replies: ReceiverMessage[] = [];
@@ -100,7 +108,7 @@ export async function exchange(address: string, messages: Array<OutgoingSenderMe
     const s = await status;
     return { code: s.code, details: s.details, replies };
   } finally {
-    client.close();
+    if (!reuse) client.close();
   }
 }
 

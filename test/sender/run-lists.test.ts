@@ -3,7 +3,7 @@
 
 import test from 'ava';
 import type { Vma } from '../../common/vma';
-import { heldOutside, runsOutside, runsToBatches, splitRunBatch, sumPages } from '../../sender/run-lists';
+import { heldOutside, runsNotHeld, runsOutside, runsToBatches, runsWithin, splitRunBatch, sumPages, unionRuns } from '../../sender/run-lists';
 
 const P = 4096;
 const B = 0x7f0000000000;
@@ -79,4 +79,25 @@ test('splitRunBatch: pieces keep their share of the zero hints', (t) => {
     pieces.map((b) => (b.zeroHint ? [...b.zeroHint] : null)),
     [[at(2), 1], [at(3), 2], [at(11), 1]],
   );
+});
+
+// What a resume re-sends (sender/migrate.ts withReplay): the union of lost, written and never-sent
+// pages, inside the layout, cut at VMA boundaries.
+test('unionRuns merges overlapping and adjacent runs', (t) => {
+  t.deepEqual(unionRuns([[at(10), 5, at(0), 2], [at(2), 3, at(12), 10], []], P), [at(0), 5, at(10), 12]);
+  t.deepEqual(unionRuns([], P), []);
+});
+
+test('runsWithin keeps what lies in the layout, cut at VMA boundaries', (t) => {
+  const layout = [vma(20, 10), vma(0, 10), vma(10, 5)]; // 0-10 and 10-15 touch
+  t.deepEqual(runsWithin([at(5), 20], layout, P), [at(5), 5, at(10), 5, at(20), 5]);
+  t.deepEqual(runsWithin([at(15), 5, at(40), 3], layout, P), []);
+  t.deepEqual(runsWithin([at(28), 4], layout, P), [at(28), 2]);
+});
+
+test('runsNotHeld: the pages of runs the receiver does not hold', (t) => {
+  const held = heldSet([2, 3, 4, 8]);
+  t.deepEqual(runsNotHeld(held, [at(0), 10], P), [at(0), 2, at(5), 3, at(9), 1]);
+  t.deepEqual(runsNotHeld(heldSet([]), [at(4), 2], P), [at(4), 2]);
+  t.deepEqual(runsNotHeld(held, [at(2), 3, at(8), 1], P), []);
 });

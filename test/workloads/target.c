@@ -42,6 +42,7 @@ static size_t g_file_pages;
 static atomic_uchar *g_locks; // one per main page
 
 static pthread_rwlock_t g_check_lock;
+static char **g_argv; // for `exec`: the new program is this one, started with the same arguments
 
 // ---------------------------------------------------------------- page content
 
@@ -545,6 +546,27 @@ static int cmd_fds(char **a, int n, char *out, size_t cap) {
   return 0;
 }
 
+// ---------------------------------------------------------------- exec
+
+// Replace the program (execve: a new mm, every other thread gone, the same pid). With no argument,
+// this program again with its original arguments: it prints a new `ready` line and answers commands
+// (tests can ask it `check`/`fds`). With PATH [ARGS...]: that program (e.g. /bin/sleep 60).
+// Nothing of ours runs after a successful execve, so `ok` goes out first: PATH is checked before.
+static int cmd_exec(char **a, int n, char *out, size_t cap) {
+  (void)out, (void)cap;
+  char *self[] = {"/proc/self/exe", NULL};
+  char **argv = n ? a : g_argv;
+  const char *path = n ? a[0] : self[0];
+  if (n) a[n] = NULL;
+  if (access(path, X_OK)) return FAIL("exec: %s: %s", path, strerror(errno));
+  printf("ok\n");
+  fflush(stdout);
+  execv(path, argv);
+  // Only a race (PATH removed meanwhile) gets here: the reply already went out, so say it on stderr.
+  fprintf(stderr, "target: exec %s: %s\n", path, strerror(errno));
+  _exit(127);
+}
+
 // ---------------------------------------------------------------- main loop
 
 struct command {
@@ -559,7 +581,7 @@ static const struct command COMMANDS[] = {
     {"mprotect", cmd_mprotect}, {"dontneed", cmd_dontneed}, {"brk", cmd_brk},
     {"stack", cmd_stack},       {"filewrite", cmd_filewrite}, {"fork", cmd_fork},
     {"blockers", cmd_blockers}, {"ping", cmd_ping},         {"sleepstats", cmd_sleepstats},
-    {"fds", cmd_fds},
+    {"fds", cmd_fds},           {"exec", cmd_exec},
 };
 
 static _Noreturn void usage(const char *why) {
@@ -596,6 +618,7 @@ int main(int argc, char **argv) {
   int thp = 0;
   const char *file = NULL;
   pid_t parent = getppid();
+  g_argv = argv;
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (getppid() != parent) return 0; // parent died before prctl
 
@@ -654,7 +677,7 @@ int main(int argc, char **argv) {
   char line[1024];
   static char out[65536];
   while (fgets(line, sizeof line, stdin)) {
-    char *args[8];
+    char *args[9]; // 8 arguments and room for exec's NULL terminator
     int n = 0;
     char *save, *name = strtok_r(line, " \t\r\n", &save);
     if (!name) continue;
