@@ -5,7 +5,7 @@
 //   3. downtime      downtime and convergence at 0-400 MB/s of dirtying, with and without verify
 //   4. alternatives  gcore's and criu's pause on the same kind of target
 //   5. resources     sender peak RSS and CPU (from section 1's runs)
-// Writes bench/out/results.json, table.txt and chart.svg; prints the table. How to read it:
+// Writes bench/results.json, table.txt and chart.svg; prints the table. How to read it:
 // bench/README.md.
 //
 //   node dist/bench/run.js [--only throughput,scan,downtime,alternatives] [--runs N] [--configs 1,5] [--node-flags F] [--out DIR]
@@ -42,7 +42,7 @@ ${THROUGHPUT_CONFIGS.map((c, i) => `                  ${i + 1} ${c.name}`).join(
   --node-flags F
                 node/V8 flags for every sender and receiver process the bench starts, space-separated
                 (e.g. --node-flags=--initial-old-space-size=128; default none)
-  --out DIR     where results.json, table.txt and chart.svg go (default bench/out)`;
+  --out DIR     where results.json, table.txt and chart.svg go (default bench/)`;
 
 const OPTIONS = {
   only: { type: 'string' },
@@ -67,7 +67,9 @@ runMain('bench', async () => {
   const configs = (v.configs ?? THROUGHPUT_CONFIGS.map((_, i) => i + 1).join(','))
     .split(',')
     .map((n) => THROUGHPUT_CONFIGS[parseIntFlag(n.trim(), '--configs', 1, 1, THROUGHPUT_CONFIGS.length) - 1]);
-  const outDir = path.resolve(v.out ?? path.join(REPO_ROOT, 'bench', 'out'));
+  // The reports go where issue 7 names them (bench/results.json, table.txt, chart.svg: git-ignored);
+  // the compiled baselines are build products and stay in bench/out/bin.
+  const outDir = path.resolve(v.out ?? path.join(REPO_ROOT, 'bench'));
   if (process.getuid?.() !== 0) throw new UserError('the bench arms and freezes processes: run it as root (or with CAP_SYS_PTRACE)');
 
   setNodeFlags((v['node-flags'] ?? '').split(/\s+/).filter(Boolean));
@@ -76,7 +78,7 @@ runMain('bench', async () => {
   const startedAt = new Date().toISOString();
   const loadBefore = loadAverage();
   const progress = (msg: string) => process.stderr.write(`bench: ${msg}\n`);
-  const ctx: BenchContext = { bins: await buildBaselines(outDir), runs, progress };
+  const ctx: BenchContext = { bins: await buildBaselines(path.join(REPO_ROOT, 'bench', 'out')), runs, progress };
 
   try {
     // 1./5. throughput and resources; 2. scan; 3. downtime; 4. alternatives (uses 3's figures).
