@@ -1,5 +1,6 @@
 // The bench's C programs (bench/baselines/*.c): built here with gcc into OUT/bin, then run.
 //   pvr-read     the raw limit of round 0 (process_vm_readv into a reused buffer)
+//   disk-write   the disk's limit of round 0 (O_DIRECT writes + fdatasync where the images go)
 //   pm-scan      the raw limits of a dirty round (PAGEMAP_SCAN ioctl; /proc/PID/pagemap read)
 //   fill-target  the target of the throughput and scan sections (see fill-target.ts)
 // Each prints one line of key=value figures.
@@ -13,7 +14,7 @@ import { REPO_ROOT } from '../../test/helpers/target';
 const run = promisify(execFile);
 
 export const BASELINE_SOURCES = path.join(REPO_ROOT, 'bench', 'baselines');
-const PROGRAMS = ['pvr-read', 'pm-scan', 'fill-target'] as const;
+const PROGRAMS = ['pvr-read', 'disk-write', 'pm-scan', 'fill-target'] as const;
 export type Program = (typeof PROGRAMS)[number];
 export type Programs = Record<Program, string>;
 
@@ -63,6 +64,12 @@ const hex = (n: number) => `0x${n.toString(16)}`;
 /** Copy the ranges of a (stopped) process; bytes per second of the copy alone. */
 export async function pvrRead(bin: string, pid: number, ranges: Range[]): Promise<{ bytes: number; seconds: number }> {
   const f = await figures(bin, [String(pid), ...ranges.map(([s, e]) => `${hex(s)}:${e - s}`)]);
+  return { bytes: f.bytes, seconds: f.seconds };
+}
+
+/** Write `bytes` of incompressible data into a new file in `dir` and sync it; bytes per second. */
+export async function diskWrite(bin: string, dir: string, bytes: number): Promise<{ bytes: number; seconds: number }> {
+  const f = await figures(bin, [path.join(dir, 'disk-limit.bin'), String(bytes)]);
   return { bytes: f.bytes, seconds: f.seconds };
 }
 

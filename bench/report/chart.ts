@@ -26,6 +26,7 @@ const LABEL_W = 250;
 const BAR_H = 14;
 const OURS = '#1f77b4';
 const LIMIT = '#7f7f7f';
+const DISK = '#bcbd22';
 const OTHER = '#ff7f0e';
 
 /** 3 significant digits, never in exponent form. */
@@ -61,7 +62,7 @@ export function renderChart(r: BenchResults): string {
   const panels: Panel[] = [];
   if (r.throughput) {
     panels.push({
-      title: '1. Round-0 throughput vs process_vm_readv of the same target',
+      title: '1. Round-0 throughput vs process_vm_readv of the same target and vs the disk',
       unit: 'GB/s',
       log: false,
       groups: r.throughput.map((t) => ({
@@ -69,6 +70,7 @@ export function renderChart(r: BenchResults): string {
         bars: [
           { name: 'precopy', value: t.round0GBps.median, color: OURS },
           { name: 'raw limit', value: t.rawLimitGBps.median, color: LIMIT },
+          { name: 'disk limit', value: t.diskLimitGBps.median, color: DISK },
         ],
       })),
     });

@@ -101,7 +101,8 @@ export function judgeGoals(r: Omit<BenchResults, 'goals'>): Goal[] {
     if (!isDefaultPath(t)) continue;
     goals.push({
       goal: `round 0 >= 2.5 GB/s on loopback, incompressible (${t.config.name})`,
-      measured: `${fmtNum(t.round0GBps.median)} GB/s`,
+      // The disk's own durable write rate is printed beside it: a goal above it cannot be met here.
+      measured: `${fmtNum(t.round0GBps.median)} GB/s (disk ${fmtNum(t.diskLimitGBps.median)})`,
       met: t.round0GBps.median >= 2.5,
     });
   }
@@ -128,10 +129,22 @@ export function renderResults(r: BenchResults): string {
   if (r.throughput) {
     out.push(
       renderTable(
-        '1. Round-0 throughput, end to end (sender -> gRPC loopback -> receiver, durable), vs process_vm_readv of the same stopped target',
-        ['config', 'round 0 GB/s', 'raw limit GB/s', 'of limit', 'wire/raw', 'total s'],
-        r.throughput.map((t) => [t.config.name, fmtStat(t.round0GBps), fmtStat(t.rawLimitGBps), fmtNum(t.ofLimit * 100, 0, '%'), fmtNum(t.wireShare.median), fmtStat(t.totalSeconds, 1)]),
-        ['GB = 1e9 bytes of pages (zero pages included); dir: = the same sender writing the image directory itself (no network)'],
+        '1. Round-0 throughput, end to end (sender -> gRPC loopback -> receiver, durable), vs process_vm_readv of the same stopped target and vs the disk',
+        ['config', 'round 0 GB/s', 'raw limit GB/s', 'of limit', 'disk limit GB/s', 'of disk', 'wire/raw', 'total s'],
+        r.throughput.map((t) => [
+          t.config.name,
+          fmtStat(t.round0GBps),
+          fmtStat(t.rawLimitGBps),
+          fmtNum(t.ofLimit * 100, 0, '%'),
+          fmtStat(t.diskLimitGBps),
+          fmtNum(t.ofDisk * 100, 0, '%'),
+          fmtNum(t.wireShare.median),
+          fmtStat(t.totalSeconds, 1),
+        ]),
+        [
+          'GB = 1e9 bytes of pages (zero pages included); dir: = the same sender writing the image directory itself (no network)',
+          'disk limit = the same number of incompressible bytes written with O_DIRECT and fdatasync into the receiver\'s images directory (bench/baselines/disk-write.c)',
+        ],
       ),
     );
   }

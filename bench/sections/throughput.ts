@@ -1,9 +1,11 @@
-// Section 1 (and 5): round-0 throughput end to end, against the raw process_vm_readv limit of
-// the same stopped target in the same run; the sender's peak RSS and CPU come from the same runs.
+// Section 1 (and 5): round-0 throughput end to end, against two limits measured in the same run:
+// process_vm_readv of the same stopped target (reading) and writing as many bytes durably into the
+// receiver's images directory (the disk: round 0 ends when its pages are durable). The sender's
+// peak RSS and CPU come from the same runs.
 // Runs interleave: each run reads the target with pvr-read, then does one migration per config
 // that shares the target, so load drift on the shared machine hits every config alike.
 
-import { pvrRead } from '../lib/baselines';
+import { diskWrite, pvrRead } from '../lib/baselines';
 import type { BenchContext } from '../lib/context';
 import { FillTarget, type Fill } from '../lib/fill-target';
 import { BenchReceiver, migrateOnce, round0BytesPerSecond, scratchDir, type MigrationRun } from '../lib/migration';
@@ -34,6 +36,10 @@ export interface ThroughputResult {
   rawLimitGBps: Stat;
   /** round0 / raw limit (medians). */
   ofLimit: number;
+  /** The same bytes written and synced into the receiver's images directory, GB/s. */
+  diskLimitGBps: Stat;
+  /** round0 / disk limit (medians). */
+  ofDisk: number;
   /** Wire bytes / page bytes of round 0 (1 = nothing saved). */
   wireShare: Stat;
   senderPeakRssMiB: Stat;
@@ -66,6 +72,7 @@ export async function runThroughput(ctx: BenchContext, configs = THROUGHPUT_CONF
       ctx.progress(`throughput: ${mib} MiB ${fill} target`);
       const target = await FillTarget.start(ctx.bins['fill-target'], { mib, fill });
       const raw: number[] = [];
+      const disk: number[] = [];
       const per = new Map(group.map((c) => [c, [] as MigrationRun[]]));
       try {
         for (let run = 0; run < ctx.runs; run++) {
@@ -76,6 +83,8 @@ export async function runThroughput(ctx: BenchContext, configs = THROUGHPUT_CONF
           } finally {
             process.kill(target.pid, 'SIGCONT');
           }
+          const d = await diskWrite(ctx.bins['disk-write'], receiver.images, target.pages * 4096);
+          disk.push(d.bytes / d.seconds / 1e9);
           for (const c of group) {
             const flags = ['--no-verify', '--compress', c.compress];
             const m = await migrateOnce({ pid: target.pid, to: c.transfer === 'dir' ? { dir: localImages } : receiver, flags });
@@ -87,6 +96,7 @@ export async function runThroughput(ctx: BenchContext, configs = THROUGHPUT_CONF
         await target.kill();
       }
       const rawLimitGBps = stat(raw);
+      const diskLimitGBps = stat(disk);
       for (const c of group) {
         const ms = per.get(c)!;
         const round0GBps = stat(ms.map((m) => round0BytesPerSecond(m.summary) / 1e9));
@@ -95,6 +105,8 @@ export async function runThroughput(ctx: BenchContext, configs = THROUGHPUT_CONF
           round0GBps,
           rawLimitGBps,
           ofLimit: ratio(round0GBps, rawLimitGBps),
+          diskLimitGBps,
+          ofDisk: ratio(round0GBps, diskLimitGBps),
           wireShare: stat(ms.map((m) => m.summary.rounds[0].wireBytes / (m.summary.rounds[0].dirtyPages * m.summary.pageSize))),
           senderPeakRssMiB: stat(ms.map((m) => m.sender.peakRssBytes / 2 ** 20)),
           senderCpuSeconds: stat(ms.map((m) => m.sender.cpuSeconds)),
