@@ -48,7 +48,7 @@ export interface LinkOptions {
   sendStallTimeoutMs?: number;
   /** Deadline of the whole stream (default 7 days). */
   streamDeadlineMs?: number;
-  /** Serialized bytes queued in the stream before send() waits (default 8 MiB). */
+  /** Serialized bytes queued in the stream before send() waits (default 4 MiB). */
   maxQueuedBytes?: number;
   codec?: LinkCodec;
   /** TLS, the token and the server name (proto/link-security.ts); default: plaintext, no token. */
@@ -63,7 +63,10 @@ const DEFAULTS: Timings = {
   commitTimeoutMs: 600_000,
   sendStallTimeoutMs: 120_000,
   streamDeadlineMs: 7 * 86_400_000,
-  maxQueuedBytes: 8 << 20,
+  // Less than one page batch (4 MiB of pages + header): send() of a batch returns once HTTP/2
+  // wrote it, so the stream never holds more than one batch (sender peak RSS, issue 7: 8 MiB let
+  // three pile up, same throughput).
+  maxQueuedBytes: 4 << 20,
 };
 
 const CHANNEL_OPTIONS: grpc.ChannelOptions = {
@@ -113,8 +116,9 @@ export class MigrationLink {
   private queuedBytes = 0;
   /** Woken whenever a queued write completes (or the link fails). */
   private readonly progress = new Set<() => void>();
-  /** Serialized page batches, reused once written (message-buffers.ts). */
-  private readonly pageBuffers = new MessageBuffers(4);
+  /** Serialized page batches, reused once written (message-buffers.ts): with maxQueuedBytes of
+   *  one batch, at most two are in use at once. */
+  private readonly pageBuffers = new MessageBuffers(2);
   private readonly opts: Timings & { codec: LinkCodec; security: LinkSecurity };
 
   private constructor(

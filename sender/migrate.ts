@@ -27,7 +27,7 @@ import { decide, type ConvergenceOptions, type Decision, type RoundMeasure, type
 import { FreezeSession, thawAll } from './freeze-session';
 import { loseWritesForTest } from './lost-write-hook';
 import { isLinkBreak, reconnect } from './reconnect';
-import { runPipeline, STAGE_PAGES, type RoundTotals } from './round-pipeline';
+import { PACING, runPipeline, STAGE_PAGES, type RoundTotals } from './round-pipeline';
 import { heldOutside, runsNotHeld, runsOutside, runsToBatches, runsWithin, sumPages, unionRuns } from './run-lists';
 import { Throttle } from './throttle';
 import { checkTarget, estimateMemoryBytes, explainTargetError, forgetTarget, isAlive, type TargetIdentity } from './target-process';
@@ -303,7 +303,7 @@ class Migration {
 
   private async pipe(source: AsyncIterable<RunBatch> | Iterable<RunBatch>, onProgress?: (t: RoundTotals) => void): Promise<RoundTotals> {
     try {
-      return await runPipeline(source, this.stager, this.transfer!, { signal: this.signal, onProgress });
+      return await runPipeline(source, this.stager, this.transfer!, { signal: this.signal, onProgress, pacing: PACING[this.opts.to.kind] });
     } catch (err) {
       this.assertAlive();
       throw err;
