@@ -7,6 +7,7 @@
 //   disk-write FILE BYTES [--buf-mib N]
 // prints one line: bytes=B seconds=S gbps=G direct=0|1
 #define _GNU_SOURCE
+#include "clock.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -14,12 +15,6 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 int main(int argc, char **argv) {
   if (argc < 3) {

@@ -10,6 +10,7 @@
 //   pm-scan PID wp|pagemap [--max-pages N] [--vec REGIONS] START:END [START:END ...]
 // prints one line: seconds=S pages=N calls=C
 #define _GNU_SOURCE
+#include "clock.h"
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -20,12 +21,6 @@
 #include <unistd.h>
 
 #include "../../native/kernel_abi.h"
-
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 #define PS 4096UL
 #define PAGEMAP_BUF_ENTRIES (1UL << 17) /* 1 MiB of entries: 512 MiB of address space a read */

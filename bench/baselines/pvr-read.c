@@ -5,6 +5,7 @@
 //   pvr-read PID START:LENGTH [START:LENGTH ...] [--buf-mib N]   (numbers: decimal or 0x hex)
 // prints one line: bytes=B seconds=S gbps=G
 #define _GNU_SOURCE
+#include "clock.h"
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,12 +13,6 @@
 #include <sys/mman.h>
 #include <sys/uio.h>
 #include <time.h>
-
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 int main(int argc, char **argv) {
   if (argc < 3) {

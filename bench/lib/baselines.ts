@@ -18,16 +18,16 @@ const PROGRAMS = ['pvr-read', 'disk-write', 'pm-scan', 'fill-target'] as const;
 export type Program = (typeof PROGRAMS)[number];
 export type Programs = Record<Program, string>;
 
-/** Compile every program whose binary is missing or older than its source (or than kernel_abi.h). */
+/** Compile every program whose binary is missing or older than its source (or than a header it uses). */
 export async function buildBaselines(outDir: string): Promise<Programs> {
   const binDir = path.join(outDir, 'bin');
   mkdirSync(binDir, { recursive: true });
-  const abi = path.join(REPO_ROOT, 'native', 'kernel_abi.h');
+  const headers = [path.join(REPO_ROOT, 'native', 'kernel_abi.h'), path.join(BASELINE_SOURCES, 'clock.h')];
   const out = {} as Programs;
   for (const name of PROGRAMS) {
     const src = path.join(BASELINE_SOURCES, `${name}.c`);
     const bin = path.join(binDir, name);
-    const newest = Math.max(mtime(src), mtime(abi));
+    const newest = Math.max(mtime(src), ...headers.map(mtime));
     if (mtime(bin) < newest) await run('gcc', ['-O2', '-Wall', '-Wextra', '-o', bin, src]);
     out[name] = bin;
   }
