@@ -27,6 +27,15 @@ const MAX_SESSION_ID_LENGTH = 64;
 export const RESULTS = ['committed', 'failed', 'aborted'] as const;
 export type MigrationResult = (typeof RESULTS)[number];
 
+/** Why the receiver refused or ended a stream (issue 6's token and limits): a closed set, so the
+ *  reason label stays bounded whatever a client sends. */
+export const REFUSAL_REASONS = ['unauthenticated', 'too_many_sessions', 'image_too_big'] as const;
+export type RefusalReason = (typeof REFUSAL_REASONS)[number];
+
+/** Where a sender's link broke: while the target ran, or while it was frozen (then thawed first). */
+export const BREAK_PHASES = ['precopy', 'frozen'] as const;
+export type BreakPhase = (typeof BREAK_PHASES)[number];
+
 export interface MigrationMetricsOptions {
   /** build_info's role label: which side serves these metrics. */
   role: 'sender' | 'receiver';
@@ -111,6 +120,11 @@ export class MigrationMetrics {
   private readonly verifyMismatches: Counter;
   private readonly untracked: Counter;
   private readonly kernelInfo: Gauge<string>;
+  // ---- failure paths (issue 6); each exists only on the side that sees it (null on the other)
+  private readonly linkBreaks: Counter<'phase'> | null = null;
+  private readonly reconnects: Counter | null = null;
+  private readonly refusedStreams: Counter<'reason'> | null = null;
+  private readonly takeovers: Counter | null = null;
   // ---- per session
   private readonly rounds: Counter<'session'>;
   private readonly roundDirty: Gauge<'session'>;
@@ -132,15 +146,15 @@ export class MigrationMetrics {
     const histogram = (name: string, help: string, buckets: number[]) => new Histogram({ name: p + name, help, buckets, registers });
     const sessionGauge = (name: string, help: string) => new Gauge({ name: p + name, help, labelNames: ['session'] as const, registers });
     const sessionCounter = (name: string, help: string) => new Counter({ name: p + name, help, labelNames: ['session'] as const, registers });
+    // A counter over a closed set of label values, each with a zero series from the start, so
+    // rate()/increase() and "by label" panels and alerts see the first event.
+    const closedCounter = <L extends string>(name: string, help: string, label: L, values: readonly string[]) => {
+      const c = new Counter<L>({ name: p + name, help, labelNames: [label], registers });
+      for (const v of values) c.inc({ [label]: v } as Partial<Record<L, string>>, 0);
+      return c;
+    };
 
-    this.migrations = new Counter({
-      name: `${p}migrations_total`,
-      help: 'Migrations finished, by result (committed, failed, aborted).',
-      labelNames: ['result'],
-      registers,
-    });
-    // Zero series for every result, so rate() and "by result" panels have data from the start.
-    for (const r of RESULTS) this.migrations.inc({ result: r }, 0);
+    this.migrations = closedCounter('migrations_total', 'Migrations finished, by result (committed, failed, aborted).', 'result', RESULTS);
     this.inProgress = new Gauge({ name: `${p}migrations_in_progress`, help: 'Migrations started and not yet finished.', registers });
     this.downtime = histogram(
       'downtime_seconds',
@@ -174,6 +188,16 @@ export class MigrationMetrics {
       labelNames: ['kernel_release', 'page_size', 'pagemap_scan', 'userfaultfd', 'uffd_wp_async', 'uffd_wp_unpopulated'],
       registers,
     });
+
+    if (opts.role === 'sender') {
+      const breaksHelp = 'Breaks of the link to the receiver the sender tried to resume from, by phase (precopy: target running; frozen: thawed first).';
+      this.linkBreaks = closedCounter('link_breaks_total', breaksHelp, 'phase', BREAK_PHASES);
+      this.reconnects = counter('reconnects_total', 'Link breaks after which the sender reconnected and the receiver resumed the session.');
+    } else {
+      const refusedHelp = 'Migration streams the receiver refused or ended for its token or limits, by reason (unauthenticated, too_many_sessions, image_too_big).';
+      this.refusedStreams = closedCounter('refused_streams_total', refusedHelp, 'reason', REFUSAL_REASONS);
+      this.takeovers = counter('session_takeovers_total', 'Resumes that took a session over from a stale stream of this receiver still holding it.');
+    }
 
     this.rounds = sessionCounter('rounds_total', 'Copy rounds finished in the session.');
     this.roundDirty = sessionGauge('round_dirty_bytes', 'Bytes found written in the last round (zero pages included).');
@@ -275,6 +299,26 @@ export class MigrationMetrics {
     if (this.closed) return this.removeSession(sessionId);
     s.removal = setTimeout(() => this.removeSession(sessionId), this.retentionMs);
     s.removal.unref(); // a pending removal never keeps a finished sender or test alive
+  }
+
+  /** Sender: the link broke and a resume is being tried (once per break, not per attempt). */
+  linkBroken(phase: BreakPhase): void {
+    this.linkBreaks?.inc({ phase });
+  }
+
+  /** Sender: the receiver resumed the session after a break. */
+  reconnected(): void {
+    this.reconnects?.inc();
+  }
+
+  /** Receiver: a stream was refused (or ended) for the token or a limit. */
+  streamRefused(reason: RefusalReason): void {
+    this.refusedStreams?.inc({ reason });
+  }
+
+  /** Receiver: a resume took a session over from a stale stream. */
+  sessionTakenOver(): void {
+    this.takeovers?.inc();
   }
 
   /** Drop a session's series now (also what the retention timer does). */

@@ -42,8 +42,9 @@ interface Call {
   emit(event: 'error', status: Partial<grpc.StatusObject>): boolean;
 }
 
-/** `handler`, guarded by the token (null: no token configured, the handler itself). */
-export function requireToken<C extends Call>(token: string | null, handler: (call: C) => void): (call: C) => void {
+/** `handler`, guarded by the token (null: no token configured, the handler itself); `refused`
+ *  hears of each refusal (the receiver's metrics). */
+export function requireToken<C extends Call>(token: string | null, handler: (call: C) => void, refused: () => void = () => {}): (call: C) => void {
   if (token === null) return handler;
   const check = new TokenCheck(token);
   return (call) => {
@@ -52,6 +53,7 @@ export function requireToken<C extends Call>(token: string | null, handler: (cal
       return;
     }
     authCounters.refused++;
+    refused();
     log.warn(`refused a migration from ${call.getPeer()}: ${TOKEN_REFUSED}`);
     call.emit('error', { code: grpc.status.UNAUTHENTICATED, details: TOKEN_REFUSED });
   };

@@ -440,6 +440,7 @@ export class MigrationStream {
     this.queue.length = 0;
     const level = e.code === grpc.status.INTERNAL ? 'error' : 'warn';
     log[level](`${this.label}: ${statusName(e.code)}: ${e.message}`);
+    if (e.refusal) this.host.events.streamRefused(e.refusal);
     if (this.session && (this.state === 'between-rounds' || this.state === 'in-round')) {
       await this.session.fail(e.message).catch((f: Error) => log.debug(`${this.label}: could not mark failed: ${f.message}`));
       this.state = 'finished';

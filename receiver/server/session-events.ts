@@ -1,6 +1,7 @@
 // What the migration service tells the outside world about sessions: the receiver's metrics
 // (common/metrics/migration-metrics.ts MigrationMetrics has these methods) or nothing.
 
+import type { RefusalReason } from '../../common/metrics/migration-metrics';
 import type { Report, RoundEnd, SessionStart } from '../../proto/messages';
 
 export interface SessionEvents {
@@ -10,10 +11,16 @@ export interface SessionEvents {
   roundEnded(sessionId: string, figures: RoundEnd): void;
   /** The session is over: committed (with the sender's Report when it sent one), failed, aborted. */
   sessionEnded(sessionId: string, outcome: Pick<Report, 'result'> & Partial<Report>): void;
+  /** A stream was refused or ended for the token (auth.ts) or a limit (session-limits.ts). */
+  streamRefused(reason: RefusalReason): void;
+  /** A resume took a session over from a stale stream of this receiver. */
+  sessionTakenOver(sessionId: string): void;
 }
 
 export const NO_EVENTS: SessionEvents = {
   sessionStarted: () => undefined,
   roundEnded: () => undefined,
   sessionEnded: () => undefined,
+  streamRefused: () => undefined,
+  sessionTakenOver: () => undefined,
 };

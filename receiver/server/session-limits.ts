@@ -60,7 +60,7 @@ export class SessionSlots<H> {
   claim(id: string, who: H): void {
     const current = this.holders.get(id);
     if (current === undefined && this.holders.size >= this.max) {
-      throw resourceExhausted(`too many sessions at once (${this.max}; --max-sessions)`);
+      throw resourceExhausted(`too many sessions at once (${this.max}; --max-sessions)`, 'too_many_sessions');
     }
     this.holders.set(id, who);
   }
@@ -105,6 +105,7 @@ export class ImageBudget {
     if (held + added > this.maxPages) {
       throw resourceExhausted(
         `session ${this.sessionId}: image would exceed ${formatBytes(this.maxBytes)} (--max-image-bytes): it holds ${held} pages, the batch adds ${added}, the limit is ${this.maxPages}`,
+        'image_too_big',
       );
     }
     this.upper = held + added;

@@ -2,21 +2,25 @@
 // code, and the mapping from the image store's errors to gRPC codes.
 
 import * as grpc from '@grpc/grpc-js';
+import type { RefusalReason } from '../../common/metrics/migration-metrics';
 import { StoreError, type StoreErrorCode } from '../store/store-error';
 
 /** A problem that ends the stream with `code` and a message naming what was wrong. */
 export class StreamError extends Error {
   readonly code: grpc.status;
-  constructor(code: grpc.status, message: string) {
+  /** Set when a receiver limit refused the stream: counted in precopy_refused_streams_total. */
+  readonly refusal?: RefusalReason;
+  constructor(code: grpc.status, message: string, refusal?: RefusalReason) {
     super(message);
     this.name = 'StreamError';
     this.code = code;
+    this.refusal = refusal;
   }
 }
 
 export const invalidArgument = (m: string) => new StreamError(grpc.status.INVALID_ARGUMENT, m);
 export const failedPrecondition = (m: string) => new StreamError(grpc.status.FAILED_PRECONDITION, m);
-export const resourceExhausted = (m: string) => new StreamError(grpc.status.RESOURCE_EXHAUSTED, m);
+export const resourceExhausted = (m: string, refusal?: RefusalReason) => new StreamError(grpc.status.RESOURCE_EXHAUSTED, m, refusal);
 
 const STORE_CODES: Record<StoreErrorCode, grpc.status> = {
   EXISTS: grpc.status.ALREADY_EXISTS,

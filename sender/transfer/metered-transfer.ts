@@ -1,12 +1,16 @@
 // --metrics-listen: a PageTransfer decorator that feeds the sender's own MigrationMetrics
 // (common/metrics) with what it tells the receiver (session start, round ends, the report), so
 // the sender serves the same figures as the receiver while it runs. No other coupling.
+// It also counts the link's breaks and resumes: migrate.ts's resume step (8.) reopens the session
+// through this transfer, once per attempt, and a round's phase says whether the target was frozen.
 
 import type { MigrationMetrics } from '../../common/metrics/migration-metrics';
 import type { PageTransfer, Report, RoundEnd, SessionStart } from './page-transfer';
 
 export function meteredTransfer(inner: PageTransfer, metrics: MigrationMetrics): PageTransfer {
   let sessionId = '';
+  let frozen = false; // the last round started was a frozen one (stop-and-copy, verify fix-up)
+  let broken = false; // reopen attempts under way for a break already counted
   return {
     description: inner.description,
     async open(start: SessionStart) {
@@ -16,9 +20,21 @@ export function meteredTransfer(inner: PageTransfer, metrics: MigrationMetrics):
       return accepted;
     },
     // A resumed session is the same session: its figures go on.
-    reopen: (start, ms) => inner.reopen(start, ms),
+    async reopen(start: SessionStart, ms?: number) {
+      if (!broken) metrics.linkBroken(frozen ? 'frozen' : 'precopy');
+      broken = true;
+      const accepted = await inner.reopen(start, ms);
+      if (accepted.resumed) {
+        broken = false;
+        metrics.reconnected();
+      }
+      return accepted;
+    },
     cut: (err) => inner.cut(err),
-    beginRound: (round, phase, layout) => inner.beginRound(round, phase, layout),
+    beginRound(round, phase, layout) {
+      frozen = phase !== 'PRECOPY';
+      return inner.beginRound(round, phase, layout);
+    },
     sendBatch: (b) => inner.sendBatch(b),
     discard: (runs) => inner.discard(runs),
     async endRound(figures: RoundEnd) {

@@ -107,6 +107,8 @@ test('every metric has HELP and TYPE, the precopy_ prefix and base-unit names', 
     precopy_verify_mismatches_total: 'counter',
     precopy_build_info: 'gauge',
     precopy_kernel_features_info: 'gauge',
+    precopy_refused_streams_total: 'counter',
+    precopy_session_takeovers_total: 'counter',
   };
   for (const [name, type] of Object.entries(expected)) t.is(fams.get(name)?.type, type, name);
   m.close();
