@@ -20,8 +20,9 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseEnumFlag, parseFlags, parseIntFlag } from '../common/cli';
 import { runMain } from '../common/errors';
-import { MigrationLink } from '../proto/client';
+import { MigrationLink } from '../sender/transfer/migration-link';
 import type { PageBatch } from '../proto/messages';
+import { lz4Compress } from '../common/lz4-block';
 import { LINK_CODECS, type LinkCodec } from '../proto/service';
 import { startReceiver } from '../test/helpers/receiver';
 import { cpuSeconds } from './lib/proc-stat';
@@ -122,11 +123,7 @@ function payloadFor(encoding: 'raw' | 'lz4', bytes: number): Omit<PageBatch, 'ru
   // Pages half random, half zeros: compresses to about half, like typical heap pages.
   const raw = Buffer.alloc(bytes);
   for (let off = 0; off < bytes; off += PS) randomBytes(PS / 2).copy(raw, off);
-  // eslint-disable-next-line @typescript-eslint/no-var-requires
-  const lz4: { encodeBound(n: number): number; encodeBlock(i: Buffer, o: Buffer): number } = require('lz4');
-  const out = Buffer.alloc(lz4.encodeBound(bytes));
-  const n = lz4.encodeBlock(raw, out);
-  return { zeroMap: Buffer.alloc(0), encoding: 'LZ4', rawLength: bytes, payload: out.subarray(0, n) };
+  return { zeroMap: Buffer.alloc(0), encoding: 'LZ4', rawLength: bytes, payload: lz4Compress(raw) };
 }
 
 interface Sink {

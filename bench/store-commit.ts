@@ -11,7 +11,7 @@ import * as path from 'node:path';
 import { parseFlags, parseIntFlag } from '../common/cli';
 import { runMain } from '../common/errors';
 import type { Vma } from '../common/vma';
-import { ImageStore, type RoundFigures, type SessionImage } from '../receiver/store/image-store';
+import { ImageStore, type RoundFigures, type SessionImage } from '../image/image-store';
 import { stat, type Stat } from './lib/stats';
 import { Model, batchOf, prng } from '../test/receiver/store-helpers';
 

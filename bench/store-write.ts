@@ -9,7 +9,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseFlags, parseIntFlag } from '../common/cli';
 import { runMain } from '../common/errors';
-import { ImageStore } from '../receiver/store/image-store';
+import { ImageStore } from '../image/image-store';
 
 const USAGE = 'usage: node dist/bench/store-write.js [--gib N] [--batch-pages N] [--depth N] [--zero-every K] [--dir DIR]';
 const OPTIONS = {

@@ -9,7 +9,7 @@ import { UserError, runMain } from '../common/errors';
 import { parseEnumFlag, parseFlags, parseHostPort, parseIntFlag, type HostPort, usageError } from '../common/cli';
 import { DEFAULT_RECONNECT_TIMEOUT_SECONDS, migrate, type MigrateOptions } from './migrate';
 import { HumanReporter, JsonReporter } from './report/reporter';
-import { SENDER_SECURITY_FLAGS, refuseSecurityFlags, senderSecurity } from '../proto/link-security';
+import { SENDER_SECURITY_FLAGS, refuseSecurityFlags, senderSecurity } from '../common/link-security';
 import { parseTransferTarget } from './transfer/open-transfer';
 
 const USAGE = `usage: sender migrate --pid PID --to HOST:PORT [options]

@@ -24,13 +24,14 @@ import type { HostPort } from '../common/cli';
 import type { Vma } from '../common/vma';
 import { probeKernel, type KernelFeatures } from '../native';
 import { decide, type ConvergenceOptions, type Decision, type RoundMeasure, type StopReason } from './convergence';
-import { FreezeSession, thawAll } from './freeze-session';
-import { loseWritesForTest } from './lost-write-hook';
+import { FreezeSession, thawAll } from './target/freeze-session';
+import { loseWritesForTest } from './target/lost-write-hook';
 import { isLinkBreak, reconnect } from './reconnect';
-import { PACING, runPipeline, STAGE_PAGES, type RoundTotals } from './round-pipeline';
+import { PACING } from './pacing';
+import { runPipeline, STAGE_PAGES, type RoundTotals } from './round-pipeline';
 import { heldOutside, runsNotHeld, runsOutside, runsToBatches, runsWithin, sumPages, unionRuns } from './run-lists';
-import { Throttle } from './throttle';
-import { checkTarget, estimateMemoryBytes, explainTargetError, forgetTarget, isAlive, type TargetIdentity } from './target-process';
+import { Throttle } from './target/throttle';
+import { checkTarget, estimateMemoryBytes, explainTargetError, forgetTarget, isAlive, type TargetIdentity } from './target/target-process';
 import { verifyFrozen } from './verify';
 import { TrackedProcess, type RunBatch } from './tracking/tracked-process';
 import { BatchStager } from './stage/batch-stager';
@@ -579,9 +580,9 @@ class Migration {
   }
 
   private async startMetrics(inner: PageTransfer, listen: HostPort): Promise<PageTransfer> {
-    const { MigrationMetrics } = await import('../common/metrics/migration-metrics');
+    const { SenderMetrics } = await import('./sender-metrics');
     const { startMetricsServer } = await import('../common/metrics/metrics-server');
-    const metrics = new MigrationMetrics({ role: 'sender' });
+    const metrics = new SenderMetrics();
     metrics.kernelFeatures(this.features);
     const server = await startMetricsServer(metrics.registry, listen);
     this.cleanups.push(async () => {

@@ -8,7 +8,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { logger } from '../common/log';
 import { UserError } from '../common/errors';
-import { LinkError } from '../proto/client';
+import { LinkError } from './transfer/migration-link';
 import type { PageTransfer, SessionAccepted, SessionStart } from './transfer/page-transfer';
 
 const log = logger('reconnect');

@@ -1,7 +1,7 @@
 // One round's data path: scan → stage (read, hash, zero detection, lz4) → transfer, overlapped.
 // While batch k is on its way to the receiver, batch k+1 is being scanned and staged; at most
 // PACING[kind].inFlight batches are staged-but-not-accepted, and the transfer's sendBatch() resolves only
-// once a batch is accepted (gRPC: written to HTTP/2, see proto/client.ts maxQueuedBytes), so the
+// once a batch is accepted (gRPC: written to HTTP/2, see sender/transfer/migration-link.ts maxQueuedBytes), so the
 // sender's memory stays bounded by a few batches whatever the target's size, and a slow link
 // slows the scan instead of filling RAM. Each staged batch's payload lives in one of the stager's
 // reused ring slots; the pipeline owns it from stage() until that batch's sendBatch() resolves,
@@ -13,35 +13,11 @@ import { YoungBufferSweep } from '../common/gc-tuning';
 import type { RunBatch } from './tracking/tracked-process';
 import type { BatchStager, StagedBatch } from './stage/batch-stager';
 import type { PageTransfer } from './transfer/page-transfer';
-import type { TransferTarget } from './transfer/open-transfer';
+import { PACING, type Pacing } from './pacing';
 import { splitRunBatch } from './run-lists';
 
 const log = logger('pipeline');
 
-/** How batches are paced into one kind of transfer. */
-export interface Pacing {
-  /** Staged batches waiting for the transfer at most. */
-  inFlight: number;
-  /** Scavenge every YOUNG_SWEEP_BYTES of batches accepted (common/gc-tuning.ts): for a transfer
-   *  that leaves a garbage copy of every batch behind, and only with inFlight 1 (buffers that
-   *  live across two sweeps are promoted and pile up: +50 MiB of RSS measured with 2). */
-  sweepYoung: boolean;
-}
-
-/**
- * grpc: one batch. sendBatch() resolves once HTTP/2 wrote the batch, and the socket buffer and the
- * receiver still work on it while the next is staged: measured at 1 and 4 GiB on loopback, 3 moved
- * no more bytes per second and held more 4 MiB buffers (sender peak RSS, issue 7).
- * dir: three. Writing to the image files is the slow step and overlaps with staging only if
- * batches wait for it (1 in flight: 0.7 GB/s instead of 1.2-1.5); it makes no garbage copies.
- */
-export const PACING: Readonly<Record<TransferTarget['kind'], Pacing>> = {
-  grpc: { inFlight: 1, sweepYoung: true },
-  dir: { inFlight: 3, sweepYoung: false },
-};
-
-/** The most batches any pacing keeps in flight (the stager's ring is sized by it). */
-export const IN_FLIGHT = Math.max(...Object.values(PACING).map((p) => p.inFlight));
 /** Pages staged and sent as one batch at most: scan batches (--max-pages, 4096 by default) are cut
  *  to this. Measured on a 1 GiB target over gRPC: 4 MiB batches move ~290 MiB/s with ~160 MB of
  *  sender RSS, 16 MiB batches ~210 MiB/s with ~350 MB (cache misses, buffers waiting for GC). */

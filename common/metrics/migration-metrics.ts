@@ -1,7 +1,9 @@
-// The Prometheus metrics of a migration, shared by both ends: the receiver (the stable scrape
-// target, fed by the RoundEnd and Report messages of every session) and the sender (which serves
-// the same set on --metrics-listen while it runs). Each instance owns its own Registry, so two
-// services in one process (tests) never collide in prom-client's global registry.
+// The Prometheus metrics of a migration that both ends export: the receiver (the stable scrape
+// target, fed by the RoundEnd and Report messages of every session; receiver/receiver-metrics.ts)
+// and the sender (which serves the same set on --metrics-listen while it runs;
+// sender/sender-metrics.ts). Each side's class adds the metrics only it can see. Each instance
+// owns its own Registry, so two services in one process (tests) never collide in prom-client's
+// global registry.
 //
 // Cardinality is bounded twice: per-session series are removed `retentionMs` after the session
 // ends (long enough for a few scrapes and a look at the dashboard), and at most `maxSessions`
@@ -14,7 +16,6 @@ import * as path from 'node:path';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { logger } from '../log';
 import type { KernelFeatures } from '../../native';
-import type { Report, RoundEnd, SessionStart } from '../../proto/messages';
 
 const log = logger('metrics');
 
@@ -27,18 +28,7 @@ const MAX_SESSION_ID_LENGTH = 64;
 export const RESULTS = ['committed', 'failed', 'aborted'] as const;
 export type MigrationResult = (typeof RESULTS)[number];
 
-/** Why the receiver refused or ended a stream (issue 6's token and limits): a closed set, so the
- *  reason label stays bounded whatever a client sends. */
-export const REFUSAL_REASONS = ['unauthenticated', 'too_many_sessions', 'image_too_big'] as const;
-export type RefusalReason = (typeof REFUSAL_REASONS)[number];
-
-/** Where a sender's link broke: while the target ran, or while it was frozen (then thawed first). */
-export const BREAK_PHASES = ['precopy', 'frozen'] as const;
-export type BreakPhase = (typeof BREAK_PHASES)[number];
-
 export interface MigrationMetricsOptions {
-  /** build_info's role label: which side serves these metrics. */
-  role: 'sender' | 'receiver';
   /** How long a finished session's series stay (default 5 minutes). */
   retentionMs?: number;
   /** Most session label values alive at once (default 100). */
@@ -50,26 +40,33 @@ export interface MigrationMetricsOptions {
 }
 
 /** What sessionStarted needs: a SessionStart message satisfies it. */
-export type SessionMeta = Pick<SessionStart, 'sessionId' | 'pageSize'> &
-  Partial<Pick<SessionStart, 'downtimeTargetSeconds' | 'memoryBytes'>>;
+export interface SessionMeta {
+  sessionId: string;
+  pageSize: number;
+  downtimeTargetSeconds?: number;
+  memoryBytes?: number;
+}
 
-/** What roundEnded needs: a RoundEnd message (or a stored round record of the same fields). */
-export type RoundFiguresIn = Pick<
-  RoundEnd,
-  | 'dirtyPages'
-  | 'zeroPages'
-  | 'rawBytes'
-  | 'wireBytes'
-  | 'durationSeconds'
-  | 'dirtyRateBytesPerSecond'
-  | 'transferRateBytesPerSecond'
-  | 'expectedDowntimeSeconds'
-  | 'remainingBytes'
->;
+/** What roundEnded needs: a RoundEnd message (or a stored round record) satisfies it. */
+export interface RoundFiguresIn {
+  dirtyPages: number;
+  zeroPages: number;
+  rawBytes: number;
+  wireBytes: number;
+  durationSeconds: number;
+  dirtyRateBytesPerSecond: number;
+  transferRateBytesPerSecond: number;
+  expectedDowntimeSeconds: number;
+  remainingBytes: number;
+}
 
 /** What sessionEnded needs: a Report message satisfies it; a bare result word is enough. */
-export type SessionOutcome = Pick<Report, 'result'> &
-  Partial<Pick<Report, 'downtimeSeconds' | 'totalSeconds' | 'verifyMismatches'>>;
+export interface SessionOutcome {
+  result: string;
+  downtimeSeconds?: number;
+  totalSeconds?: number;
+  verifyMismatches?: number;
+}
 
 interface SessionState {
   pageSize: number;
@@ -100,7 +97,7 @@ function packageVersion(): string {
   }
 }
 
-export class MigrationMetrics {
+export abstract class MigrationMetrics {
   readonly registry = new Registry();
   private readonly retentionMs: number;
   private readonly maxSessions: number;
@@ -120,11 +117,6 @@ export class MigrationMetrics {
   private readonly verifyMismatches: Counter;
   private readonly untracked: Counter;
   private readonly kernelInfo: Gauge<string>;
-  // ---- failure paths (issue 6); each exists only on the side that sees it (null on the other)
-  private readonly linkBreaks: Counter<'phase'> | null = null;
-  private readonly reconnects: Counter | null = null;
-  private readonly refusedStreams: Counter<'reason'> | null = null;
-  private readonly takeovers: Counter | null = null;
   // ---- per session
   private readonly rounds: Counter<'session'>;
   private readonly roundDirty: Gauge<'session'>;
@@ -137,22 +129,18 @@ export class MigrationMetrics {
   private readonly sessionDowntime: Gauge<'session'>;
   private readonly perSession: Array<Counter<'session'> | Gauge<'session'>>;
 
-  constructor(opts: MigrationMetricsOptions) {
+  /** role: build_info's role label, which side serves these metrics. */
+  protected constructor(role: 'sender' | 'receiver', opts: MigrationMetricsOptions = {}) {
     this.retentionMs = opts.retentionMs ?? DEFAULT_RETENTION_MS;
     this.maxSessions = opts.maxSessions ?? DEFAULT_MAX_SESSIONS;
     const registers = [this.registry];
     const p = METRICS_PREFIX;
-    const counter = (name: string, help: string) => new Counter({ name: p + name, help, registers });
+    const counter = (name: string, help: string) => this.counter(name, help);
     const histogram = (name: string, help: string, buckets: number[]) => new Histogram({ name: p + name, help, buckets, registers });
     const sessionGauge = (name: string, help: string) => new Gauge({ name: p + name, help, labelNames: ['session'] as const, registers });
     const sessionCounter = (name: string, help: string) => new Counter({ name: p + name, help, labelNames: ['session'] as const, registers });
-    // A counter over a closed set of label values, each with a zero series from the start, so
-    // rate()/increase() and "by label" panels and alerts see the first event.
-    const closedCounter = <L extends string>(name: string, help: string, label: L, values: readonly string[]) => {
-      const c = new Counter<L>({ name: p + name, help, labelNames: [label], registers });
-      for (const v of values) c.inc({ [label]: v } as Partial<Record<L, string>>, 0);
-      return c;
-    };
+    const closedCounter = <L extends string>(name: string, help: string, label: L, values: readonly string[]) =>
+      this.closedCounter(name, help, label, values);
 
     this.migrations = closedCounter('migrations_total', 'Migrations finished, by result (committed, failed, aborted).', 'result', RESULTS);
     this.inProgress = new Gauge({ name: `${p}migrations_in_progress`, help: 'Migrations started and not yet finished.', registers });
@@ -181,7 +169,7 @@ export class MigrationMetrics {
       help: 'Always 1; labels say which precopy build and Node.js serve these metrics.',
       labelNames: ['version', 'role', 'node_version'],
       registers,
-    }).set({ version: opts.version ?? packageVersion(), role: opts.role, node_version: process.version }, 1);
+    }).set({ version: opts.version ?? packageVersion(), role, node_version: process.version }, 1);
     this.kernelInfo = new Gauge({
       name: `${p}kernel_features_info`,
       help: 'Always 1 once probed; labels say which kernel features precopy found on this host.',
@@ -189,15 +177,6 @@ export class MigrationMetrics {
       registers,
     });
 
-    if (opts.role === 'sender') {
-      const breaksHelp = 'Breaks of the link to the receiver the sender tried to resume from, by phase (precopy: target running; frozen: thawed first).';
-      this.linkBreaks = closedCounter('link_breaks_total', breaksHelp, 'phase', BREAK_PHASES);
-      this.reconnects = counter('reconnects_total', 'Link breaks after which the sender reconnected and the receiver resumed the session.');
-    } else {
-      const refusedHelp = 'Migration streams the receiver refused or ended for its token or limits, by reason (unauthenticated, too_many_sessions, image_too_big).';
-      this.refusedStreams = closedCounter('refused_streams_total', refusedHelp, 'reason', REFUSAL_REASONS);
-      this.takeovers = counter('session_takeovers_total', 'Resumes that took a session over from a stale stream of this receiver still holding it.');
-    }
 
     this.rounds = sessionCounter('rounds_total', 'Copy rounds finished in the session.');
     this.roundDirty = sessionGauge('round_dirty_bytes', 'Bytes found written in the last round (zero pages included).');
@@ -301,26 +280,6 @@ export class MigrationMetrics {
     s.removal.unref(); // a pending removal never keeps a finished sender or test alive
   }
 
-  /** Sender: the link broke and a resume is being tried (once per break, not per attempt). */
-  linkBroken(phase: BreakPhase): void {
-    this.linkBreaks?.inc({ phase });
-  }
-
-  /** Sender: the receiver resumed the session after a break. */
-  reconnected(): void {
-    this.reconnects?.inc();
-  }
-
-  /** Receiver: a stream was refused (or ended) for the token or a limit. */
-  streamRefused(reason: RefusalReason): void {
-    this.refusedStreams?.inc({ reason });
-  }
-
-  /** Receiver: a resume took a session over from a stale stream. */
-  sessionTakenOver(): void {
-    this.takeovers?.inc();
-  }
-
   /** Drop a session's series now (also what the retention timer does). */
   removeSession(sessionId: string): void {
     const s = this.sessions.get(sessionId);
@@ -345,6 +304,19 @@ export class MigrationMetrics {
   close(): void {
     this.closed = true;
     for (const s of this.sessions.values()) if (s.removal) clearTimeout(s.removal);
+  }
+
+  /** A counter of this registry, named with the precopy_ prefix. */
+  protected counter(name: string, help: string): Counter {
+    return new Counter({ name: METRICS_PREFIX + name, help, registers: [this.registry] });
+  }
+
+  /** A counter over a closed set of label values, each with a zero series from the start, so
+   *  rate()/increase() and "by label" panels and alerts see the first event. */
+  protected closedCounter<L extends string>(name: string, help: string, label: L, values: readonly string[]): Counter<L> {
+    const c = new Counter<L>({ name: METRICS_PREFIX + name, help, labelNames: [label], registers: [this.registry] });
+    for (const v of values) c.inc({ [label]: v } as Partial<Record<L, string>>, 0);
+    return c;
   }
 
   /** Whether a new session may have its own label value; makes room by dropping the oldest finished one. */

@@ -2,7 +2,7 @@
 // Committed sessions are removed only when --state committed is given explicitly.
 
 import { UserError } from '../../common/errors';
-import { SESSION_STATES, type SessionState } from '../store/image-store';
+import { SESSION_STATES, type SessionState } from '../../image/image-store';
 import { COMMON_OPTIONS, IMAGES_HELP, parseSubcommand, existingStore, userFacing } from './images-dir';
 
 export const USAGE = `usage: receiver gc [--images DIR] [--older-than DURATION] [--state STATE]... [--dry-run]

@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import { parseFlags, type Options, usageError } from '../../common/cli';
 import { UserError } from '../../common/errors';
 import { ExportError } from '../export/export-error';
-import { ImageStore, StoreError } from '../store/image-store';
+import { ImageStore, StoreError } from '../../image/image-store';
 
 export const DEFAULT_IMAGES = 'precopy-images';
 

@@ -1,7 +1,7 @@
 // `receiver list`: the sessions of an images directory as a table (or JSON).
 
 import { formatBytes } from '../../common/units';
-import type { SessionSummary } from '../store/image-store';
+import type { SessionSummary } from '../../image/image-store';
 import { COMMON_OPTIONS, IMAGES_HELP, parseSubcommand, existingStore, userFacing } from './images-dir';
 
 export const USAGE = `usage: receiver list [--images DIR] [--json]

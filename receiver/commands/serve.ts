@@ -8,8 +8,8 @@ import { formatHostPort, parseFlags, parseHostPort, parseIntFlag, parseSizeFlag,
 import { UserError } from '../../common/errors';
 import { logger } from '../../common/log';
 import { startMetricsServer, type MetricsServer } from '../../common/metrics/metrics-server';
-import { MigrationMetrics } from '../../common/metrics/migration-metrics';
-import { SECURITY_FLAGS, describeSecurity, receiverSecurity, type LinkSecurity } from '../../proto/link-security';
+import { ReceiverMetrics } from '../receiver-metrics';
+import { SECURITY_FLAGS, describeSecurity, receiverSecurity, type LinkSecurity } from '../../common/link-security';
 import { DEFAULT_ABANDON_AFTER_MS } from '../server/migration-service';
 import { DEFAULT_SHUTDOWN_GRACE_MS, ReceiverServer } from '../server/receiver-server';
 import { MAX_MESSAGE_BYTES } from '../server/limits';
@@ -114,10 +114,10 @@ export async function run(argv: string[]): Promise<number> {
   // every problem itself, so grpc-js's lines go to the debug log.
   grpc.setLogger({ error: (...args: unknown[]) => grpcLog.debug(args.join(' ')) });
 
-  let metrics: MigrationMetrics | undefined;
+  let metrics: ReceiverMetrics | undefined;
   let metricsServer: MetricsServer | undefined;
   if (opts.metricsListen) {
-    metrics = new MigrationMetrics({ role: 'receiver' });
+    metrics = new ReceiverMetrics();
     metricsServer = await startMetricsServer(metrics.registry, opts.metricsListen);
   }
 

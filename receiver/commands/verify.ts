@@ -3,7 +3,7 @@
 
 import { digestHex } from '../../common/image-digest';
 import { formatBytes } from '../../common/units';
-import { StoreError } from '../store/image-store';
+import { StoreError } from '../../image/image-store';
 import { COMMON_OPTIONS, IMAGES_HELP, parseSubcommand, existingStore, oneSession, userFacing } from './images-dir';
 
 export const USAGE = `usage: receiver verify [--images DIR] SESSION [--json]

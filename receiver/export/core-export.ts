@@ -6,8 +6,8 @@
 
 import { promises as fsp } from 'node:fs';
 import { logger } from '../../common/log';
-import type { ImageManifest, SessionImage } from '../store/image-store';
-import { pwriteFull } from '../store/durable-file';
+import type { ImageManifest, SessionImage } from '../../image/image-store';
+import { pwriteFull } from '../../image/durable-file';
 import {
   EHDR_SIZE,
   NT_FILE,

@@ -5,7 +5,7 @@
 import type { Vma } from '../../common/vma';
 import { vmaRangeName } from '../../common/vma';
 import { digestHex } from '../../common/image-digest';
-import type { ImageManifest } from '../store/image-store';
+import type { ImageManifest } from '../../image/image-store';
 import type { PageCounts, VmaPlan } from './vma-content';
 import { decodeX86Regs } from './x86-regs';
 

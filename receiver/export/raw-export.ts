@@ -6,8 +6,8 @@
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { logger } from '../../common/log';
-import { pwriteFull } from '../store/durable-file';
-import type { SessionImage } from '../store/image-store';
+import { pwriteFull } from '../../image/durable-file';
+import type { SessionImage } from '../../image/image-store';
 import { ExportError } from './export-error';
 import { exportManifest, rawFileName } from './export-manifest';
 import { forEachBlock, forEachContentRun, planVmas, type ContentOptions, type PageCounts } from './vma-content';

@@ -11,7 +11,7 @@ import * as path from 'node:path';
 import type { Vma } from '../../common/vma';
 import { vmaRangeName } from '../../common/vma';
 import { logger } from '../../common/log';
-import type { SessionImage } from '../store/image-store';
+import type { SessionImage } from '../../image/image-store';
 import { ExportError } from './export-error';
 
 const log = logger('export');

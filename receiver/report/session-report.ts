@@ -7,7 +7,7 @@
 // escaped, and a Content-Security-Policy forbids scripts and fetches should escaping ever fail.
 
 import type { Report } from '../../proto/messages';
-import type { RoundFigures, SessionMeta } from '../store/store-types';
+import type { RoundFigures, SessionMeta } from '../../image/store-types';
 import { formatBytes, formatRate, formatSeconds } from '../../common/units';
 import { CHART_CSS, escapeXml as esc, renderChart } from './svg-chart';
 

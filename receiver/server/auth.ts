@@ -9,7 +9,7 @@
 import * as crypto from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import { logger } from '../../common/log';
-import { TOKEN_METADATA_KEY, bearer } from '../../proto/link-security';
+import { TOKEN_METADATA_KEY, bearer } from '../../common/link-security';
 
 const log = logger('auth');
 

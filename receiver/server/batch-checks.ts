@@ -6,7 +6,7 @@
 // SessionImage.writePages/discard before it writes anything, with messages naming the value.
 
 import type { PageBatch } from '../../proto/messages';
-import { decodeLz4Block } from './lz4-block';
+import { Lz4Error, decodeLz4Block } from '../../common/lz4-block';
 import { MAX_BATCH_BYTES, MAX_BATCH_PAGES, MAX_RUNS } from './limits';
 import { invalidArgument, resourceExhausted } from './stream-error';
 
@@ -36,7 +36,12 @@ export function decodeBatch(b: PageBatch): DecodedBatch {
       data = b.payload;
       break;
     case 'LZ4':
-      data = decodeLz4Block(b.payload, b.rawLength);
+      try {
+        data = decodeLz4Block(b.payload, b.rawLength);
+      } catch (e) {
+        if (e instanceof Lz4Error) throw invalidArgument(`PageBatch ${e.message}`);
+        throw e;
+      }
       break;
     default:
       throw invalidArgument(`PageBatch encoding ${String(b.encoding)} is not RAW or LZ4`);

@@ -9,7 +9,7 @@
 import type * as grpc from '@grpc/grpc-js';
 import { Cursor } from '../../proto/page-codec';
 import { migrationDefinition, type IncomingSenderMessage, type LinkCodec } from '../../proto/service';
-import { MAX_VMAS } from '../store/input-checks';
+import { MAX_VMAS } from '../../image/input-checks';
 import { MAX_RUNS, MAX_THREADS } from './limits';
 
 /** A message refused for what decoding it would cost (the stream ends RESOURCE_EXHAUSTED). */

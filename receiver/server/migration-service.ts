@@ -12,7 +12,7 @@
 // process (its owner.lock names a live pid) is refused by the store as before.
 
 import { logger } from '../../common/log';
-import { ImageStore } from '../store/image-store';
+import { ImageStore } from '../../image/image-store';
 import { MigrationStream, type MigrateCall, type StreamHost } from './migration-stream';
 import { NO_EVENTS, type SessionEvents } from './session-events';
 import { DEFAULT_LIMITS, SessionSlots, type ReceiverLimits } from './session-limits';

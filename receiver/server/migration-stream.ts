@@ -33,8 +33,8 @@ import {
   type RoundStart,
   type SessionStart,
 } from '../../proto/messages';
-import type { ImageStore, SessionImage } from '../store/image-store';
-import { checkPageSize, checkRuns, checkSessionId } from '../store/input-checks';
+import type { ImageStore, SessionImage } from '../../image/image-store';
+import { checkPageSize, checkRuns, checkSessionId } from '../../image/input-checks';
 import { checkRunCount, decodeBatch, type DecodedBatch } from './batch-checks';
 import type { ReceivedMessage } from './message-scan';
 import { MAX_REGS_BYTES, MAX_THREADS } from './limits';

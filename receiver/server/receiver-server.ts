@@ -8,7 +8,7 @@ import { formatHostPort, type HostPort } from '../../common/cli';
 import { UserError } from '../../common/errors';
 import { logger } from '../../common/log';
 import { healthService } from '../../proto/health';
-import { PLAINTEXT, type LinkSecurity } from '../../proto/link-security';
+import { PLAINTEXT, type LinkSecurity } from '../../common/link-security';
 import type { LinkCodec } from '../../proto/service';
 import { requireToken } from './auth';
 import { HealthService } from './health-service';

@@ -1,7 +1,7 @@
 // What the migration service tells the outside world about sessions: the receiver's metrics
 // (common/metrics/migration-metrics.ts MigrationMetrics has these methods) or nothing.
 
-import type { RefusalReason } from '../../common/metrics/migration-metrics';
+import type { RefusalReason } from '../receiver-metrics';
 import type { Report, RoundEnd, SessionStart } from '../../proto/messages';
 
 export interface SessionEvents {

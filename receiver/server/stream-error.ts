@@ -2,8 +2,8 @@
 // code, and the mapping from the image store's errors to gRPC codes.
 
 import * as grpc from '@grpc/grpc-js';
-import type { RefusalReason } from '../../common/metrics/migration-metrics';
-import { StoreError, type StoreErrorCode } from '../store/store-error';
+import type { RefusalReason } from '../receiver-metrics';
+import { StoreError, type StoreErrorCode } from '../../image/store-error';
 
 /** A problem that ends the stream with `code` and a message naming what was wrong. */
 export class StreamError extends Error {

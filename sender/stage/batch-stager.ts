@@ -18,16 +18,13 @@
 import { performance } from 'node:perf_hooks';
 import { logger } from '../../common/log';
 import { zeroPageHash } from '../../common/image-digest';
+import { encodeLz4Block } from '../../common/lz4-block';
 import { hashPages, readPagesAsync } from '../../native';
 import { appendPage, type RunBatch } from '../tracking/run-batch';
 import { ProcMem } from './proc-mem';
 import { PayloadRing, type PayloadSlot } from './payload-ring';
-import { IN_FLIGHT } from '../round-pipeline';
+import { IN_FLIGHT } from '../pacing';
 import type { SentPages } from './sent-pages';
-
-// The package ships no types; these are the calls used here.
-// eslint-disable-next-line @typescript-eslint/no-var-requires
-const lz4: { encodeBlock(input: Buffer, output: Buffer, outStart?: number, outEnd?: number): number } = require('lz4');
 
 const log = logger('stage');
 
@@ -41,7 +38,7 @@ export interface StagerOptions {
   payloadSlots?: number;
 }
 
-/** The pipeline (round-pipeline.ts) holds at most IN_FLIGHT staged batches, the one being staged
+/** The pipeline (sender/round-pipeline.ts) holds at most IN_FLIGHT staged batches, the one being staged
  *  included: one slot each, plus one of slack. */
 export const PAYLOAD_SLOTS = IN_FLIGHT + 1;
 
@@ -280,7 +277,7 @@ export class BatchStager {
       if (this.sampleCompresses(raw)) {
         const out = (slot.lz4 ??= Buffer.allocUnsafe(this.ring.slotBytes));
         // Output capped at rawLength: lz4 returns 0 when the block would not be smaller.
-        const n = lz4.encodeBlock(raw, out, 0, rawLength);
+        const n = encodeLz4Block(raw, out, rawLength);
         if (n > 0 && n < rawLength) return { payload: out.subarray(0, n), encoding: 'LZ4' };
       } else {
         this.stats.lz4Skipped++;
@@ -297,7 +294,7 @@ export class BatchStager {
     const step = Math.floor((raw.length - chunk) / (SAMPLE_CHUNKS - 1));
     let out = 0;
     for (let i = 0; i < SAMPLE_CHUNKS; i++) {
-      const n = lz4.encodeBlock(raw.subarray(i * step, i * step + chunk), this.sampleOut, 0, chunk);
+      const n = encodeLz4Block(raw.subarray(i * step, i * step + chunk), this.sampleOut, chunk);
       out += n > 0 ? n : chunk; // 0: did not fit, incompressible
     }
     return out < SAMPLE_RATIO * SAMPLE_CHUNKS * chunk;

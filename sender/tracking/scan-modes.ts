@@ -19,7 +19,7 @@ import {
   PM_SCAN_WP_MATCHING,
   type ScanArgs,
 } from '../../native';
-import type { VmaKind } from '../maps';
+import type { VmaKind } from './maps';
 
 export type ScanMode =
   /** First scan of a newly registered VMA: write-protect every page (they all report WRITTEN

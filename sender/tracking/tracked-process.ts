@@ -38,9 +38,9 @@ import {
   type KernelFeatures,
   type Tracker,
 } from '../../native';
-import { classifyVma, isMemoryToCopy, isProtNone, readMaps, toVma, type MapsEntry, type VmaKind } from '../maps';
-import { diffVmas, sameVma, type VmaDiff } from '../vma-diff';
-import { explainTargetError, isAlive } from '../target-process';
+import { classifyVma, isMemoryToCopy, isProtNone, readMaps, toVma, type MapsEntry, type VmaKind } from './maps';
+import { diffVmas, sameVma, type VmaDiff } from './vma-diff';
+import { explainTargetError, isAlive } from '../target/target-process';
 import { RunBatcher, type RunBatch } from './run-batch';
 import { PagemapReader } from './pte-markers';
 import { holdsImagePages, isPresent, isZeroPage, needsFileCategory, registrationProbeArgs, scanMasks, type ScanMode } from './scan-modes';

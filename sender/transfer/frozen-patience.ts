@@ -4,7 +4,7 @@
 // (the link's own deadlines are minutes long, sized for a running target and a slow disk).
 // A PageTransfer decorator; while the target runs, calls pass through untouched.
 
-import { LinkError } from '../../proto/client';
+import { LinkError } from './migration-link';
 import * as grpc from '@grpc/grpc-js';
 import type { PageTransfer } from './page-transfer';
 

@@ -6,8 +6,8 @@
 
 import { digestToBuffer } from '../../common/image-digest';
 import { formatHostPort, type HostPort } from '../../common/cli';
-import { LinkError, MigrationLink } from '../../proto/client';
-import { PLAINTEXT, type LinkSecurity } from '../../proto/link-security';
+import { LinkError, MigrationLink } from './migration-link';
+import { PLAINTEXT, type LinkSecurity } from '../../common/link-security';
 import type { Vma } from '../../common/vma';
 import type { CommitInfo, CommitResult, PageBatch, PageTransfer, Phase, Report, RoundAck, RoundEnd, SessionAccepted, SessionStart } from './page-transfer';
 

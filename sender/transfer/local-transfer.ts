@@ -6,8 +6,8 @@
 import { UserError } from '../../common/errors';
 import { digestToBuffer } from '../../common/image-digest';
 import { logger } from '../../common/log';
-import { decodeLz4Block } from '../../receiver/server/lz4-block';
-import { ImageStore, StoreError, type SessionImage } from '../../receiver/store/image-store';
+import { decodeLz4Block } from '../../common/lz4-block';
+import { ImageStore, StoreError, type SessionImage } from '../../image/image-store';
 import type { Vma } from '../../common/vma';
 import type { CommitInfo, CommitResult, PageBatch, PageTransfer, Phase, Report, RoundAck, RoundEnd, SessionAccepted, SessionStart } from './page-transfer';
 

@@ -1,13 +1,13 @@
-// --metrics-listen: a PageTransfer decorator that feeds the sender's own MigrationMetrics
+// --metrics-listen: a PageTransfer decorator that feeds the sender's own SenderMetrics
 // (common/metrics) with what it tells the receiver (session start, round ends, the report), so
 // the sender serves the same figures as the receiver while it runs. No other coupling.
 // It also counts the link's breaks and resumes: migrate.ts's resume step (8.) reopens the session
 // through this transfer, once per attempt, and a round's phase says whether the target was frozen.
 
-import type { MigrationMetrics } from '../../common/metrics/migration-metrics';
+import type { SenderMetrics } from '../sender-metrics';
 import type { PageTransfer, Report, RoundEnd, SessionStart } from './page-transfer';
 
-export function meteredTransfer(inner: PageTransfer, metrics: MigrationMetrics): PageTransfer {
+export function meteredTransfer(inner: PageTransfer, metrics: SenderMetrics): PageTransfer {
   let sessionId = '';
   let frozen = false; // the last round started was a frozen one (stop-and-copy, verify fix-up)
   let broken = false; // reopen attempts under way for a break already counted

@@ -4,7 +4,7 @@
 import * as path from 'node:path';
 import { UserError } from '../../common/errors';
 import { formatHostPort, parseHostPort, type HostPort } from '../../common/cli';
-import { PLAINTEXT, type LinkSecurity } from '../../proto/link-security';
+import { PLAINTEXT, type LinkSecurity } from '../../common/link-security';
 import type { PageTransfer } from './page-transfer';
 
 /** grpc: `security` is the link's TLS and token (plaintext as parsed; sender/cli.ts fills it in). */

@@ -8,7 +8,7 @@ import test from 'ava';
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { ImageStore } from '../../receiver/store/image-store';
+import { ImageStore } from '../../image/image-store';
 import { startReceiver } from '../helpers/receiver';
 import { Target } from '../helpers/target';
 import { describeRun, receiverCli, runSender, tempDir } from './support';

@@ -15,7 +15,7 @@
 import test, { type ExecutionContext } from 'ava';
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
-import { ImageStore } from '../../receiver/store/image-store';
+import { ImageStore } from '../../image/image-store';
 import { startReceiver, type ReceiverHandle } from '../helpers/receiver';
 import { Target } from '../helpers/target';
 import { threadStates } from '../helpers/procmem';

@@ -9,8 +9,8 @@
 
 import test, { type ExecutionContext } from 'ava';
 import { spawn } from 'node:child_process';
-import { ImageStore } from '../../receiver/store/image-store';
-import { checkTarget, explainTargetError, forgetTarget, isAlive, targetState } from '../../sender/target-process';
+import { ImageStore } from '../../image/image-store';
+import { checkTarget, explainTargetError, forgetTarget, isAlive, targetState } from '../../sender/target/target-process';
 import { Target } from '../helpers/target';
 import { prng, sleep } from '../native/native-helpers';
 import { describeRun, startSender, useReceiver, type Spawner } from './support';

@@ -8,7 +8,7 @@ import test from 'ava';
 import { execFile } from 'node:child_process';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
-import { ImageStore } from '../../receiver/store/image-store';
+import { ImageStore } from '../../image/image-store';
 import { run as reportCommand } from '../../receiver/commands/report';
 import { panelsWithoutData } from '../helpers/dashboard';
 import { Prometheus, freePort } from '../helpers/prometheus';

@@ -7,7 +7,7 @@
 import test from 'ava';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { MigrationMetrics } from '../../common/metrics/migration-metrics';
+import { ReceiverMetrics } from '../../receiver/receiver-metrics';
 import { startMetricsServer } from '../../common/metrics/metrics-server';
 import { loadDashboard, panelTargets, expand, panelsWithoutData } from '../helpers/dashboard';
 import { Prometheus, PromQueryError } from '../helpers/prometheus';
@@ -102,7 +102,7 @@ test('provisioning and docker-compose agree on where the dashboard lives', (t) =
 });
 
 test('every panel query names only metrics MigrationMetrics exports', async (t) => {
-  const m = new MigrationMetrics({ role: 'receiver' });
+  const m = new ReceiverMetrics();
   const exported = new Set<string>();
   for (const f of await m.registry.getMetricsAsJSON()) {
     exported.add(f.name);
@@ -134,7 +134,7 @@ test('every panel query parses in a real Prometheus', async (t) => {
 });
 
 test('every panel query returns data from a fed MigrationMetrics scraped by a real Prometheus', async (t) => {
-  const metrics = new MigrationMetrics({ role: 'receiver' });
+  const metrics = new ReceiverMetrics();
   const srv = await startMetricsServer(metrics.registry, { host: '127.0.0.1', port: 0 });
   const prom = await Prometheus.start({ targets: [`127.0.0.1:${srv.address.port}`] });
   try {

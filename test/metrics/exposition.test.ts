@@ -2,7 +2,8 @@
 // hostile figures, per-session series expiring, and the cap on session label values.
 
 import test from 'ava';
-import { MigrationMetrics, type RoundFiguresIn } from '../../common/metrics/migration-metrics';
+import type { MigrationMetrics, RoundFiguresIn } from '../../common/metrics/migration-metrics';
+import { ReceiverMetrics } from '../../receiver/receiver-metrics';
 
 interface Family {
   name: string;
@@ -67,7 +68,7 @@ async function until(what: string, cond: () => Promise<boolean>): Promise<void> 
 }
 
 test('every metric has HELP and TYPE, the precopy_ prefix and base-unit names', async (t) => {
-  const m = new MigrationMetrics({ role: 'receiver', processMetrics: true });
+  const m = new ReceiverMetrics({ processMetrics: true });
   m.kernelFeatures({ kernelRelease: '6.18.0', pageSize: 4096, pagemapScan: true, userfaultfd: true, uffdWpAsync: true, uffdWpUnpopulated: true });
   feed(m, 'expo-1');
   const fams = parseExposition(await m.text());
@@ -115,7 +116,7 @@ test('every metric has HELP and TYPE, the precopy_ prefix and base-unit names', 
 });
 
 test('a fed session shows its figures, global counters add up', async (t) => {
-  const m = new MigrationMetrics({ role: 'receiver', version: '9.9.9' });
+  const m = new ReceiverMetrics({ version: '9.9.9' });
   m.kernelFeatures({ kernelRelease: '6.18.0', pageSize: 4096, pagemapScan: true, userfaultfd: true, uffdWpAsync: true, uffdWpUnpopulated: false });
   m.sessionStarted({ sessionId: 's1', pageSize: 4096, downtimeTargetSeconds: 0.3 });
   m.roundEnded('s1', round({ dirtyPages: 16384, wireBytes: 1000 }));
@@ -157,7 +158,7 @@ test('a fed session shows its figures, global counters add up', async (t) => {
 });
 
 test('hostile figures and unknown results neither throw nor corrupt counters', async (t) => {
-  const m = new MigrationMetrics({ role: 'receiver' });
+  const m = new ReceiverMetrics();
   m.sessionStarted({ sessionId: 'h', pageSize: NaN, downtimeTargetSeconds: -1 });
   t.notThrows(() =>
     m.roundEnded('h', round({ dirtyPages: -5, zeroPages: NaN, rawBytes: -1, wireBytes: Infinity, durationSeconds: -3, remainingBytes: NaN })),
@@ -178,7 +179,7 @@ test('hostile figures and unknown results neither throw nor corrupt counters', a
 });
 
 test('per-session series disappear after the retention time, global ones stay', async (t) => {
-  const m = new MigrationMetrics({ role: 'receiver', retentionMs: 50 });
+  const m = new ReceiverMetrics({ retentionMs: 50 });
   feed(m, 'gone-1');
   feed(m, 'gone-2');
   m.sessionStarted({ sessionId: 'live', pageSize: 4096 });
@@ -202,7 +203,7 @@ test('per-session series disappear after the retention time, global ones stay', 
 });
 
 test('session label values are capped: extra sessions count only in global figures', async (t) => {
-  const m = new MigrationMetrics({ role: 'receiver', maxSessions: 3 });
+  const m = new ReceiverMetrics({ maxSessions: 3 });
   for (let i = 0; i < 10; i++) {
     m.sessionStarted({ sessionId: `flood-${i}`, pageSize: 4096 });
     m.roundEnded(`flood-${i}`, round());

@@ -8,8 +8,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import test from 'ava';
 import * as grpc from '@grpc/grpc-js';
-import { MigrationMetrics } from '../../common/metrics/migration-metrics';
-import { MigrationLink } from '../../proto/client';
+import { SenderMetrics } from '../../sender/sender-metrics';
+import { MigrationLink } from '../../sender/transfer/migration-link';
 import type { PageTransfer } from '../../sender/transfer/page-transfer';
 import { meteredTransfer } from '../../sender/transfer/metered-transfer';
 import { freePort } from '../helpers/prometheus';
@@ -129,7 +129,7 @@ test('sender: a receiver kill and restart mid-migration counts one precopy link 
 });
 
 test('meteredTransfer: a break after a frozen round counts as frozen; retries count one break; a resume counts a reconnect', async (t) => {
-  const metrics = new MigrationMetrics({ role: 'sender' });
+  const metrics = new SenderMetrics();
   let attempts = 0;
   const inner = {
     description: 'fake',

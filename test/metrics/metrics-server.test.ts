@@ -2,12 +2,13 @@
 // from /, and reports a taken port as a user error.
 
 import test from 'ava';
-import { MigrationMetrics } from '../../common/metrics/migration-metrics';
+import { ReceiverMetrics } from '../../receiver/receiver-metrics';
+import { SenderMetrics } from '../../sender/sender-metrics';
 import { startMetricsServer } from '../../common/metrics/metrics-server';
 import { UserError } from '../../common/errors';
 
 test('serves /metrics and / on a free port, 404 elsewhere, closes', async (t) => {
-  const m = new MigrationMetrics({ role: 'sender' });
+  const m = new SenderMetrics();
   m.sessionStarted({ sessionId: 'http-1', pageSize: 4096 });
   const srv = await startMetricsServer(m.registry, { host: '127.0.0.1', port: 0 });
   try {
@@ -38,7 +39,7 @@ test('serves /metrics and / on a free port, 404 elsewhere, closes', async (t) =>
 });
 
 test('a port in use is a UserError naming the flag', async (t) => {
-  const m = new MigrationMetrics({ role: 'receiver' });
+  const m = new ReceiverMetrics();
   const first = await startMetricsServer(m.registry, { host: '127.0.0.1', port: 0 });
   try {
     const err = await t.throwsAsync(startMetricsServer(m.registry, { host: '127.0.0.1', port: first.address.port }));

@@ -7,7 +7,7 @@
 
 import * as path from 'node:path';
 import test from 'ava';
-import { MigrationLink } from '../../proto/client';
+import { MigrationLink } from '../../sender/transfer/migration-link';
 import { startReceiver } from '../helpers/receiver';
 import { pageBatch, roundEnd, sessionStart, sessionState } from './server-client';
 import { Model, pagesOf, prng, tempDir, vma } from './store-helpers';

@@ -5,7 +5,7 @@ import test from 'ava';
 import { execFileSync } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { ImageStore } from '../../receiver/store/image-store';
+import { ImageStore } from '../../image/image-store';
 import { exportCore } from '../../receiver/export/core-export';
 import { ExportError } from '../../receiver/export/export-error';
 import { Model, PS, commitModel, figures, meta, pagesOf, sendBatch, tempDir, vma, x86Regs } from './store-helpers';

@@ -5,7 +5,7 @@
 import test from 'ava';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { ImageStore } from '../../receiver/store/image-store';
+import { ImageStore } from '../../image/image-store';
 import { exportRaw } from '../../receiver/export/raw-export';
 import { ExportError } from '../../receiver/export/export-error';
 import { vmaRangeName } from '../../common/vma';

@@ -23,7 +23,7 @@ import * as grpc from '@grpc/grpc-js';
 import { healthService, type HealthCheckResponse } from '../../proto/health';
 import type { OutgoingSenderMessage, Vma } from '../../proto/messages';
 import { migrationDefinition, serializeSenderMessage } from '../../proto/service';
-import { validSessionId } from '../../receiver/store/input-checks';
+import { validSessionId } from '../../image/input-checks';
 import { startReceiver } from '../helpers/receiver';
 import { assertImageEquals, commitOf, exchange, grpcCode, lz4Block, migrateClient, pageBatch, roundEnd, sessionStart, sessionWithRoundZero } from './server-client';
 import { Model, PS, pagesOf, vma } from './store-helpers';

@@ -7,7 +7,7 @@ import { mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileS
 import * as path from 'node:path';
 import test from 'ava';
 import * as grpc from '@grpc/grpc-js';
-import { validSessionId } from '../../receiver/store/input-checks';
+import { validSessionId } from '../../image/input-checks';
 import { startReceiver } from '../helpers/receiver';
 import { receiverCli, describeRun } from '../e2e/support';
 import { commitOf, exchange, grpcCode, roundEnd, sessionStart } from './server-client';

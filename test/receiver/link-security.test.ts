@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { UserError } from '../../common/errors';
-import { PLAINTEXT, isLoopback, receiverSecurity, senderSecurity, type SecurityFlagValues } from '../../proto/link-security';
+import { PLAINTEXT, isLoopback, receiverSecurity, senderSecurity, type SecurityFlagValues } from '../../common/link-security';
 import { TokenCheck } from '../../receiver/server/auth';
 import { makePki, type Pki } from '../helpers/pki';
 

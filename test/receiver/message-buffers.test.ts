@@ -3,7 +3,7 @@
 
 import test from 'ava';
 import type { PageBatch } from '../../proto/messages';
-import { MessageBuffers } from '../../proto/message-buffers';
+import { MessageBuffers } from '../../sender/transfer/message-buffers';
 import { decodePagesMessage, encodePagesMessage } from '../../proto/page-codec';
 
 const batch = (fill: number): PageBatch => ({ runs: [0x7f0000000000, 256], zeroMap: Buffer.alloc(0), encoding: 'RAW', rawLength: 1 << 20, payload: Buffer.alloc(1 << 20, fill) });

@@ -4,8 +4,8 @@
 
 import * as path from 'node:path';
 import test from 'ava';
-import { MigrationLink } from '../../proto/client';
-import type { SessionState } from '../../receiver/store/image-store';
+import { MigrationLink } from '../../sender/transfer/migration-link';
+import type { SessionState } from '../../image/image-store';
 import { startReceiver } from '../helpers/receiver';
 import { commitOf, sessionStart, sessionState, sessionWithRoundZero } from './server-client';
 import { tempDir, vma } from './store-helpers';

@@ -8,22 +8,15 @@ import type { ExecutionContext } from 'ava';
 import * as grpc from '@grpc/grpc-js';
 import { digestToBuffer } from '../../common/image-digest';
 import type { Commit, Encoding, OutgoingSenderMessage, PageBatch, ReceiverMessage, RoundEnd, SessionStart, Vma } from '../../proto/messages';
-import { MigrationLink } from '../../proto/client';
+import { MigrationLink } from '../../sender/transfer/migration-link';
 import { migrationClientConstructor } from '../../proto/service';
 import { rawFileName } from '../../receiver/export/export-manifest';
 import { exportRaw } from '../../receiver/export/raw-export';
-import { ImageStore, type SessionState } from '../../receiver/store/image-store';
+import { lz4Compress } from '../../common/lz4-block';
+import { ImageStore, type SessionState } from '../../image/image-store';
 import { Model, PS, batchOf, figures, pagesOf } from './store-helpers';
 
-// eslint-disable-next-line @typescript-eslint/no-var-requires
-const lz4: { encodeBound(n: number): number; encodeBlock(input: Buffer, output: Buffer): number } = require('lz4');
-
-export function lz4Block(data: Buffer): Buffer {
-  const out = Buffer.alloc(lz4.encodeBound(data.length));
-  const n = lz4.encodeBlock(data, out);
-  if (n <= 0) throw new Error('lz4 encodeBlock failed');
-  return out.subarray(0, n);
-}
+export const lz4Block = lz4Compress;
 
 /** A PageBatch message of pages `addrs` at generation `gen` (zero pages as bits); updates model. */
 export function pageBatch(model: Model, addrs: number[], gen: number, opts: { zeros?: Set<number>; encoding?: Encoding } = {}): PageBatch {

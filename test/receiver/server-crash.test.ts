@@ -6,8 +6,8 @@
 
 import * as path from 'node:path';
 import test, { type ExecutionContext } from 'ava';
-import { MigrationLink } from '../../proto/client';
-import { ImageStore } from '../../receiver/store/image-store';
+import { MigrationLink } from '../../sender/transfer/migration-link';
+import { ImageStore } from '../../image/image-store';
 import { startReceiver } from '../helpers/receiver';
 import { assertImageEquals, commitOf, pageBatch, roundEnd, roundUnderWay, sessionStart, sessionState, sessionWithRoundZero } from './server-client';
 import { Model, pagesOf, tempDir, vma } from './store-helpers';

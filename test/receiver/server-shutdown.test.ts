@@ -5,7 +5,7 @@
 import * as path from 'node:path';
 import test from 'ava';
 import * as grpc from '@grpc/grpc-js';
-import { MigrationLink } from '../../proto/client';
+import { MigrationLink } from '../../sender/transfer/migration-link';
 import { healthService, type HealthCheckResponse, type ServingStatus } from '../../proto/health';
 import { startReceiver } from '../helpers/receiver';
 import { assertImageEquals, commitOf, grpcCode, pageBatch, roundEnd, roundUnderWay, sessionStart, sessionState, sessionWithRoundZero } from './server-client';

@@ -5,7 +5,7 @@
 import * as path from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import * as grpc from '@grpc/grpc-js';
-import { LinkError, MigrationLink } from '../../proto/client';
+import { LinkError, MigrationLink } from '../../sender/transfer/migration-link';
 import type { SessionAccepted } from '../../proto/messages';
 import { startReceiver } from '../helpers/receiver';
 import { assertImageEquals, commitOf, pageBatch, roundEnd, sessionStart, sessionState } from './server-client';

@@ -5,7 +5,7 @@ import test from 'ava';
 import { spawnSync } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { ImageStore } from '../../receiver/store/image-store';
+import { ImageStore } from '../../image/image-store';
 import { Model, PS, commitModel, figures, meta, pagesOf, sendBatch, tempDir, vma } from './store-helpers';
 
 const CLI = path.resolve(__dirname, '..', '..', 'receiver', 'cli.js');

@@ -2,7 +2,7 @@
 // session and plays the steps (see store-crash-scenario.ts); PRECOPY_STORE_CRASH_AT makes the
 // store SIGKILL this process at a named point. Prints "STEP done" after each step.
 
-import { ImageStore } from '../../receiver/store/image-store';
+import { ImageStore } from '../../image/image-store';
 import { Model } from './store-helpers';
 import { LAYOUT, playSteps, type Step } from './store-crash-scenario';
 

@@ -3,7 +3,7 @@
 // rounds in a model to know what each durable state must hold.
 
 import { chunked, commitModel, figures, Model, pageBytes, pagesOf, PS, sendBatch, shuffled, vma } from './store-helpers';
-import type { SessionImage } from '../../receiver/store/image-store';
+import type { SessionImage } from '../../image/image-store';
 import type { Vma } from '../../common/vma';
 
 const A = 0x7f0000000000;

@@ -9,7 +9,7 @@ import test from 'ava';
 import { spawn } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { ImageStore, type SessionImage, type SessionState } from '../../receiver/store/image-store';
+import { ImageStore, type SessionImage, type SessionState } from '../../image/image-store';
 import { exportRaw } from '../../receiver/export/raw-export';
 import { vmaRangeName } from '../../common/vma';
 import { Model, PS, commitModel, figures, meta, pageBytes, sendBatch, tempDir, vma } from './store-helpers';

@@ -8,7 +8,7 @@ import test from 'ava';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import type { Vma } from '../../common/vma';
-import { ImageStore, storeCounters, type SessionImage } from '../../receiver/store/image-store';
+import { ImageStore, storeCounters, type SessionImage } from '../../image/image-store';
 import { Model, PS, figures, meta, prng, sendBatch, tempDir, vma } from './store-helpers';
 
 /** The address ranges pages may live in: across a 1 GiB window boundary, over several 2 MiB

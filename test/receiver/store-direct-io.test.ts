@@ -7,9 +7,9 @@
 import test, { type ExecutionContext } from 'ava';
 import { execFileSync } from 'node:child_process';
 import * as path from 'node:path';
-import { STAGING_BYTES } from '../../receiver/store/aligned-staging';
-import { ImageStore } from '../../receiver/store/image-store';
-import { storeCounters } from '../../receiver/store/store-counters';
+import { STAGING_BYTES } from '../../image/aligned-staging';
+import { ImageStore } from '../../image/image-store';
+import { storeCounters } from '../../image/store-counters';
 import { Model, PS, commitModel, figures, meta, pagesOf, sendBatch, tempDir, vma } from './store-helpers';
 
 const A = 0x7f0000000000;

@@ -10,7 +10,7 @@ import type { ExecutionContext } from 'ava';
 import type { Vma } from '../../common/vma';
 import { addDigest, digestOf, zeroPageHash } from '../../common/image-digest';
 import { hashPages } from '../../native';
-import type { SessionImage, SessionMeta, RoundFigures, ThreadStateRec } from '../../receiver/store/image-store';
+import type { SessionImage, SessionMeta, RoundFigures, ThreadStateRec } from '../../image/image-store';
 import { X86_64_REGS_BYTES, X86_64_REG_NAMES, type X86Reg } from '../../receiver/export/x86-regs';
 
 export const PS = 4096;

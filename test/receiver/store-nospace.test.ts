@@ -5,7 +5,7 @@
 import test from 'ava';
 import { execFileSync } from 'node:child_process';
 import * as path from 'node:path';
-import { ImageStore, StoreError } from '../../receiver/store/image-store';
+import { ImageStore, StoreError } from '../../image/image-store';
 import { Model, PS, chunked, commitModel, figures, meta, pagesOf, sendBatch, tempDir, vma } from './store-helpers';
 
 const A = 0x7f0000000000;

@@ -5,7 +5,7 @@
 import test from 'ava';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { ImageStore, StoreError, type SessionImage, type StoreErrorCode } from '../../receiver/store/image-store';
+import { ImageStore, StoreError, type SessionImage, type StoreErrorCode } from '../../image/image-store';
 import { exportRaw } from '../../receiver/export/raw-export';
 import { vmaRangeName, type Vma } from '../../common/vma';
 import { Model, PS, chunked, figures, meta, pageBytes, pagesOf, sendBatch, shuffled, tempDir, vma } from './store-helpers';

@@ -7,7 +7,7 @@
 import * as path from 'node:path';
 import test from 'ava';
 import * as grpc from '@grpc/grpc-js';
-import { LinkError, MigrationLink } from '../../proto/client';
+import { LinkError, MigrationLink } from '../../sender/transfer/migration-link';
 import { startReceiver } from '../helpers/receiver';
 import { assertImageEquals, commitOf, pageBatch, roundEnd, roundUnderWay, sessionStart, sessionState, sessionWithRoundZero } from './server-client';
 import { Model, PS, pagesOf, tempDir, vma } from './store-helpers';

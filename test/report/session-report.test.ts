@@ -5,7 +5,7 @@
 import test from 'ava';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { ImageStore, type RoundFigures, type SessionMeta } from '../../receiver/store/image-store';
+import { ImageStore, type RoundFigures, type SessionMeta } from '../../image/image-store';
 import { run, USAGE } from '../../receiver/commands/report';
 import { renderSessionReport } from '../../receiver/report/session-report';
 import { UserError } from '../../common/errors';

@@ -2,8 +2,8 @@
 // memory to copy, the VMA diff, and run batching. Sample maps text, no process.
 
 import test from 'ava';
-import { classifyVma, isMemoryToCopy, isProtNone, parseMaps, parseSmapsVmFlags, toVma, type MapsEntry } from '../../sender/maps';
-import { diffVmas, sameVma } from '../../sender/vma-diff';
+import { classifyVma, isMemoryToCopy, isProtNone, parseMaps, parseSmapsVmFlags, toVma, type MapsEntry } from '../../sender/tracking/maps';
+import { diffVmas, sameVma } from '../../sender/tracking/vma-diff';
 import { RunBatcher } from '../../sender/tracking/run-batch';
 import { cutSegments } from '../../sender/stage/batch-stager';
 

@@ -5,7 +5,7 @@
 import test from 'ava';
 import * as grpc from '@grpc/grpc-js';
 import { UserError } from '../../common/errors';
-import { LinkError } from '../../proto/client';
+import { LinkError } from '../../sender/transfer/migration-link';
 import { backoffMs, FIRST_DELAY_MS, MAX_DELAY_MS, reconnect } from '../../sender/reconnect';
 import type { PageTransfer, SessionAccepted, SessionStart } from '../../sender/transfer/page-transfer';
 

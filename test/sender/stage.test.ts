@@ -7,6 +7,7 @@ import { digestOf, zeroPageHash } from '../../common/image-digest';
 import { hashPages } from '../../native';
 import { BatchStager, type StagedBatch } from '../../sender/stage/batch-stager';
 import { SentPages } from '../../sender/stage/sent-pages';
+import { decodeLz4Block } from '../../common/lz4-block';
 import { verifyFrozen } from '../../sender/verify';
 import { TrackedProcess } from '../../sender/tracking/tracked-process';
 import type { RunBatch } from '../../sender/tracking/run-batch';
@@ -14,16 +15,10 @@ import { readMem } from '../helpers/procmem';
 import { withTarget, type Target } from '../helpers/target';
 import { drain, indexesIn, PAGE, range } from './scan-helpers';
 
-// eslint-disable-next-line @typescript-eslint/no-var-requires
-const lz4: { decodeBlock(input: Buffer, output: Buffer): number } = require('lz4');
-
 /** The page bytes a staged batch carries, one Buffer per page in run order (zeros for zero bits). */
 function decode(b: StagedBatch): { addr: number; bytes: Buffer; zero: boolean }[] {
   let raw = b.payload;
-  if (b.encoding === 'LZ4') {
-    raw = Buffer.alloc(b.rawLength);
-    if (lz4.decodeBlock(b.payload, raw) !== b.rawLength) throw new Error('lz4 block does not decode to raw_length');
-  }
+  if (b.encoding === 'LZ4') raw = decodeLz4Block(b.payload, b.rawLength);
   if (raw.length !== b.rawLength) throw new Error(`payload holds ${raw.length} bytes, raw_length ${b.rawLength}`);
   const out: { addr: number; bytes: Buffer; zero: boolean }[] = [];
   let i = 0;

@@ -12,7 +12,7 @@
 //   owner.lock         pid of the writer holding the session (see session-lock.ts)
 
 import * as path from 'node:path';
-import type { Vma } from '../../common/vma';
+import type { Vma } from '../common/vma';
 import type { ImageManifest, RoundFigures, RoundPhase, SessionMeta, SessionState } from './store-types';
 import { invalid } from './store-error';
 

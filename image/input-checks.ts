@@ -2,7 +2,7 @@
 // metadata, VMA layouts and page runs. Every check fails with StoreError INVALID (or BAD_ID) and a
 // message that names the offending value, so that a hostile or buggy sender gets a precise answer.
 
-import type { Vma } from '../../common/vma';
+import type { Vma } from '../common/vma';
 import type { RoundFigures, ThreadStateRec } from './store-types';
 import { StoreError, invalid } from './store-error';
 

@@ -13,9 +13,9 @@
 // stream) rebuilds it once from the pages on disk (fromDisk) at its first round or commit — which
 // is also how verify and SessionImage.digest compute the digest from disk, in a fresh instance.
 
-import type { Vma } from '../../common/vma';
-import { addDigest, digestOf, subDigest, zeroPageHash } from '../../common/image-digest';
-import { PageHashTable } from '../../common/page-hash-table';
+import type { Vma } from '../common/vma';
+import { addDigest, digestOf, subDigest, zeroPageHash } from '../common/image-digest';
+import { PageHashTable } from '../common/page-hash-table';
 import { hashDataOnDisk, type PageReader } from './disk-digest';
 import type { PageWindows } from './page-windows';
 

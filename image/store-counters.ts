@@ -1,5 +1,5 @@
 // Process-wide counters of the image store. Plain numbers so that the store has no metrics
-// dependency; the receiver's metrics module reads them in a prom-client collect() callback.
+// dependency; receiver/receiver-metrics.ts exports them as precopy_store_* counters at scrape time.
 
 export const storeCounters = {
   /** Page bytes written into chunk files (zero pages excluded). */

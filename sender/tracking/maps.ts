@@ -22,10 +22,10 @@
 // PROT_NONE, so tracking only scans them when first seen (see tracking/tracked-process.ts).
 
 import * as fs from 'node:fs';
-import { UserError } from '../common/errors';
-import type { Vma } from '../common/vma';
+import { UserError } from '../../common/errors';
+import type { Vma } from '../../common/vma';
 
-export type { Vma } from '../common/vma';
+export type { Vma } from '../../common/vma';
 
 export type VmaKind = 'anon' | 'shared-anon' | 'file-private' | 'orphan-private' | 'shared-file' | 'special';
 

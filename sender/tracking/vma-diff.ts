@@ -6,7 +6,7 @@
 // The maps text cannot show a VMA munmapped and mapped again identically at the same place; the
 // tracker notices that one because the new VMA is not registered (tracking/registration.ts).
 
-import type { Vma } from '../common/vma';
+import type { Vma } from '../../common/vma';
 
 export interface VmaDiff {
   added: Vma[];

@@ -16,10 +16,10 @@
 
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import type { Vma } from '../../common/vma';
-import { digestHex } from '../../common/image-digest';
-import { logger } from '../../common/log';
-import { hashPages } from '../../native';
+import type { Vma } from '../common/vma';
+import { digestHex } from '../common/image-digest';
+import { logger } from '../common/log';
+import { hashPages } from '../native';
 import { countBits, isEmpty, nextBit, testBit } from './bitmap';
 import { ChunkFiles } from './chunk-files';
 import { crashPoint } from './crash-hook';

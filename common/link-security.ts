@@ -15,8 +15,8 @@
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
-import { formatHostPort, type HostPort } from '../common/cli';
-import { UserError } from '../common/errors';
+import { formatHostPort, type HostPort } from './cli';
+import { UserError } from './errors';
 
 /** PEM material of one side. */
 export interface TlsMaterial {

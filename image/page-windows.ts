@@ -7,7 +7,7 @@
 // pages never take disk space). The bitmaps are persisted per round as one "generation" file
 // holding the windows changed since the previous generation (see bitmap-generations.ts).
 
-import type { Vma } from '../../common/vma';
+import type { Vma } from '../common/vma';
 import { clearBits, countBits, forEachRun, isEmpty, setBits } from './bitmap';
 
 export const WINDOW_PAGES = 1 << 18;

@@ -15,9 +15,9 @@
 
 import * as net from 'node:net';
 import * as grpc from '@grpc/grpc-js';
-import { formatHostPort, parseHostPort, type HostPort } from '../common/cli';
-import { UserError } from '../common/errors';
-import { logger } from '../common/log';
+import { formatHostPort, parseHostPort, type HostPort } from '../../common/cli';
+import { UserError } from '../../common/errors';
+import { logger } from '../../common/log';
 import type {
   Commit,
   CommitResult,
@@ -28,12 +28,12 @@ import type {
   RoundEnd,
   SessionAccepted,
   SessionStart,
-} from './messages';
-import { migrationClientConstructor, serializeSenderMessage, type LinkCodec } from './service';
-import { PLAINTEXT, TOKEN_METADATA_KEY, bearer, type LinkSecurity } from './link-security';
+} from '../../proto/messages';
+import { migrationClientConstructor, serializeSenderMessage, type LinkCodec } from '../../proto/service';
+import { PLAINTEXT, TOKEN_METADATA_KEY, bearer, type LinkSecurity } from '../../common/link-security';
 import { tlsProblem } from './tls-probe';
 import { MessageBuffers } from './message-buffers';
-import { encodePagesMessage } from './page-codec';
+import { encodePagesMessage } from '../../proto/page-codec';
 
 const log = logger('link');
 

@@ -7,8 +7,8 @@
 import { mkdirSync, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { tuneGcForPageBuffers } from '../../common/gc-tuning';
-import { logger } from '../../common/log';
+import { tuneGcForPageBuffers } from '../common/gc-tuning';
+import { logger } from '../common/log';
 import { fsyncDir, readJson, writeFileSynced } from './durable-file';
 import { checkCount, checkPageSize, checkSessionId, checkText, validSessionId } from './input-checks';
 import { FORMAT, sessionFiles, type StateFile } from './on-disk';

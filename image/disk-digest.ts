@@ -7,7 +7,7 @@
 // zero pages): one pread per span instead of one per run, so images with interleaved zero pages
 // read as fast as dense ones. The next span is read while the current one is hashed.
 
-import { hashPages } from '../../native';
+import { hashPages } from '../native';
 import type { PageWindows } from './page-windows';
 
 const SPAN_PAGES = 2048;

@@ -7,8 +7,8 @@
 // (refused, unreachable) are not judged here: they may heal, and the link keeps waiting for them.
 
 import * as tls from 'node:tls';
-import { formatHostPort, type HostPort } from '../common/cli';
-import type { LinkSecurity } from './link-security';
+import { formatHostPort, type HostPort } from '../../common/cli';
+import type { LinkSecurity } from '../../common/link-security';
 
 /** The HTTP/2 client preface and an empty SETTINGS frame: a receiver that accepted us answers with its SETTINGS. */
 const H2_PREFACE = Buffer.concat([Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'), Buffer.from([0, 0, 0, 4, 0, 0, 0, 0, 0])]);

@@ -6,7 +6,7 @@
 // which grpc-js calls after the framed copy was handed to HTTP/2 (retries are disabled on the
 // channel, so no retry buffer keeps the serialized message either).
 
-import { tuneGcForPageBuffers } from '../common/gc-tuning';
+import { tuneGcForPageBuffers } from '../../common/gc-tuning';
 
 /** Buffers smaller than this are not worth keeping. */
 const MIN_POOLED_BYTES = 256 << 10;

@@ -8,7 +8,7 @@
 
 import { constants as C, promises as fsp, writeSync } from 'node:fs';
 import * as path from 'node:path';
-import { logger } from '../../common/log';
+import { logger } from '../common/log';
 import { DIRECT_ALIGN, STAGING_BYTES, stagingPool } from './aligned-staging';
 import { fsyncDir, preadFull, pwriteFull } from './durable-file';
 import { storeCounters } from './store-counters';

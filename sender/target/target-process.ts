@@ -16,8 +16,8 @@
 // follow) proves the frozen memory is the one we tracked.
 
 import * as fs from 'node:fs';
-import { UserError } from '../common/errors';
-import { NativeError } from '../native';
+import { UserError } from '../../common/errors';
+import { NativeError } from '../../native';
 
 const CAP_SYS_PTRACE = 19;
 

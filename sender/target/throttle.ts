@@ -10,8 +10,8 @@
 // slice. So short run slices (<= SYNC_RUN_MAX_MS, i.e. throttles >= 90%) are done in one
 // synchronous step: thaw, sleep the slice on this thread, freeze again. Longer slices use timers.
 
-import { logger } from '../common/log';
-import type { Frozen } from '../native';
+import { logger } from '../../common/log';
+import type { Frozen } from '../../native';
 import { freezeTracked, thawTracked } from './freeze-session';
 
 const log = logger('throttle');

@@ -1,8 +1,8 @@
 // Public types of the image store (the contract shared with the gRPC server and the sender's
 // local-file transfer).
 
-import type { Vma } from '../../common/vma';
-import type { RoundEnd } from '../../proto/messages';
+import type { Vma } from '../common/vma';
+import type { RoundEnd } from '../proto/messages';
 
 export interface SessionMeta {
   sessionId: string;

@@ -4,8 +4,8 @@
 // the frozen target can notice. Tests use it to prove that verify finds and re-sends such pages.
 // Unset in production: one environment lookup per stop-and-copy.
 
-import { logger } from '../common/log';
-import type { RunBatch } from './tracking/tracked-process';
+import { logger } from '../../common/log';
+import type { RunBatch } from '../tracking/tracked-process';
 
 const log = logger('migrate');
 

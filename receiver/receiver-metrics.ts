@@ -1,0 +1,61 @@
+// The receiver's metrics (the stable scrape target): the shared migration set
+// (common/metrics/migration-metrics.ts) plus what only the receiver sees: streams refused for its
+// token or limits, session takeovers, and the image store's own counters.
+
+import { Counter } from 'prom-client';
+import { MigrationMetrics, type MigrationMetricsOptions } from '../common/metrics/migration-metrics';
+import { storeCounters } from '../image/store-counters';
+
+/** Why the receiver refused or ended a stream (its token and limits): a closed set, so the reason
+ *  label stays bounded whatever a client sends. */
+export const REFUSAL_REASONS = ['unauthenticated', 'too_many_sessions', 'image_too_big'] as const;
+export type RefusalReason = (typeof REFUSAL_REASONS)[number];
+
+/** The image store's process-wide counters (image/store-counters.ts), each as a precopy_store_* counter. */
+const STORE_COUNTERS: ReadonlyArray<[keyof typeof storeCounters, string, string]> = [
+  ['bytesWritten', 'store_written_bytes_total', 'Page bytes the image store wrote into chunk files (zero pages excluded).'],
+  ['bytesWrittenDirect', 'store_direct_written_bytes_total', 'Of the page bytes written, those written with O_DIRECT.'],
+  ['bytesRead', 'store_read_bytes_total', 'Page bytes the image store read back (digest, export, restore).'],
+  ['dataPages', 'store_data_pages_total', 'Pages stored with data.'],
+  ['zeroPages', 'store_zero_pages_total', 'Pages stored as zero bits.'],
+  ['discardedPages', 'store_discarded_pages_total', 'Pages dropped by Discard messages or layout changes.'],
+  ['fsyncs', 'store_fsyncs_total', 'fsync and fdatasync calls the image store issued (files and directories).'],
+  ['roundsDurable', 'store_rounds_durable_total', 'Rounds the image store made durable.'],
+  ['commits', 'store_commits_total', 'Images committed.'],
+  ['digestMismatches', 'store_digest_mismatches_total', "Commits refused because the image's digest differed from the sender's."],
+  ['noSpace', 'store_no_space_total', 'Sessions failed because the disk was full.'],
+];
+
+export class ReceiverMetrics extends MigrationMetrics {
+  private readonly refusedStreams: Counter<'reason'>;
+  private readonly takeovers: Counter;
+
+  constructor(opts: MigrationMetricsOptions = {}) {
+    super('receiver', opts);
+    const refusedHelp = 'Migration streams the receiver refused or ended for its token or limits, by reason (unauthenticated, too_many_sessions, image_too_big).';
+    this.refusedStreams = this.closedCounter('refused_streams_total', refusedHelp, 'reason', REFUSAL_REASONS);
+    this.takeovers = this.counter('session_takeovers_total', 'Resumes that took a session over from a stale stream of this receiver still holding it.');
+    for (const [field, name, help] of STORE_COUNTERS) {
+      // The store keeps plain numbers (it has no metrics dependency); read them at scrape time.
+      new Counter({
+        name: `precopy_${name}`,
+        help,
+        registers: [this.registry],
+        collect() {
+          this.reset();
+          this.inc(storeCounters[field]);
+        },
+      });
+    }
+  }
+
+  /** A stream was refused (or ended) for the token or a limit. */
+  streamRefused(reason: RefusalReason): void {
+    this.refusedStreams.inc({ reason });
+  }
+
+  /** A resume took a session over from a stale stream. */
+  sessionTakenOver(): void {
+    this.takeovers.inc();
+  }
+}

@@ -1,0 +1,29 @@
+// How staged batches are paced into each kind of transfer: how many may wait for the transfer at
+// once. The stager sizes its ring of payload buffers from it; the round pipeline enforces it.
+
+import type { TransferTarget } from './transfer/open-transfer';
+
+/** How batches are paced into one kind of transfer. */
+export interface Pacing {
+  /** Staged batches waiting for the transfer at most. */
+  inFlight: number;
+  /** Scavenge every YOUNG_SWEEP_BYTES of batches accepted (common/gc-tuning.ts): for a transfer
+   *  that leaves a garbage copy of every batch behind, and only with inFlight 1 (buffers that
+   *  live across two sweeps are promoted and pile up: +50 MiB of RSS measured with 2). */
+  sweepYoung: boolean;
+}
+
+/**
+ * grpc: one batch. sendBatch() resolves once HTTP/2 wrote the batch, and the socket buffer and the
+ * receiver still work on it while the next is staged: measured at 1 and 4 GiB on loopback, 3 moved
+ * no more bytes per second and held more 4 MiB buffers (sender peak RSS, issue 7).
+ * dir: three. Writing to the image files is the slow step and overlaps with staging only if
+ * batches wait for it (1 in flight: 0.7 GB/s instead of 1.2-1.5); it makes no garbage copies.
+ */
+export const PACING: Readonly<Record<TransferTarget['kind'], Pacing>> = {
+  grpc: { inFlight: 1, sweepYoung: true },
+  dir: { inFlight: 3, sweepYoung: false },
+};
+
+/** The most batches any pacing keeps in flight (the stager's ring is sized by it). */
+export const IN_FLIGHT = Math.max(...Object.values(PACING).map((p) => p.inFlight));
