@@ -1,7 +1,7 @@
 // Micro-benchmarks of the native layer against a real 1 GiB target:
 //   - arming (inject + pidfd_getfd) and the arming WP scan of 1 GiB,
 //   - a dirty round: PAGEMAP_SCAN (WP matching) over 1 GiB with 1% of its pages written,
-//     through the addon's sync and async paths (compare: C probe 0.5-0.7 ms, kernel-notes.md),
+//     through the addon's sync and async paths (compare: C probe 0.5-0.7 ms, docs/design.md, Kernel facts),
 //   - readPages throughput on the frozen target, in 2 MiB and in 4 KiB ranges,
 //   - hashPages throughput.
 // Run: node dist/bench/native-micro.js [--mib N] [--rounds N]

@@ -67,7 +67,7 @@ runMain('bench', async () => {
   const configs = (v.configs ?? THROUGHPUT_CONFIGS.map((_, i) => i + 1).join(','))
     .split(',')
     .map((n) => THROUGHPUT_CONFIGS[parseIntFlag(n.trim(), '--configs', 1, 1, THROUGHPUT_CONFIGS.length) - 1]);
-  // The reports go where issue 7 names them (bench/results.json, table.txt, chart.svg: git-ignored);
+  // The reports go where bench/README.md names them (bench/results.json, table.txt, chart.svg: git-ignored);
   // the compiled baselines are build products and stay in bench/out/bin.
   const outDir = path.resolve(v.out ?? path.join(REPO_ROOT, 'bench'));
   if (process.getuid?.() !== 0) throw new UserError('the bench arms and freezes processes: run it as root (or with CAP_SYS_PTRACE)');

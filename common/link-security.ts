@@ -1,4 +1,4 @@
-// Security of the sender-receiver link (issue 6): the TLS files, the shared token, and the rule
+// Security of the sender-receiver link (docs/design.md, Securing the link): the TLS files, the shared token, and the rule
 // that plaintext is for loopback only. Both CLIs turn the same flags into a LinkSecurity here, so
 // that every file problem is found at start-up with one plain line (not as a handshake failure
 // minutes later); the gRPC credentials are made from it on each side (proto/client.ts,

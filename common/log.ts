@@ -10,12 +10,8 @@ function threshold(): number {
   return v in LEVELS ? LEVELS[v as keyof typeof LEVELS] : LEVELS.info;
 }
 
-let limit = threshold();
-
-/** Re-read PRECOPY_LOG (tests and CLIs that change it after import). */
-export function setLogLevel(level: keyof typeof LEVELS): void {
-  limit = LEVELS[level];
-}
+// Read once, at the first import: set PRECOPY_LOG before starting the process.
+const limit = threshold();
 
 export interface Logger {
   error(msg: string): void;

@@ -8,6 +8,7 @@
 
 import { constants as C, promises as fsp, writeSync } from 'node:fs';
 import * as path from 'node:path';
+import { bufferedWritesOnly } from '../common/fault-injection';
 import { logger } from '../common/log';
 import { DIRECT_ALIGN, STAGING_BYTES, stagingPool } from './aligned-staging';
 import { fsyncDir, preadFull, pwriteFull } from './durable-file';
@@ -44,9 +45,9 @@ export class ChunkFiles {
   private readonly evictions = new Set<Promise<void>>();
   /**
    * Large writes use O_DIRECT until the file system or the buffer alignment says EINVAL.
-   * PRECOPY_BUFFERED_WRITES=1 turns it off (a file system where O_DIRECT is slow; benchmarks).
+   * PRECOPY_FAULT_BUFFERED_WRITES=1 turns it off (a file system where O_DIRECT is slow; benchmarks).
    */
-  private directIo = process.env.PRECOPY_BUFFERED_WRITES !== '1';
+  private directIo = !bufferedWritesOnly();
 
   constructor(
     readonly dir: string,

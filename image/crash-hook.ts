@@ -1,7 +1,6 @@
-// Test-only crash points. PRECOPY_STORE_CRASH_AT=NAME (or NAME@N for the N-th time the point is
-// reached) makes the store SIGKILL its own process there, so tests can prove that a crash at that
-// moment leaves the previous durable state or a committed image. Unset in production: one
-// environment lookup per call.
+// Test-only crash points (common/fault-injection.ts, PRECOPY_FAULT_STORE_CRASH_AT=NAME, or NAME@N
+// for the N-th time the point is reached): the store SIGKILLs its own process there, so tests can
+// prove that a crash at that moment leaves the previous durable state or a committed image.
 //
 // Points: write-pages (after a batch's writes were issued, before they complete),
 // round-data-synced (chunk files fsynced), round-bitmaps-written (new bitmap generation durable,
@@ -9,16 +8,16 @@
 // commit-manifest-tmp (temp manifest durable, not renamed), commit-manifest-renamed (manifest in
 // place, state.json not yet committed), commit-done.
 
+import { faultVariable, storeCrashPoint } from '../common/fault-injection';
+
 const hits = new Map<string, number>();
 
 export function crashPoint(name: string): void {
-  const spec = process.env.PRECOPY_STORE_CRASH_AT;
-  if (!spec) return;
-  const [point, nth] = spec.split('@');
-  if (point !== name) return;
+  const at = storeCrashPoint();
+  if (!at || at.point !== name) return;
   const n = (hits.get(name) ?? 0) + 1;
   hits.set(name, n);
-  if (n < Number(nth ?? 1)) return;
-  process.stderr.write(`store: crash point ${name} reached (${spec}): SIGKILL\n`);
+  if (n < at.nth) return;
+  process.stderr.write(`store: crash point ${name} reached (${faultVariable('STORE_CRASH_AT')}): SIGKILL\n`);
   process.kill(process.pid, 'SIGKILL');
 }

@@ -1,5 +1,5 @@
 // precopy-arm-helper PID: the short-lived process that ptrace-injects userfaultfd() into PID and
-// hands the fd to the addon over fd 3 (see takeUserfaultfd in inject.cc). Started by the addon
+// hands the fd to the addon over fd 3 (see takeUserfaultfd in arm_helper.cc). Started by the addon
 // with every signal blocked, so only SIGKILL of the helper itself can interrupt an injection.
 #include <stdlib.h>
 

@@ -1,8 +1,7 @@
 // Typed wrapper over the precopy native addon (build/Release/precopy.node).
 //
-// The C++ side is thin: one file per kernel feature (probe, ptrace_threads, inject, freeze, uffd,
-// pagemap_scan, pagemap_walk, page_reader, page_hash) throwing plain C++ errors with errno, and
-// binding.cc doing all Node-API conversion. This file checks arguments, gives every call a TypeScript type, and turns
+// The C++ side is thin: one file per kernel feature (see the list in binding.gyp) throwing plain
+// C++ errors with errno (sys_error.h), and binding.cc doing all Node-API conversion. This file checks arguments, gives every call a TypeScript type, and turns
 // native failures into NativeError (errno, code, syscall), like Node's own system errors.
 //
 // Threading rule: every ptrace operation (freeze, thaw) runs synchronously on the JS main thread,
@@ -16,6 +15,7 @@
 
 /* eslint-disable @typescript-eslint/no-var-requires */
 import * as path from 'node:path';
+import { faultVariable, missingFeatures } from '../common/fault-injection';
 
 /** One error class for every native failure. */
 export class NativeError extends Error {
@@ -60,7 +60,7 @@ export interface KernelFeatures {
 }
 
 /**
- * Features that PRECOPY_FAKE_MISSING (a comma-separated list of these names) can force to read as
+ * Features that PRECOPY_FAULT_MISSING_FEATURES (a comma-separated list of these names) can force to read as
  * absent, so that tests exercise the refusal path on a kernel that has everything.
  */
 export const FAKEABLE_FEATURES = ['pagemap_scan', 'userfaultfd', 'wp_async', 'wp_unpopulated'] as const;
@@ -70,13 +70,13 @@ let probed: KernelFeatures | undefined;
 
 /**
  * Probe the running kernel. Cheap (a few syscalls on this process; the kernel part is probed once
- * per process). PRECOPY_FAKE_MISSING is applied on every call.
+ * per process). PRECOPY_FAULT_MISSING_FEATURES is applied on every call.
  */
 export function probeKernel(): KernelFeatures {
   probed ??= addon().probeKernel() as KernelFeatures;
   const f: KernelFeatures = { ...probed, missing: [...probed.missing] };
   for (const name of fakeMissing()) {
-    const why = `${FAKE_TEXT[name]} (forced missing by PRECOPY_FAKE_MISSING)`;
+    const why = `${FAKE_TEXT[name]} (forced missing by PRECOPY_FAULT_MISSING_FEATURES)`;
     if (name === 'pagemap_scan') f.pagemapScan = false;
     if (name === 'userfaultfd') f.userfaultfd = false;
     if (name === 'wp_async') f.uffdWpAsync = false;
@@ -94,11 +94,10 @@ const FAKE_TEXT: Record<FakeableFeature, string> = {
 };
 
 function fakeMissing(): FakeableFeature[] {
-  const raw = process.env.PRECOPY_FAKE_MISSING ?? '';
-  const names = raw.split(',').map((x) => x.trim()).filter(Boolean);
+  const names = missingFeatures();
   for (const n of names) {
     if (!(FAKEABLE_FEATURES as readonly string[]).includes(n))
-      throw new TypeError(`PRECOPY_FAKE_MISSING: unknown feature ${JSON.stringify(n)} (one of ${FAKEABLE_FEATURES.join(', ')})`);
+      throw new TypeError(`${faultVariable('MISSING_FEATURES')}: unknown feature ${JSON.stringify(n)} (one of ${FAKEABLE_FEATURES.join(', ')})`);
   }
   return names as FakeableFeature[];
 }

@@ -1,5 +1,5 @@
 // The sender's top-level job: live-migrate one process's memory (CRIU's cr_pre_dump + cr_dump,
-// for memory only). migrate() reads as the steps of issue 4:
+// for memory only). migrate() reads as the steps of docs/design.md, Data flow:
 //   1. set-up       check the target and our rights, probe the kernel, open the receiver
 //                   session, arm tracking (register every VMA)
 //   2. round 0      write-protect everything and copy every populated page

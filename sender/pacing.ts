@@ -16,7 +16,7 @@ export interface Pacing {
 /**
  * grpc: one batch. sendBatch() resolves once HTTP/2 wrote the batch, and the socket buffer and the
  * receiver still work on it while the next is staged: measured at 1 and 4 GiB on loopback, 3 moved
- * no more bytes per second and held more 4 MiB buffers (sender peak RSS, issue 7).
+ * no more bytes per second and held more 4 MiB buffers (sender peak RSS in the bench).
  * dir: three. Writing to the image files is the slow step and overlaps with staging only if
  * batches wait for it (1 in flight: 0.7 GB/s instead of 1.2-1.5); it makes no garbage copies.
  */

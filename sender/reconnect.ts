@@ -1,4 +1,4 @@
-// Reconnecting after a broken link (issue 6, "resume instead of restart"): which failures are worth
+// Reconnecting after a broken link (docs/design.md, Resume): which failures are worth
 // a reconnect, and the retry loop that opens the session again with SessionStart.resume. Backoff
 // 0.25 s doubling to 5 s, with ±20% jitter (many senders cut off by one receiver restart do not
 // all come back in the same instant), until --reconnect-timeout runs out.

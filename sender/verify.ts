@@ -1,7 +1,7 @@
 // The verify pass (stop-and-copy, target still frozen): read the frozen target's populated memory,
 // hash every page and compare with what the receiver holds according to SentPages — whose digest
 // the receiver has just recomputed from its disk and accepted at commit. A page that differs is a
-// write the tracking lost (see the kernel notes: MADV_DONTNEED, THP); it is re-sent, never
+// write the tracking lost (docs/design.md, Kernel facts: MADV_DONTNEED, THP); it is re-sent, never
 // silently kept wrong. Pages populated but never sent must be all-zero (the image gives zeros for
 // an anonymous page it does not hold).
 //

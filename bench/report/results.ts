@@ -1,4 +1,4 @@
-// The bench's results (bench/out/results.json), the goals of issue 7 judged on them, and the
+// The bench's results (bench/out/results.json), the benchmark's goals (bench/README.md) judged on them, and the
 // readable table printed on stdout.
 
 import type { ScanResult } from '../sections/scan';
@@ -94,7 +94,7 @@ function threadSplit(t: ThreadStats): string {
   return Number.isFinite(t.main.median) ? `main ${t.main.median.toFixed(2)} + others ${t.others.median.toFixed(2)}` : '-';
 }
 
-/** The "done when" goals of issue 7, judged on medians (RSS: on the worst run). */
+/** The benchmark's goals (bench/README.md, "Goals"), judged on medians (RSS: on the worst run). */
 export function judgeGoals(r: Omit<BenchResults, 'goals'>): Goal[] {
   const goals: Goal[] = [];
   for (const t of r.throughput ?? []) {
@@ -231,6 +231,6 @@ export function renderResults(r: BenchResults): string {
       ),
     );
   }
-  out.push(renderTable('Goals (issue 7)', ['goal', 'measured', 'met'], r.goals.map((g) => [g.goal, g.measured, g.met ? 'yes' : 'NO'])));
+  out.push(renderTable('Goals', ['goal', 'measured', 'met'], r.goals.map((g) => [g.goal, g.measured, g.met ? 'yes' : 'NO'])));
   return out.join('\n');
 }

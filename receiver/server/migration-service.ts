@@ -2,7 +2,7 @@
 // abandonment of sessions whose sender went away.
 //
 // A session whose stream breaks stays 'receiving', durable at its last acknowledged round, so a
-// sender that reconnects can resume it (issue 6). If no stream takes it again within
+// sender that reconnects can resume it (docs/design.md, Resume). If no stream takes it again within
 // `abandonAfterMs` (default 10 minutes; also counted from startup for sessions an earlier run left
 // receiving), it is marked aborted, and `receiver gc` may remove it.
 //

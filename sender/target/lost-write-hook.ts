@@ -1,17 +1,18 @@
-// Test-only fault injection. PRECOPY_TEST_LOSE_WRITES=N makes the stop-and-copy round drop the
-// first N dirty pages the scan reports, as a kernel that lost those writes would: the receiver keeps
-// their older copies, the commit digest still matches what was sent, and only the verify pass over
-// the frozen target can notice. Tests use it to prove that verify finds and re-sends such pages.
-// Unset in production: one environment lookup per stop-and-copy.
+// Test-only fault (common/fault-injection.ts, PRECOPY_FAULT_LOSE_WRITES=N): the stop-and-copy round
+// drops the first N dirty pages the scan reports, as a kernel that lost those writes would: the
+// receiver keeps their older copies, the commit digest still matches what was sent, and only the
+// verify pass over the frozen target can notice. Tests use it to prove that verify finds and
+// re-sends such pages.
 
+import { faultVariable, loseWritesCount } from '../../common/fault-injection';
 import { logger } from '../../common/log';
 import type { RunBatch } from '../tracking/tracked-process';
 
 const log = logger('migrate');
 
 export async function* loseWritesForTest(source: AsyncIterable<RunBatch>, pageSize: number): AsyncIterable<RunBatch> {
-  let lose = Number(process.env.PRECOPY_TEST_LOSE_WRITES ?? 0);
-  if (lose > 0) log.warn(`PRECOPY_TEST_LOSE_WRITES=${lose}: dropping dirty pages on purpose (test only)`);
+  let lose = loseWritesCount();
+  if (lose > 0) log.warn(`${faultVariable('LOSE_WRITES')}=${lose}: dropping dirty pages on purpose (test only)`);
   for await (const batch of source) {
     if (lose <= 0) {
       yield batch;

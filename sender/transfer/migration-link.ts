@@ -42,7 +42,9 @@ export interface LinkOptions {
   connectTimeoutMs?: number;
   /** Waiting for SessionAccepted or a RoundAck (default 120 s: a round's fsync can be long). */
   ackTimeoutMs?: number;
-  /** Waiting for the CommitResult (default 600 s: the receiver re-reads the whole image). */
+  /** Waiting for the CommitResult (default 30 s). The receiver compares the digest it kept as the
+   *  pages arrived and writes the manifest: milliseconds, a few fsyncs on a slow disk. The target
+   *  is frozen meanwhile, and frozen-patience.ts already gives up on any wait over 10 s then. */
   commitTimeoutMs?: number;
   /** A send blocked by backpressure with no progress at all for this long fails (default 120 s). */
   sendStallTimeoutMs?: number;
@@ -60,11 +62,11 @@ type Timings = Required<Omit<LinkOptions, 'codec' | 'security'>>;
 const DEFAULTS: Timings = {
   connectTimeoutMs: 10_000,
   ackTimeoutMs: 120_000,
-  commitTimeoutMs: 600_000,
+  commitTimeoutMs: 30_000,
   sendStallTimeoutMs: 120_000,
   streamDeadlineMs: 7 * 86_400_000,
   // Less than one page batch (4 MiB of pages + header): send() of a batch returns once HTTP/2
-  // wrote it, so the stream never holds more than one batch (sender peak RSS, issue 7: 8 MiB let
+  // wrote it, so the stream never holds more than one batch (sender peak RSS in the bench: 8 MiB let
   // three pile up, same throughput).
   maxQueuedBytes: 4 << 20,
 };

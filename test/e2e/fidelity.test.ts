@@ -246,7 +246,7 @@ test('a child forked during the migration is left alone', async (t) => {
 });
 
 test('a lost write is found by the verify pass, re-sent, and the image is right', async (t) => {
-  // PRECOPY_TEST_LOSE_WRITES makes the sender drop dirty pages in the stop-and-copy round, as a
+  // PRECOPY_FAULT_LOSE_WRITES makes the sender drop dirty pages in the stop-and-copy round, as a
   // kernel that lost those writes would: the commit digest matches what was sent, so only the
   // verify pass over the frozen target can catch it.
   const target = await Target.start({ mib: 32, seed: 21 });
@@ -254,7 +254,7 @@ test('a lost write is found by the verify pass, re-sent, and the image is right'
     await target.writers(1, 50_000_000);
     const session = sessionId('lost');
     const run = await runSender(['--pid', String(target.pid), '--to', shared.receiver().address, '--session', session, '--after', 'stop'], {
-      env: { PRECOPY_TEST_LOSE_WRITES: '5' },
+      env: { PRECOPY_FAULT_LOSE_WRITES: '5' },
     });
     await checkFidelity(t, target, session, run);
     const s = run.summary!;

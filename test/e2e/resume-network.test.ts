@@ -1,4 +1,4 @@
-// Resume instead of restart (issue 6) over a real, damaged link: the sender in one network
+// Resume instead of restart (docs/design.md, Resume) over a real, damaged link: the sender in one network
 // namespace, the receiver in another, joined by a veth pair the test makes (test/helpers/netns.ts;
 // 10.x addresses, so plaintext needs --insecure on both sides). Each migration must commit an
 // image equal to the stopped target's memory; the figures (time, reconnects, rounds) are printed.

@@ -1,4 +1,4 @@
-// Resume instead of restart (issue 6): the receiver is killed (kill -9) and started again on the
+// Resume instead of restart (docs/design.md, Resume): the receiver is killed (kill -9) and started again on the
 // same port and images directory three times during ONE migration, at three phases:
 //   1. during round 0 of a 256 MiB target (most of the image not durable yet);
 //   2. during a later pre-copy round, a writer running;

@@ -1,4 +1,4 @@
-// Support of the resume tests (issue 6, "resume instead of restart"): waiting for a phase of the
+// Support of the resume tests (docs/design.md, Resume): waiting for a phase of the
 // migration in a process's log, and the end-of-migration check (committed, resumed, the image
 // byte-identical to the stopped target) with the figures printed.
 

@@ -1,4 +1,4 @@
-// Security of the link, end to end (issue 6): a real receiver process, the real sender CLI and a
+// Security of the link, end to end (docs/design.md, Securing the link): a real receiver process, the real sender CLI and a
 // real 16 MiB target, with certificates made by openssl for the test (test/helpers/pki.ts).
 //   - TLS with the right CA commits an image equal to the memory; a wrong CA, a wrong server
 //     name, TLS against plaintext and plaintext against TLS are refused in one clear line, before

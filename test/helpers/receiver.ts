@@ -15,7 +15,7 @@ export interface StartReceiverOptions {
   listen?: string;
   /** More `receiver serve` flags. */
   args?: string[];
-  /** Extra environment (e.g. PRECOPY_STORE_CRASH_AT). */
+  /** Extra environment (e.g. PRECOPY_FAULT_STORE_CRASH_AT). */
   env?: NodeJS.ProcessEnv;
   /** How to start the process (default: child_process.spawn), e.g. inside a network namespace. */
   spawner?: (cmd: string, args: string[]) => ChildProcess;

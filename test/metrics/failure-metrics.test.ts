@@ -1,4 +1,4 @@
-// The failure paths of issue 6 on /metrics: the receiver counts the streams it refuses, by reason
+// The failure paths (docs/design.md, Resume; Securing the link) on /metrics: the receiver counts the streams it refuses, by reason
 // (precopy_refused_streams_total{reason}), and the sessions a resume takes over from a stale
 // stream (precopy_session_takeovers_total); the sender counts its link breaks, by phase, and the
 // ones it resumed from (precopy_link_breaks_total{phase}, precopy_reconnects_total). Real receiver

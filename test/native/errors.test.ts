@@ -1,6 +1,6 @@
 // Errors a user meets reach JS as NativeError with errno, code, syscall and a message they can act
 // on: a dead pid, a pid they may not trace (dropped privileges), a kernel lacking a feature (forced
-// through PRECOPY_FAKE_MISSING). None of them touches the target.
+// through PRECOPY_FAULT_MISSING_FEATURES). None of them touches the target.
 
 import test from 'ava';
 import * as fs from 'node:fs';
@@ -29,7 +29,7 @@ test.serial('probe: this kernel offers everything precopy needs', (t) => {
 test.serial('a missing kernel feature (forced) is listed by the probe and arm refuses clearly', (t) =>
   withTarget({ mib: 2 }, async (tg) => {
     const fdsBefore = await tg.fds();
-    const saved = process.env.PRECOPY_FAKE_MISSING;
+    const saved = process.env.PRECOPY_FAULT_MISSING_FEATURES;
     try {
       for (const [fake, flag, text] of [
         ['wp_async', 'uffdWpAsync', 'UFFD_FEATURE_WP_ASYNC'],
@@ -37,7 +37,7 @@ test.serial('a missing kernel feature (forced) is listed by the probe and arm re
         ['userfaultfd', 'userfaultfd', 'userfaultfd'],
         ['wp_unpopulated', 'uffdWpUnpopulated', 'UFFD_FEATURE_WP_UNPOPULATED'],
       ] as const) {
-        process.env.PRECOPY_FAKE_MISSING = fake;
+        process.env.PRECOPY_FAULT_MISSING_FEATURES = fake;
         const f = probeKernel();
         t.false(f[flag]);
         t.is(f.missing.length, 1);
@@ -47,11 +47,11 @@ test.serial('a missing kernel feature (forced) is listed by the probe and arm re
         t.regex(err!.message, new RegExp(`cannot track a process's writes: missing .*${text}`));
       }
       t.deepEqual([...FAKEABLE_FEATURES].sort(), ['pagemap_scan', 'userfaultfd', 'wp_async', 'wp_unpopulated']);
-      process.env.PRECOPY_FAKE_MISSING = 'soft_dirty';
+      process.env.PRECOPY_FAULT_MISSING_FEATURES = 'soft_dirty';
       t.throws(() => probeKernel(), { instanceOf: TypeError, message: /unknown feature "soft_dirty"/ });
     } finally {
-      if (saved === undefined) delete process.env.PRECOPY_FAKE_MISSING;
-      else process.env.PRECOPY_FAKE_MISSING = saved;
+      if (saved === undefined) delete process.env.PRECOPY_FAULT_MISSING_FEATURES;
+      else process.env.PRECOPY_FAULT_MISSING_FEATURES = saved;
     }
     t.deepEqual(probeKernel().missing, []);
     await untouched(t, tg, fdsBefore);

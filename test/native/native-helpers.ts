@@ -18,7 +18,7 @@ import {
 
 /** Write-protecting scan that also fails on an unregistered VMA instead of skipping it. */
 export const WP_SCAN = PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC;
-/** What "has data" means in the arming scan (kernel-notes 5: before the pte markers exist). */
+/** What "has data" means in the arming scan (docs/design.md, Kernel facts: before the pte markers exist). */
 export const POPULATED = PAGE_IS_WRITTEN | PAGE_IS_PRESENT | PAGE_IS_SWAPPED | PAGE_IS_PFNZERO;
 
 export interface Region {

@@ -134,7 +134,7 @@ test.serial('walk: regions reported before a failing range stay in out; the curs
       const written = await writeMain(tg, randomPages(78, tg.pages, 40));
       const main = { start: tg.base, end: tg.base + tg.pages * PAGE };
       const other = { start: unregistered, end: unregistered + 16 * PAGE };
-      // CHECK_WPASYNC: an unregistered VMA fails the call with EPERM (kernel notes, item 6).
+      // CHECK_WPASYNC: an unregistered VMA fails the call with EPERM (docs/design.md, Kernel facts).
       const checked = { ...DIRTY, flags: PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC };
       const areas = [
         { args: { ...main, ...DIRTY }, limited: true },

@@ -1,5 +1,5 @@
 // Crash safety through the server: a receiver process killed with SIGKILL between rounds, inside
-// a round's fsync sequence and inside the commit (the store's PRECOPY_STORE_CRASH_AT points),
+// a round's fsync sequence and inside the commit (the store's PRECOPY_FAULT_STORE_CRASH_AT points),
 // restarted on the same images directory. After the restart an image is either committed and
 // verifies, or is not committed, does not verify, and is resumed by a new stream (SessionStart
 // resume=true → its last durable round) and finished with a correct image.
@@ -76,7 +76,7 @@ async function crashAt(t: ExecutionContext, point: string): Promise<void> {
   const model = new Model();
   model.setLayout(LAYOUT);
 
-  const first = await startReceiver({ images, env: { PRECOPY_STORE_CRASH_AT: point } });
+  const first = await startReceiver({ images, env: { PRECOPY_FAULT_STORE_CRASH_AT: point } });
   const link = await MigrationLink.connect(first.address);
   const scenario = (async () => {
     await link.start(sessionStart(id));

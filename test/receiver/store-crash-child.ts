@@ -1,5 +1,5 @@
 // Child process of the crash tests: node store-crash-child.js DIR SESSION STEP... creates the
-// session and plays the steps (see store-crash-scenario.ts); PRECOPY_STORE_CRASH_AT makes the
+// session and plays the steps (see store-crash-scenario.ts); PRECOPY_FAULT_STORE_CRASH_AT makes the
 // store SIGKILL this process at a named point. Prints "STEP done" after each step.
 
 import { ImageStore } from '../../image/image-store';

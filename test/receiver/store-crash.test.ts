@@ -27,8 +27,8 @@ interface ChildEnd {
 function runChild(dir: string, id: string, steps: Step[], crashAt?: string): Promise<ChildEnd> {
   return new Promise((resolve, reject) => {
     const env: NodeJS.ProcessEnv = { ...process.env, PRECOPY_LOG: 'warn' };
-    if (crashAt) env.PRECOPY_STORE_CRASH_AT = crashAt;
-    else delete env.PRECOPY_STORE_CRASH_AT;
+    if (crashAt) env.PRECOPY_FAULT_STORE_CRASH_AT = crashAt;
+    else delete env.PRECOPY_FAULT_STORE_CRASH_AT;
     const child = spawn(process.execPath, [CHILD, dir, id, ...steps], { env, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
