@@ -13,7 +13,6 @@
 //
 // Memory rule: JS allocates buffers, native fills them.
 
-/* eslint-disable @typescript-eslint/no-var-requires */
 import * as path from 'node:path';
 import { faultVariable, missingFeatures } from '../common/fault-injection';
 
@@ -402,7 +401,10 @@ function checkRead(pid: number, ranges: Float64Array, into: Buffer): void {
   if (total > into.length) throw new RangeError(`readPages: ranges hold ${total} bytes, into only ${into.length}`);
 }
 
+// The addon's exports are typed where they are wrapped, one function at a time, below.
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
 let cached: any;
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
 function addon(): any {
   if (!cached) {
     const file = path.join(__dirname, '..', '..', 'build', 'Release', 'precopy.node');

@@ -24,7 +24,8 @@ let cached: grpc.ServiceClientConstructor | undefined;
 /** grpc.health.v1.Health: `.service` for servers, the constructor for clients. */
 export function healthService(): grpc.ServiceClientConstructor {
   if (!cached) {
-    const pkg = grpc.loadPackageDefinition(protoLoader.loadSync(HEALTH_PROTO_FILE, PROTO_LOADER_OPTIONS)) as any;
+    const def = protoLoader.loadSync(HEALTH_PROTO_FILE, PROTO_LOADER_OPTIONS);
+    const pkg = grpc.loadPackageDefinition(def) as unknown as { grpc: { health: { v1: { Health: grpc.ServiceClientConstructor } } } };
     cached = pkg.grpc.health.v1.Health as grpc.ServiceClientConstructor;
   }
   return cached;

@@ -30,6 +30,6 @@ export function loadMigrationPackage(): grpc.GrpcObject {
 
 /** The precopy.v1.Migration service definition and client constructor. */
 export function migrationService(): grpc.ServiceClientConstructor {
-  const pkg = loadMigrationPackage() as any;
+  const pkg = loadMigrationPackage() as unknown as { precopy: { v1: { Migration: grpc.ServiceClientConstructor } } };
   return pkg.precopy.v1.Migration as grpc.ServiceClientConstructor;
 }
