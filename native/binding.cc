@@ -1,5 +1,5 @@
-// The only Node-API file: converts JS values to the plain C++ calls of the feature files and
 // (Over 400 lines on purpose: all Node-API conversion is here and nowhere else.)
+// The only Node-API file: converts JS values to the plain C++ calls of the feature files and
 // back, and turns precopy::SysError into the JS NativeError class (errno, code, syscall).
 // Argument checking with friendly messages lives in native/index.ts; the checks here only keep
 // a wrong call from crashing the process.

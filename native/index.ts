@@ -1,5 +1,5 @@
-// Typed wrapper over the precopy native addon (build/Release/precopy.node).
 // (Over 400 lines on purpose: one typed function per native call, with its argument checks.)
+// Typed wrapper over the precopy native addon (build/Release/precopy.node).
 //
 // The C++ side is thin: one file per kernel feature (see the list in binding.gyp) throwing plain
 // C++ errors with errno (sys_error.h), and binding.cc doing all Node-API conversion. This file checks arguments, gives every call a TypeScript type, and turns

@@ -1,6 +1,6 @@
-// The sender's top-level job: live-migrate one process's memory (CRIU's cr_pre_dump + cr_dump,
 // (Over 400 lines on purpose: the migration's state machine. Every step shares the session's
 // state (round, layout, journal, freeze); the layers it drives live in their own files.)
+// The sender's top-level job: live-migrate one process's memory (CRIU's cr_pre_dump + cr_dump,
 // for memory only). migrate() reads as the steps of docs/design.md, Data flow:
 //   1. set-up       check the target and our rights, probe the kernel, open the receiver
 //                   session, arm tracking (register every VMA)

@@ -1,6 +1,6 @@
-// One Migrate stream: the protocol state machine between the wire and the image store.
 // (Over 400 lines on purpose: every transition of the protocol is here, so its order rules read
 // together; decoding, checks and storage live in their own files.)
+// One Migrate stream: the protocol state machine between the wire and the image store.
 //
 // Messages are handled one at a time, in order, each awaited before the next (reading pauses
 // when a few are queued: that is the backpressure that reaches the sender through HTTP/2 flow

@@ -1,6 +1,6 @@
-// The sender's end of the link: one MigrationLink = one channel + one Migrate stream.
 // (Over 400 lines on purpose: one class, the link's every wait with its deadline and error text;
 // TLS diagnosis and buffers live in their own files.)
+// The sender's end of the link: one MigrationLink = one channel + one Migrate stream.
 //
 //   const link = await MigrationLink.connect('10.0.0.2:7070');      // waits for the receiver
 //   const accepted = await link.start({ sessionId, pid, pageSize, ... });

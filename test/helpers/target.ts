@@ -1,5 +1,5 @@
-// Drives test/workloads/bin/target (protocol: test/workloads/README.md) from tests.
 // (Over 400 lines on purpose: one class per workload process, one method per protocol command.)
+// Drives test/workloads/bin/target (protocol: test/workloads/README.md) from tests.
 // One Target = one live process; commands are serialised (one line out, one line back).
 // Every target is SIGKILLed when the test process exits; the target also dies by itself on stdin EOF
 // or when its parent dies (PR_SET_PDEATHSIG), so a crashed test never leaks targets.

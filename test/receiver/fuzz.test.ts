@@ -1,5 +1,5 @@
-// Fuzzing a live receiver process: at least 10,000 random, mutated and reordered messages over
 // (Over 400 lines on purpose: the generator, mutators and the one long test share the seed.)
+// Fuzzing a live receiver process: at least 10,000 random, mutated and reordered messages over
 // ~1,000 streams (a stream ends at the first error status, so many are opened, several at once).
 // Seeded: the seed is printed, PRECOPY_FUZZ_SEED=N replays a run's inputs; PRECOPY_FUZZ_MESSAGES=N
 // fuzzes longer.

@@ -1,5 +1,5 @@
-// bin/target: the test workload that precopy migrates. See README.md in this directory for the
 // (Over 400 lines on purpose: one program that implements every command of the protocol.)
+// bin/target: the test workload that precopy migrates. See README.md in this directory for the
 // command protocol. Every page we fill is self-checking: an 8-byte header {u32 index, u32
 // generation} followed by bytes from a PRNG seeded by (seed, index, generation), so the workload can
 // verify its own memory (`check`) and tests can tell which write a page holds by reading its header.
