@@ -15,6 +15,7 @@
         "native/page_reader.cc",
         "native/page_hash.cc",
         "native/proc_files.cc",
+        "native/fd_inspect.cc",
         "native/tracker.cc"
       ],
       "include_dirs": ["<!@(node -p \"require('node-addon-api').include\")"],

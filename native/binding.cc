@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "fd_inspect.h"
 #include "freeze.h"
 #include "page_hash.h"
 #include "page_reader.h"
@@ -472,11 +473,46 @@ Napi::Value DigestPages(const Napi::CallbackInfo& info) {
   return Napi::BigInt::New(info.Env(), sum);
 }
 
+// ---- fd inspection (fd_inspect.h) ----
+
+// peekPipe(pid, fd, into: Buffer) -> bytes waiting (only min(waiting, into.length) copied)
+Napi::Value PeekPipe(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const pid_t pid = static_cast<pid_t>(intArg(info, 0, "pid"));
+  const int fd = static_cast<int>(intArg(info, 1, "fd"));
+  if (!info[2].IsBuffer()) typeError(env, "into must be a Buffer");
+  auto into = info[2].As<Napi::Buffer<uint8_t>>();
+  return guarded(env, [&] { return Napi::Number::New(env, static_cast<double>(precopy::peekPipe(pid, fd, into.Data(), into.Length()))); });
+}
+
+// socketFacts(pid, fd) -> { family, type, protocol, listening, connected, reuseAddr, reusePort, backlog, localAddress: Buffer }
+Napi::Value SocketFacts(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const pid_t pid = static_cast<pid_t>(intArg(info, 0, "pid"));
+  const int fd = static_cast<int>(intArg(info, 1, "fd"));
+  return guarded(env, [&] {
+    const precopy::SocketFacts f = precopy::socketFacts(pid, fd);
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("family", f.family);
+    o.Set("type", f.type);
+    o.Set("protocol", f.protocol);
+    o.Set("listening", f.listening);
+    o.Set("connected", f.connected);
+    o.Set("reuseAddr", f.reuseAddr);
+    o.Set("reusePort", f.reusePort);
+    o.Set("backlog", f.backlog);
+    o.Set("localAddress", Napi::Buffer<char>::Copy(env, f.localAddress.data(), f.localAddress.size()));
+    return o;
+  });
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   auto* d = new AddonData();
   env.SetInstanceData(d);
   d->trackerClass = Napi::Persistent(TrackerWrap::Define(env));
   d->frozenClass = Napi::Persistent(FrozenWrap::Define(env));
+  exports.Set("peekPipe", Napi::Function::New<PeekPipe>(env));
+  exports.Set("socketFacts", Napi::Function::New<SocketFacts>(env));
   exports.Set("setErrorClass", Napi::Function::New<SetErrorClass>(env));
   exports.Set("probeKernel", Napi::Function::New<ProbeKernel>(env));
   exports.Set("arm", Napi::Function::New<Arm>(env));

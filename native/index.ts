@@ -414,3 +414,35 @@ function addon(): any {
   }
   return cached;
 }
+
+/** What a socket of another process is, as a restore must recreate it (see fd_inspect.h). */
+export interface SocketFacts {
+  family: number;
+  type: number;
+  protocol: number;
+  listening: boolean;
+  connected: boolean;
+  reuseAddr: boolean;
+  reusePort: boolean;
+  /** Listen backlog; -1 when the kernel does not say. */
+  backlog: number;
+  /** Raw sockaddr of getsockname. */
+  localAddress: Buffer;
+}
+
+/** Facts of socket `fd` of `pid`, read from a pidfd_getfd copy (the process is not disturbed). */
+export function socketFacts(pid: number, fd: number): SocketFacts {
+  checkPid(pid);
+  return addon().socketFacts(pid, fd);
+}
+
+/** The bytes waiting in the pipe behind fd `fd` of `pid`, copied without consuming them. */
+export function peekPipe(pid: number, fd: number): Buffer {
+  checkPid(pid);
+  let into = Buffer.allocUnsafe(64 * 1024);
+  for (;;) {
+    const waiting: number = addon().peekPipe(pid, fd, into);
+    if (waiting <= into.length) return into.subarray(0, waiting);
+    into = Buffer.allocUnsafe(waiting);
+  }
+}

@@ -36,6 +36,12 @@ options:
                           (thawed) and tracked, reconnect and resume the session for up to
                           SECONDS (default 120; 0: fail at once); pre-copy then starts a
                           new series of up to --max-rounds rounds
+  --restorable            make an image "receiver restore" can start as a process: refuse,
+                          before the target is touched, a process holding anything a restore
+                          cannot recreate (named in the error), and capture its threads,
+                          signals and file descriptors at the freeze
+  --drop-connections      with --restorable: restore connected sockets as sockets whose peer
+                          has gone, instead of refusing them
   --json                  print one JSON document with every figure instead of the table
   --metrics-listen HOST:PORT  serve Prometheus metrics while migrating
   -h, --help              this help
@@ -68,6 +74,8 @@ const OPTIONS = {
   verify: { type: 'boolean' },
   'no-verify': { type: 'boolean' },
   'reconnect-timeout': { type: 'string' },
+  restorable: { type: 'boolean' },
+  'drop-connections': { type: 'boolean' },
   json: { type: 'boolean' },
   'metrics-listen': { type: 'string' },
   ...SENDER_SECURITY_FLAGS,
@@ -84,6 +92,7 @@ export function parseMigrateArgs(argv: string[]): ParsedMigrate | 'help' {
   if (v.pid === undefined) throw usageError('--pid is required', USAGE);
   if (v.to === undefined) throw usageError('--to is required (HOST:PORT of a receiver, or dir:PATH)', USAGE);
   if (v.verify && v['no-verify']) throw new UserError('--verify and --no-verify contradict each other');
+  if (v['drop-connections'] && !v.restorable) throw new UserError('--drop-connections applies only with --restorable');
   if (v.session !== undefined && !SESSION_ID.test(v.session)) {
     throw new UserError(`--session must be 1-64 characters of A-Z a-z 0-9 . _ - not starting with '.', got '${v.session}'`);
   }
@@ -102,6 +111,7 @@ export function parseMigrateArgs(argv: string[]): ParsedMigrate | 'help' {
     autoConverge: v['auto-converge'] ?? false,
     after: parseEnumFlag(v.after, '--after', 'resume', ['resume', 'stop', 'kill'] as const),
     verify: !v['no-verify'],
+    restorable: v.restorable ? { dropConnections: v['drop-connections'] ?? false } : null,
     reconnectTimeoutSeconds: parseIntFlag(v['reconnect-timeout'], '--reconnect-timeout', DEFAULT_RECONNECT_TIMEOUT_SECONDS, 0, 86_400),
     json: v.json ?? false,
     metricsListen: v['metrics-listen'] !== undefined ? parseHostPort(v['metrics-listen'], '--metrics-listen') : null,

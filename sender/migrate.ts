@@ -35,6 +35,7 @@ import { heldOutside, runsNotHeld, runsOutside, runsToBatches, runsWithin, sumPa
 import { Throttle } from './target/throttle';
 import { checkTarget, estimateMemoryBytes, explainTargetError, forgetTarget, isAlive, type TargetIdentity } from './target/target-process';
 import { verifyFrozen } from './verify';
+import { checkRestorable } from './capture/restorable';
 import { TrackedProcess, type RunBatch } from './tracking/tracked-process';
 import { BatchStager } from './stage/batch-stager';
 import { SentPages } from './stage/sent-pages';
@@ -61,6 +62,9 @@ export interface MigrateOptions {
   autoConverge: boolean;
   after: 'resume' | 'stop' | 'kill';
   verify: boolean;
+  /** --restorable: refuse what a restore cannot recreate before touching the target, and
+   *  capture the process's state at the freeze. null: a memory image only. */
+  restorable?: { dropConnections: boolean } | null;
   /** --reconnect-timeout: seconds to keep reconnecting after a broken link (0: fail at once;
    *  default 120). */
   reconnectTimeoutSeconds?: number;
@@ -164,6 +168,8 @@ class Migration {
   private async setUp(): Promise<void> {
     const { opts } = this;
     this.target = checkTarget(opts.pid);
+    // Before the receiver or the target is touched: everything a restore could not recreate.
+    if (opts.restorable) checkRestorable(opts.pid, opts.restorable);
     this.cleanups.push(() => forgetTarget(opts.pid)); // the exec witness (target-process.ts)
     this.features = probeKernel();
     if (this.features.missing.length > 0) {
