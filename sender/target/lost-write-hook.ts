@@ -5,7 +5,7 @@
 // Unset in production: one environment lookup per stop-and-copy.
 
 import { logger } from '../../common/log';
-import type { RunBatch } from '../tracking/tracked-process';
+import type { RunBatch } from '../tracking/run-batch';
 
 const log = logger('migrate');
 
