@@ -11,7 +11,7 @@
 
 import { addDigest, subDigest } from './image-digest';
 import { digestPages } from '../native';
-import { appendPage } from './page-runs';
+import { appendPage, sumPages } from './page-runs';
 
 const CHUNK_PAGES = 512;
 const WORDS = CHUNK_PAGES / 32;
@@ -64,8 +64,7 @@ export class PageHashTable {
    */
   record(runs: ArrayLike<number>, hashes: BigUint64Array): void {
     const ps = this.pageSize;
-    let total = 0;
-    for (let r = 1; r < runs.length; r += 2) total += runs[r];
+    const total = sumPages(runs);
     if (hashes.length < total) throw new RangeError(`PageHashTable.record: ${total} pages but ${hashes.length} hashes`);
     this.reserve(total);
     let p = 0;

@@ -3,7 +3,8 @@
 // message that names the offending value, so that a hostile or buggy sender gets a precise answer.
 
 import type { Vma } from '../common/vma';
-import type { RoundFigures, ThreadStateRec } from './store-types';
+import type { ThreadState } from '../proto/messages';
+import type { RoundFigures } from './store-types';
 import { StoreError, invalid } from './store-error';
 
 const SESSION_ID = /^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$/;
@@ -146,7 +147,7 @@ export function checkFigures(f: RoundFigures): RoundFigures {
 }
 
 /** Thread ids and register blobs of a commit, bounded; copied so callers may reuse their buffers. */
-export function checkThreads(threads: ThreadStateRec[]): ThreadStateRec[] {
+export function checkThreads(threads: ThreadState[]): ThreadState[] {
   if (!Array.isArray(threads)) throw invalid('threads must be a list');
   if (threads.length > MAX_THREADS) throw invalid(`too many threads (${threads.length})`);
   return threads.map((t, i) => {

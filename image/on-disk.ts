@@ -13,7 +13,8 @@
 
 import * as path from 'node:path';
 import type { Vma } from '../common/vma';
-import type { ImageManifest, RoundFigures, RoundPhase, SessionMeta, SessionState } from './store-types';
+import type { Phase } from '../proto/messages';
+import type { ImageManifest, RoundFigures, SessionMeta, SessionState } from './store-types';
 import { invalid } from './store-error';
 
 export const FORMAT = 1;
@@ -23,7 +24,7 @@ export type WindowIndex = [number, number, number][];
 
 export interface RoundRecord {
   round: number;
-  phase: RoundPhase;
+  phase: Phase;
   endedAt: string;
   figures: RoundFigures;
 }

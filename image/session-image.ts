@@ -20,6 +20,7 @@ import type { Vma } from '../common/vma';
 import { digestHex } from '../common/image-digest';
 import { logger } from '../common/log';
 import { hashPages } from '../native';
+import { PHASES, type Phase } from '../proto/messages';
 import { countBits, isEmpty, nextBit, testBit } from './bitmap';
 import { ChunkFiles } from './chunk-files';
 import { crashPoint } from './crash-hook';
@@ -34,13 +35,11 @@ import { releaseSession } from './session-lock';
 import { StoreError, badState, invalid, ioError } from './store-error';
 import { storeCounters } from './store-counters';
 import {
-  ROUND_PHASES,
   type CommitOutcome,
   type CommitRequest,
   type ImageManifest,
   type RoundDurable,
   type RoundFigures,
-  type RoundPhase,
   type SessionMeta,
   type SessionState,
   type VerifyResult,
@@ -54,7 +53,7 @@ const MAX_WINDOWS = 4096;
 
 interface OpenRound {
   round: number;
-  phase: RoundPhase;
+  phase: Phase;
   bytes: number;
 }
 
@@ -173,7 +172,7 @@ export class SessionImage {
 
   // ---- receiving ----
 
-  beginRound(round: number, phase: RoundPhase, layout: Vma[]): Promise<void> {
+  beginRound(round: number, phase: Phase, layout: Vma[]): Promise<void> {
     return this.serial(async () => {
       this.checkWritable();
       if (this.current) throw badState(`round ${this.current.round} is still open; end it before starting round ${round}`);
@@ -181,7 +180,7 @@ export class SessionImage {
       if (round <= this.st.lastDurableRound) {
         throw badState(`round ${round} does not come after the last durable round ${this.st.lastDurableRound}`);
       }
-      if (!ROUND_PHASES.includes(phase)) throw invalid(`bad round phase ${String(phase)}`);
+      if (!PHASES.includes(phase)) throw invalid(`bad round phase ${String(phase)}`);
       const checked = checkLayout(layout, this.pageSize);
       if (this.st.state === 'committed') {
         // A verify fix-up: the committed image is about to change in place, so it stops being

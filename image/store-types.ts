@@ -2,7 +2,7 @@
 // local-file transfer).
 
 import type { Vma } from '../common/vma';
-import type { RoundEnd } from '../proto/messages';
+import type { RoundEnd, ThreadState } from '../proto/messages';
 
 export interface SessionMeta {
   sessionId: string;
@@ -35,24 +35,13 @@ export interface SessionSummary {
   reason?: string;
 }
 
-export type RoundPhase = 'PRECOPY' | 'STOP_AND_COPY' | 'VERIFY_FIX';
-export const ROUND_PHASES: readonly RoundPhase[] = ['PRECOPY', 'STOP_AND_COPY', 'VERIFY_FIX'];
-
 /** One round's figures as the sender reports them (the wire's RoundEnd), kept per round for
  *  `receiver report` and metrics. */
 export type RoundFigures = RoundEnd;
 
-export interface ThreadStateRec {
-  tid: number;
-  /** struct user_regs_struct bytes. */
-  regs: Buffer;
-  /** struct user_fpregs_struct bytes. */
-  fpregs: Buffer;
-}
-
 export interface CommitRequest {
   layout: Vma[];
-  threads: ThreadStateRec[];
+  threads: ThreadState[];
   imageDigest: bigint;
   imagePages: number;
 }
@@ -80,7 +69,7 @@ export interface ImageManifest {
   commit: number;
   committedAt: string;
   layout: Vma[];
-  threads: ThreadStateRec[];
+  threads: ThreadState[];
   imageDigest: bigint;
   imagePages: number;
   dataPages: number;

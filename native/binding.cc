@@ -126,44 +126,44 @@ Napi::Object readResult(Napi::Env env, const precopy::ReadOutcome& r) {
 
 // ---- multi-range walk (pagemap_walk.h) ----
 
-// Doubles per range of walk(): start, end, flags, categoryInverted, categoryMask,
-// categoryAnyofMask, returnMask, limited (native/index.ts WALK_RANGE_FIELDS).
-constexpr size_t kWalkRangeFields = 8;
-// cursor: index, pos, regions, calls, limited pages, other regions (precopy::WalkCursor).
-constexpr size_t kWalkCursorFields = 6;
+// The numbers of `ranges` and `cursor` by position: precopy::WalkRangeField and WalkCursorField
+// (pagemap_walk.h), which native/index.ts spells the same way: the two must match.
+using precopy::WalkCursorField;
+using precopy::WalkRangeField;
 
 std::vector<precopy::WalkRange> walkRanges(const Napi::Float64Array& a) {
-  std::vector<precopy::WalkRange> out(a.ElementLength() / kWalkRangeFields);
+  std::vector<precopy::WalkRange> out(a.ElementLength() / WalkRangeField::Length);
   const double* d = a.Data();
-  for (size_t i = 0; i < out.size(); i++, d += kWalkRangeFields) {
+  for (size_t i = 0; i < out.size(); i++, d += WalkRangeField::Length) {
     precopy::ScanRequest& r = out[i].req;
-    r.start = static_cast<uint64_t>(d[0]);
-    r.end = static_cast<uint64_t>(d[1]);
-    r.flags = static_cast<uint64_t>(d[2]);
-    r.categoryInverted = static_cast<uint64_t>(d[3]);
-    r.categoryMask = static_cast<uint64_t>(d[4]);
-    r.categoryAnyofMask = static_cast<uint64_t>(d[5]);
-    r.returnMask = static_cast<uint64_t>(d[6]);
-    out[i].limited = d[7] != 0;
+    r.start = static_cast<uint64_t>(d[WalkRangeField::Start]);
+    r.end = static_cast<uint64_t>(d[WalkRangeField::End]);
+    r.flags = static_cast<uint64_t>(d[WalkRangeField::Flags]);
+    r.categoryInverted = static_cast<uint64_t>(d[WalkRangeField::CategoryInverted]);
+    r.categoryMask = static_cast<uint64_t>(d[WalkRangeField::CategoryMask]);
+    r.categoryAnyofMask = static_cast<uint64_t>(d[WalkRangeField::CategoryAnyofMask]);
+    r.returnMask = static_cast<uint64_t>(d[WalkRangeField::ReturnMask]);
+    out[i].limited = d[WalkRangeField::Limited] != 0;
   }
   return out;
 }
 
+// Only where to resume and the ioctl count come in; the per-call counts start from 0.
 precopy::WalkCursor readCursor(const double* c) {
   precopy::WalkCursor w;
-  w.index = static_cast<size_t>(c[0]);
-  w.pos = static_cast<uint64_t>(c[1]);
-  w.calls = static_cast<uint64_t>(c[3]);
+  w.range = static_cast<size_t>(c[WalkCursorField::Range]);
+  w.position = static_cast<uint64_t>(c[WalkCursorField::Position]);
+  w.ioctls = static_cast<uint64_t>(c[WalkCursorField::Ioctls]);
   return w;
 }
 
 void writeCursor(const precopy::WalkCursor& w, double* c) {
-  c[0] = static_cast<double>(w.index);
-  c[1] = static_cast<double>(w.pos);
-  c[2] = static_cast<double>(w.regions);
-  c[3] = static_cast<double>(w.calls);
-  c[4] = static_cast<double>(w.limitedPages);
-  c[5] = static_cast<double>(w.otherRegions);
+  c[WalkCursorField::Range] = static_cast<double>(w.range);
+  c[WalkCursorField::Position] = static_cast<double>(w.position);
+  c[WalkCursorField::Regions] = static_cast<double>(w.regions);
+  c[WalkCursorField::Ioctls] = static_cast<double>(w.ioctls);
+  c[WalkCursorField::LimitedPages] = static_cast<double>(w.limitedPages);
+  c[WalkCursorField::UnlimitedRegions] = static_cast<double>(w.unlimitedRegions);
 }
 
 // The arguments of walk/walkAsync: (ranges, cursor, runs, meta, budget), typed arrays from JS.
@@ -179,9 +179,9 @@ WalkArgs walkArgs(const Napi::CallbackInfo& info) {
   Napi::Float64Array ranges = f64Arg(info, 0, "ranges"), cursor = f64Arg(info, 1, "cursor");
   Napi::Float64Array runs = f64Arg(info, 2, "runs"), meta = f64Arg(info, 3, "meta");
   const int64_t budget = intArg(info, 4, "budget");
-  if (cursor.ElementLength() < kWalkCursorFields) typeError(info.Env(), "cursor is too short");
+  if (cursor.ElementLength() < WalkCursorField::Length) typeError(info.Env(), "cursor is too short");
   if (budget <= 0) typeError(info.Env(), "budget must be positive");
-  const size_t cap = std::min(runs.ElementLength(), meta.ElementLength()) / 2;
+  const size_t cap = std::min(runs.ElementLength() / 2, meta.ElementLength() / precopy::WalkMetaField::Length);
   return WalkArgs{walkRanges(ranges), readCursor(cursor.Data()), cursor.Data(), {runs.Data(), meta.Data(), cap},
                   static_cast<uint64_t>(budget)};
 }

@@ -140,25 +140,67 @@ export interface ScanResult {
   walkEnd: number;
 }
 
-/** Numbers per range in the `ranges` of Tracker.walk: start, end, flags, categoryInverted,
- *  categoryMask, categoryAnyofMask, returnMask, limited (1: max_pages counts against the budget). */
-export const WALK_RANGE_FIELDS = 8;
-/** Length of the `cursor` of Tracker.walk: [0] range index, [1] position in it (0: its start),
- *  [2] regions written by the last call, [3] ioctls issued (accumulates), [4] pages of the last
- *  call's regions from limited ranges, [5] the last call's regions from unlimited ranges. */
-export const WALK_CURSOR_FIELDS = 6;
+// The Float64Arrays of Tracker.walk, by position. native/pagemap_walk.h spells the same positions
+// (WalkRangeField, WalkCursorField, WalkMetaField) for binding.cc and pagemap_walk.cc: a change
+// here must be made there too (and the other way round). const enums: inlined, no lookup a region.
 
-/** Write range i of a walk plan (ranges: Float64Array of WALK_RANGE_FIELDS per range). */
+/** The numbers of one range of a walk plan (`ranges` holds Length of them per range). End is
+ *  exclusive (End === Start: nothing to walk, a plan keeps a place for a range it does not scan);
+ *  Flags..ReturnMask are the ScanArgs masks; Limited: 1 when max_pages counts against the budget. */
+export const enum WalkRangeField {
+  Start = 0,
+  End = 1,
+  Flags = 2,
+  CategoryInverted = 3,
+  CategoryMask = 4,
+  CategoryAnyofMask = 5,
+  ReturnMask = 6,
+  Limited = 7,
+  Length = 8,
+}
+
+/** The numbers of the `cursor` of Tracker.walk. The caller sets Range, Position (and Ioctls, which
+ *  accumulates); a call writes them all back, also when it throws. */
+export const enum WalkCursorField {
+  /** Index of the range being walked; the range count when the plan is done. */
+  Range = 0,
+  /** Next address in that range (0, or below its start: from its start). */
+  Position = 1,
+  /** Regions written by the last call (when it threw: those before the failure). */
+  Regions = 2,
+  /** PAGEMAP_SCAN ioctls issued (accumulates across calls). */
+  Ioctls = 3,
+  /** Pages of the last call's regions from limited ranges (at most its budget). */
+  LimitedPages = 4,
+  /** The last call's regions from unlimited ranges. */
+  UnlimitedRegions = 5,
+  Length = 6,
+}
+
+/** Region i in the `meta` of Tracker.walk: meta[WalkMetaField.Length * i + field], its PAGE_IS_*
+ *  categories and the index of the range that reported it (its run: runs[2i] start, runs[2i+1] pages). */
+export const enum WalkMetaField {
+  Categories = 0,
+  Range = 1,
+  Length = 2,
+}
+
+/** Numbers per range in the `ranges` of Tracker.walk (WalkRangeField.Length, as a value). */
+export const WALK_RANGE_FIELDS = WalkRangeField.Length;
+/** Length of the `cursor` of Tracker.walk (WalkCursorField.Length, as a value). */
+export const WALK_CURSOR_FIELDS = WalkCursorField.Length;
+
+/** Write range i of a walk plan (ranges: Float64Array of WalkRangeField.Length numbers per range). */
 export function setWalkRange(ranges: Float64Array, i: number, args: ScanArgs, limited: boolean): void {
-  const o = i * WALK_RANGE_FIELDS;
-  ranges[o] = args.start;
-  ranges[o + 1] = args.end;
-  ranges[o + 2] = args.flags ?? 0;
-  ranges[o + 3] = args.categoryInverted ?? 0;
-  ranges[o + 4] = args.categoryMask ?? 0;
-  ranges[o + 5] = args.categoryAnyofMask ?? 0;
-  ranges[o + 6] = args.returnMask ?? 0;
-  ranges[o + 7] = limited ? 1 : 0;
+  const o = i * WalkRangeField.Length;
+  ranges[o + WalkRangeField.Start] = args.start;
+  ranges[o + WalkRangeField.End] = args.end;
+  ranges[o + WalkRangeField.Flags] = args.flags ?? 0;
+  ranges[o + WalkRangeField.CategoryInverted] = args.categoryInverted ?? 0;
+  ranges[o + WalkRangeField.CategoryMask] = args.categoryMask ?? 0;
+  ranges[o + WalkRangeField.CategoryAnyofMask] = args.categoryAnyofMask ?? 0;
+  ranges[o + WalkRangeField.ReturnMask] = args.returnMask ?? 0;
+  ranges[o + WalkRangeField.Limited] = limited ? 1 : 0;
 }
 
 /**
@@ -179,15 +221,16 @@ export interface Tracker {
   /** Same, on a dedicated native thread (for big walks). */
   scanAsync(args: ScanArgs, vec: BigUint64Array): Promise<ScanResult>;
   /**
-   * A round of scans in one call: the ranges (WALK_RANGE_FIELDS each, setWalkRange) from the
-   * cursor on, each resumed from walk_end. Region i goes to runs[2i] (start), runs[2i+1] (pages),
-   * the layout of a RunBatch's runs, and meta[2i] (categories), meta[2i+1] (range index); a region
-   * continuing the previous one of the same range and categories extends it. Stops when every
-   * range is done (cursor[0] === ranges count), runs or meta is full, or the limited ranges
-   * reported `budget` pages (each of their calls gets max_pages = what is left). Returns the
-   * regions written; the cursor says where to resume. On a failure (NativeError) the cursor points
-   * at the failing range and cursor[2] counts the regions written before it: they were reported
-   * (and, with WP matching, protected again), so read them before handling the error.
+   * A round of scans in one call: the ranges (WalkRangeField.Length numbers each, setWalkRange)
+   * from the cursor on, each resumed from walk_end. Region i goes to runs[2i] (start), runs[2i+1]
+   * (pages), the layout of a RunBatch's runs, and meta (WalkMetaField: categories, range index); a
+   * region continuing the previous one of the same range and categories extends it. Stops when
+   * every range is done (cursor[WalkCursorField.Range] === ranges count), runs or meta is full, or
+   * the limited ranges reported `budget` pages (each of their calls gets max_pages = what is left).
+   * Returns the regions written; the cursor says where to resume. On a failure (NativeError) the
+   * cursor points at the failing range and cursor[WalkCursorField.Regions] counts the regions
+   * written before it: they were reported (and, with WP matching, protected again), so read them
+   * before handling the error.
    */
   walk(ranges: Float64Array, cursor: Float64Array, runs: Float64Array, meta: Float64Array, budget: number): number;
   /** Same, on a dedicated native thread (walks of big sparse mappings take tens of ms). */
@@ -309,6 +352,8 @@ export function digestPages(addrs: Float64Array, hashes: BigUint64Array, count: 
   return addon().digestPages(addrs, hashes, count) as bigint;
 }
 
+/** A thread's registers as freeze() captures them: also the shape the wire carries and the image
+ *  stores (proto/messages.ts exports this type as the wire's ThreadState). */
 export interface ThreadState {
   tid: number;
   /** struct user_regs_struct bytes (x86_64: 27 * 8). */
@@ -366,28 +411,30 @@ function checkScan(args: ScanArgs, vec: BigUint64Array): void {
 
 /** Per call, so O(ranges): a round has tens of VMAs, this costs microseconds. */
 function checkWalk(ranges: Float64Array, cursor: Float64Array, runs: Float64Array, meta: Float64Array, budget: number): void {
-  if (!(ranges instanceof Float64Array) || ranges.length % WALK_RANGE_FIELDS !== 0)
-    throw new TypeError(`walk: ranges must be a Float64Array of ${WALK_RANGE_FIELDS} numbers per range`);
-  if (!(cursor instanceof Float64Array) || cursor.length !== WALK_CURSOR_FIELDS)
-    throw new TypeError(`walk: cursor must be a Float64Array of ${WALK_CURSOR_FIELDS} numbers`);
+  if (!(ranges instanceof Float64Array) || ranges.length % WalkRangeField.Length !== 0)
+    throw new TypeError(`walk: ranges must be a Float64Array of ${WalkRangeField.Length} numbers per range`);
+  if (!(cursor instanceof Float64Array) || cursor.length !== WalkCursorField.Length)
+    throw new TypeError(`walk: cursor must be a Float64Array of ${WalkCursorField.Length} numbers`);
   // No room would make the kernel walk without reporting (see checkScan).
   if (!(runs instanceof Float64Array) || !(meta instanceof Float64Array) || runs.length < 2 || runs.length % 2 !== 0 || meta.length !== runs.length)
     throw new RangeError('walk: runs and meta must be Float64Arrays of the same even length, at least 2');
   if (!Number.isSafeInteger(budget) || budget < 1) throw new RangeError(`walk: budget must be a positive integer, got ${budget}`);
-  const n = ranges.length / WALK_RANGE_FIELDS;
-  if (!Number.isInteger(cursor[0]) || cursor[0] < 0 || cursor[0] > n || !Number.isSafeInteger(cursor[1]) || cursor[1] < 0)
-    throw new RangeError(`walk: bad cursor (${cursor[0]}, ${cursor[1]}) for ${n} ranges`);
+  const n = ranges.length / WalkRangeField.Length;
+  const at = cursor[WalkCursorField.Range];
+  const pos = cursor[WalkCursorField.Position];
+  if (!Number.isInteger(at) || at < 0 || at > n || !Number.isSafeInteger(pos) || pos < 0)
+    throw new RangeError(`walk: bad cursor (${at}, ${pos}) for ${n} ranges`);
   // Plain comparisons (NaN fails them all): this runs every round, mostly not yet optimized.
-  for (let o = 0; o < ranges.length; o += WALK_RANGE_FIELDS) {
-    const start = ranges[o];
-    const end = ranges[o + 1];
+  for (let o = 0; o < ranges.length; o += WalkRangeField.Length) {
+    const start = ranges[o + WalkRangeField.Start];
+    const end = ranges[o + WalkRangeField.End];
     // start === end: nothing to walk (a plan may keep a place for a range it does not scan).
     if (!(start >= 0 && end >= start && end <= Number.MAX_SAFE_INTEGER && start % 1 === 0 && end % 1 === 0))
-      throw new RangeError(`walk: bad range ${o / WALK_RANGE_FIELDS} [${start}, ${end})`);
-    for (let k = 2; k < 7; k++) {
+      throw new RangeError(`walk: bad range ${o / WalkRangeField.Length} [${start}, ${end})`);
+    for (let k = WalkRangeField.Flags; k <= WalkRangeField.ReturnMask; k++) {
       const v = ranges[o + k];
       if (!(v >= 0 && v <= 0xffffffff && v % 1 === 0))
-        throw new RangeError(`walk: range ${o / WALK_RANGE_FIELDS}: mask ${k} must be a 32-bit unsigned integer, got ${v}`);
+        throw new RangeError(`walk: range ${o / WalkRangeField.Length}: mask ${k} must be a 32-bit unsigned integer, got ${v}`);
     }
   }
 }

@@ -4,9 +4,14 @@
 // only mirror it so that both ends are type-checked.
 
 import type { Vma } from '../common/vma';
+import type { ThreadState } from '../native';
 
 export type { Vma };
+/** A thread's registers, as the sender's freeze captures them (native Frozen.threads()), the wire
+ *  carries them and the image stores them: one shape, defined in native/ (the layer below). */
+export type { ThreadState };
 
+/** A round's phase: in RoundStart, in the sender's round records and in the image's. */
 export type Phase = 'PRECOPY' | 'STOP_AND_COPY' | 'VERIFY_FIX';
 export const PHASES: readonly Phase[] = ['PRECOPY', 'STOP_AND_COPY', 'VERIFY_FIX'];
 
@@ -59,12 +64,6 @@ export interface RoundEnd {
   remainingBytes: number;
   throttlePercent: number;
   batches: number;
-}
-
-export interface ThreadState {
-  tid: number;
-  regs: Buffer;
-  fpregs: Buffer;
 }
 
 export interface Commit {

@@ -10,11 +10,10 @@
 
 import { logger } from '../common/log';
 import { YoungBufferSweep } from '../common/gc-tuning';
-import type { RunBatch } from './tracking/tracked-process';
+import { splitRunBatch, type RunBatch } from './tracking/run-batch';
 import type { BatchStager, StagedBatch } from './stage/batch-stager';
 import type { PageTransfer } from './transfer/page-transfer';
 import { PACING, type Pacing } from './pacing';
-import { splitRunBatch } from './run-lists';
 
 const log = logger('pipeline');
 

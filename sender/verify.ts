@@ -14,8 +14,7 @@ import { hashPages, readPagesAsync } from '../native';
 import { appendPage } from '../common/page-runs';
 import { ProcMem } from './stage/proc-mem';
 import type { SentPages } from './stage/sent-pages';
-import { runsToBatches } from './run-lists';
-import type { RunBatch } from './tracking/tracked-process';
+import { runsToBatches, type RunBatch } from './tracking/run-batch';
 
 const log = logger('verify');
 

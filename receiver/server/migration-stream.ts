@@ -24,6 +24,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { digestFromBuffer, digestToBuffer } from '../../common/image-digest';
 import { logger } from '../../common/log';
+import { pagesNotHeld, sumPages } from '../../common/page-runs';
 import {
   PHASES,
   type Commit,
@@ -41,7 +42,7 @@ import { checkRunCount, decodeBatch, type DecodedBatch } from './batch-checks';
 import type { ReceivedMessage } from './message-scan';
 import { MAX_REGS_BYTES, MAX_THREADS } from './limits';
 import { RateLimit } from './rate-limit';
-import { ImageBudget, pagesNotHeld, runPages, type ReceiverLimits } from './session-limits';
+import { ImageBudget, type ReceiverLimits } from './session-limits';
 import type { SessionEvents } from './session-events';
 import { failedPrecondition, invalidArgument, resourceExhausted, statusName, toStreamError } from './stream-error';
 
@@ -295,7 +296,7 @@ export class MigrationStream {
     const c = decodeBatch(b);
     await this.rate.take(c.data.length);
     if (this.closed) return;
-    if (this.budget && !this.budget.fits(runPages(c.runs))) await this.checkImageSize(c);
+    if (this.budget && !this.budget.fits(sumPages(c.runs))) await this.checkImageSize(c);
     const write: Promise<void> = this.session!.writePages(c.runs, c.zeroMap, c.data).then(
       () => void this.writes.delete(write),
       (err: unknown) => {

@@ -111,31 +111,3 @@ export class ImageBudget {
     this.upper = held + added;
   }
 }
-
-/** Pages of a run list ((start, count) pairs); NaN when a count is not a whole number >= 0. */
-export function runPages(runs: ArrayLike<number>): number {
-  let n = 0;
-  for (let i = 1; i < runs.length; i += 2) {
-    const c = runs[i];
-    if (!Number.isSafeInteger(c) || c < 0) return NaN;
-    n += c;
-  }
-  return n;
-}
-
-/** Pages of `runs` (ascending, checked) that are not inside `held` (ascending, merged [start, end) ranges). */
-export function pagesNotHeld(runs: ArrayLike<number>, held: [number, number][], pageSize: number): number {
-  let added = 0;
-  let h = 0;
-  for (let i = 0; i < runs.length; i += 2) {
-    const start = runs[i];
-    const end = start + runs[i + 1] * pageSize;
-    let covered = 0;
-    while (h < held.length && held[h][1] <= start) h++;
-    for (let k = h; k < held.length && held[k][0] < end; k++) {
-      covered += Math.min(end, held[k][1]) - Math.max(start, held[k][0]);
-    }
-    added += runs[i + 1] - covered / pageSize;
-  }
-  return added;
-}

@@ -20,7 +20,8 @@ import { logger } from '../../common/log';
 import { zeroPageHash } from '../../common/image-digest';
 import { encodeLz4Block } from '../../common/lz4-block';
 import { hashPages, readPagesAsync } from '../../native';
-import { appendPage, type RunBatch } from '../tracking/run-batch';
+import { appendPage, sumPages } from '../../common/page-runs';
+import type { RunBatch } from '../tracking/run-batch';
 import { ProcMem } from './proc-mem';
 import { PayloadRing, type PayloadSlot } from './payload-ring';
 import { IN_FLIGHT } from '../pacing';
@@ -244,8 +245,7 @@ export class BatchStager {
     st.wireBytes += payload.length;
     st.encodeSeconds += (performance.now() - t1) / 1000;
     if (unreadable.length > 0) {
-      let n = 0;
-      for (let i = 1; i < unreadable.length; i += 2) n += unreadable[i];
+      const n = sumPages(unreadable);
       st.unreadablePages += n;
       log.debug(`${n} pages could not be read (unmapped meanwhile): dropped from the batch`);
     }

@@ -13,7 +13,7 @@
 // Cost: run lists only, and only for rounds not yet durable (usually one or two).
 
 import type { RunBatch } from '../tracking/run-batch';
-import { sumPages, unionRuns } from '../run-lists';
+import { sumPages, unionRuns } from '../../common/page-runs';
 
 export interface Replay {
   /** (start, pages) runs to discard again, in journal order. */

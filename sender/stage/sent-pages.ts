@@ -4,6 +4,6 @@
 // can ask which pages of a range the receiver holds (HeldPages).
 
 import { PageHashTable } from '../../common/page-hash-table';
-import type { HeldPages } from '../tracking/tracked-process';
+import type { HeldPages } from '../../common/page-runs';
 
 export class SentPages extends PageHashTable implements HeldPages {}

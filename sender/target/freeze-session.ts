@@ -8,7 +8,8 @@
 // thing that must never happen before the commit is a queued SIGSTOP (thawStopped), and only
 // afterAction() below sends it.
 
-import { freeze, type Frozen, type ThreadState } from '../../native';
+import { freeze, type Frozen } from '../../native';
+import type { ThreadState } from '../../proto/messages';
 import { logger } from '../../common/log';
 
 const log = logger('freeze');

@@ -6,7 +6,7 @@
 
 import { faultVariable, loseWritesCount } from '../../common/fault-injection';
 import { logger } from '../../common/log';
-import type { RunBatch } from '../tracking/tracked-process';
+import type { RunBatch } from '../tracking/run-batch';
 
 const log = logger('migrate');
 

@@ -8,7 +8,7 @@
 // only): pte markers use the last type, SWP_PTE_MARKER = 31 (MAX_SWAPFILES_SHIFT = 5).
 
 import * as fs from 'node:fs';
-import { appendPage } from './run-batch';
+import { appendPage } from '../../common/page-runs';
 
 const PM_SWAP = 1n << 62n;
 const SWAP_TYPE_MASK = 0x1fn;

@@ -1,6 +1,9 @@
 // RunBatch: what the scanning layer hands to the staging layer. Runs of pages as packed
-// (start, pageCount) pairs in a Float64Array (no per-region JS objects), at most maxPages pages.
-// RunBatcher fills one batch at a time from scan regions.
+// (start, pageCount) pairs in a Float64Array (no per-region JS objects; common/page-runs.ts), at
+// most maxPages pages. RunBatcher fills one batch at a time from scan regions; runsToBatches and
+// splitRunBatch cut run lists and batches that are too big.
+
+import { appendRun } from '../../common/page-runs';
 
 export interface RunBatch {
   /** (start address, page count) pairs, ascending, page-aligned, each inside one VMA. */
@@ -51,8 +54,8 @@ export class RunBatcher {
   add(start: number, count: number, isZero = false): number {
     const take = Math.min(count, this.maxPages - this.pages);
     if (take <= 0) return 0;
-    this.n = append(this.runs, this.n, start, take, this.pageSize, this.floor);
-    if (isZero) this.nz = append(this.zero, this.nz, start, take, this.pageSize, this.floor);
+    this.n = appendRun(this.runs, this.n, start, take, this.pageSize, this.floor);
+    if (isZero) this.nz = appendRun(this.zero, this.nz, start, take, this.pageSize, this.floor);
     this.pages += take;
     return take;
   }
@@ -92,14 +95,48 @@ export class RunBatcher {
   }
 }
 
-function append(a: Float64Array, n: number, start: number, count: number, pageSize: number, floor: number): number {
-  if (n > 0 && a[n - 2] >= floor && a[n - 2] + a[n - 1] * pageSize === start) {
-    a[n - 1] += count;
-    return n;
+/** Cut runs (sorted) into RunBatches of at most maxPages pages, splitting long runs. */
+export function* runsToBatches(runs: ArrayLike<number>, maxPages: number, pageSize = 4096): Generator<RunBatch> {
+  let cur: number[] = [];
+  let pages = 0;
+  for (let i = 0; i < runs.length; i += 2) {
+    let start = runs[i];
+    let left = runs[i + 1];
+    while (left > 0) {
+      const take = Math.min(left, maxPages - pages);
+      cur.push(start, take);
+      pages += take;
+      start += take * pageSize;
+      left -= take;
+      if (pages === maxPages) {
+        yield { runs: Float64Array.from(cur), pages };
+        cur = [];
+        pages = 0;
+      }
+    }
   }
-  a[n] = start;
-  a[n + 1] = count;
-  return n + 2;
+  if (pages > 0) yield { runs: Float64Array.from(cur), pages };
 }
 
-export { appendPage } from '../../common/page-runs';
+/** Pieces of at most maxPages pages of one RunBatch, in order, each with its share of zero hints. */
+export function splitRunBatch(b: RunBatch, maxPages: number, pageSize: number): RunBatch[] {
+  if (b.pages <= maxPages) return [b];
+  const pieces: RunBatch[] = [];
+  for (const piece of runsToBatches(b.runs, maxPages, pageSize)) {
+    if (b.zeroHint) {
+      const first = piece.runs[0];
+      const last = piece.runs[piece.runs.length - 2] + piece.runs[piece.runs.length - 1] * pageSize;
+      const hint: number[] = [];
+      for (let i = 0; i < b.zeroHint.length; i += 2) {
+        const s = Math.max(b.zeroHint[i], first);
+        const e = Math.min(b.zeroHint[i] + b.zeroHint[i + 1] * pageSize, last);
+        if (s < e) hint.push(s, (e - s) / pageSize);
+      }
+      // A hint only says "no need to read": pages of the piece's span outside its runs are not
+      // in the piece, and the stager only consults hints inside its runs.
+      if (hint.length > 0) piece.zeroHint = Float64Array.from(hint);
+    }
+    pieces.push(piece);
+  }
+  return pieces;
+}

@@ -49,15 +49,16 @@ export function findMap(pid: number, addr: number): MapEntry | undefined {
   return readMaps(pid).find((v) => v.start <= addr && addr < v.end);
 }
 
-export interface ThreadState {
+/** A thread's scheduler state (not its registers: that is the ThreadState of native/ and proto/). */
+export interface ThreadRunState {
   tid: number;
   /** One letter from /proc/PID/task/TID/stat: R, S, D, T (stopped), t (tracing stop), Z, ... */
   state: string;
 }
 
 /** State of every thread of pid (threads that vanish meanwhile are left out). */
-export function threadStates(pid: number): ThreadState[] {
-  const out: ThreadState[] = [];
+export function threadStates(pid: number): ThreadRunState[] {
+  const out: ThreadRunState[] = [];
   for (const tid of fs.readdirSync(`/proc/${pid}/task`)) {
     let stat: string;
     try {

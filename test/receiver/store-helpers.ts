@@ -10,7 +10,8 @@ import type { ExecutionContext } from 'ava';
 import type { Vma } from '../../common/vma';
 import { addDigest, digestOf, zeroPageHash } from '../../common/image-digest';
 import { hashPages } from '../../native';
-import type { SessionImage, SessionMeta, RoundFigures, ThreadStateRec } from '../../image/image-store';
+import type { SessionImage, SessionMeta, RoundFigures } from '../../image/image-store';
+import type { ThreadState } from '../../proto/messages';
 import { X86_64_REGS_BYTES, X86_64_REG_NAMES, type X86Reg } from '../../receiver/export/x86-regs';
 
 export const PS = 4096;
@@ -180,7 +181,7 @@ export function chunked<T>(xs: T[], n: number): T[][] {
 }
 
 /** Commit the model's pages with the model's digest; fails the test's expectations loudly if refused. */
-export async function commitModel(img: SessionImage, model: Model, threads: ThreadStateRec[] = []): Promise<void> {
+export async function commitModel(img: SessionImage, model: Model, threads: ThreadState[] = []): Promise<void> {
   const d = model.digest();
   const res = await img.commit({ layout: model.layout, threads, imageDigest: d.digest, imagePages: d.pages });
   if (!res.ok) throw new Error(`commit refused: ${res.message}`);

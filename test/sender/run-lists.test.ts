@@ -1,9 +1,11 @@
-// Unit tests of the run-list operations the orchestration relies on (sender/run-lists.ts): what a
-// layout change drops, what the receiver holds beyond the populated set, cutting into batches.
+// Unit tests of the run-list operations the orchestration relies on (common/page-runs.ts,
+// sender/tracking/run-batch.ts): what a layout change drops, what the receiver holds beyond the
+// populated set, cutting into batches.
 
 import test from 'ava';
 import type { Vma } from '../../common/vma';
-import { heldOutside, runsNotHeld, runsOutside, runsToBatches, runsWithin, splitRunBatch, sumPages, unionRuns } from '../../sender/run-lists';
+import { heldOutside, runsNotHeld, runsOutside, runsWithin, sumPages, unionRuns } from '../../common/page-runs';
+import { runsToBatches, splitRunBatch } from '../../sender/tracking/run-batch';
 
 const P = 4096;
 const B = 0x7f0000000000;
