@@ -1,8 +1,13 @@
 // Public types of the image store (the contract shared with the gRPC server and the sender's
-// local-file transfer).
+// local-file transfer). Where the store takes or gives exactly what crosses the link (a round's
+// phase and figures, a thread's registers, a round's acknowledgement) it uses the wire's type
+// from proto/messages.ts under the wire's name, re-exported here.
 
 import type { Vma } from '../common/vma';
-import type { RoundEnd } from '../proto/messages';
+import type { Phase, RoundAck, RoundEnd, ThreadState } from '../proto/messages';
+
+export type { Phase, RoundAck, RoundEnd, ThreadState };
+export { PHASES } from '../proto/messages';
 
 export interface SessionMeta {
   sessionId: string;
@@ -35,24 +40,18 @@ export interface SessionSummary {
   reason?: string;
 }
 
-export type RoundPhase = 'PRECOPY' | 'STOP_AND_COPY' | 'VERIFY_FIX';
-export const ROUND_PHASES: readonly RoundPhase[] = ['PRECOPY', 'STOP_AND_COPY', 'VERIFY_FIX'];
-
-/** One round's figures as the sender reports them (the wire's RoundEnd), kept per round for
- *  `receiver report` and metrics. */
-export type RoundFigures = RoundEnd;
-
-export interface ThreadStateRec {
-  tid: number;
-  /** struct user_regs_struct bytes. */
-  regs: Buffer;
-  /** struct user_fpregs_struct bytes. */
-  fpregs: Buffer;
+/** A durable round as state.json records it: the sender's figures (the wire's RoundEnd, kept for
+ *  `receiver report` and metrics), its phase and when it became durable. */
+export interface StoredRound {
+  round: number;
+  phase: Phase;
+  endedAt: string;
+  figures: RoundEnd;
 }
 
 export interface CommitRequest {
   layout: Vma[];
-  threads: ThreadStateRec[];
+  threads: ThreadState[];
   imageDigest: bigint;
   imagePages: number;
 }
@@ -65,14 +64,6 @@ export interface CommitOutcome {
   message: string;
 }
 
-export interface RoundDurable {
-  round: number;
-  /** Pages the image holds after this round. */
-  pagesStored: number;
-  /** Page bytes written to disk in this round. */
-  durableBytes: number;
-}
-
 /** What a committed image is (manifest.json, decoded). */
 export interface ImageManifest {
   sessionId: string;
@@ -80,13 +71,15 @@ export interface ImageManifest {
   commit: number;
   committedAt: string;
   layout: Vma[];
-  threads: ThreadStateRec[];
+  threads: ThreadState[];
   imageDigest: bigint;
   imagePages: number;
   dataPages: number;
 }
 
-export interface VerifyResult {
+/** What `verify` found: the stored image checked against its manifest, the digest recomputed
+ *  from disk. */
+export interface ImageVerification {
   ok: boolean;
   /** Why not ok (empty when ok). */
   problems: string[];

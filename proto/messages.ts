@@ -63,7 +63,9 @@ export interface RoundEnd {
 
 export interface ThreadState {
   tid: number;
+  /** struct user_regs_struct bytes. */
   regs: Buffer;
+  /** struct user_fpregs_struct bytes. */
   fpregs: Buffer;
 }
 
