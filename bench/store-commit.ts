@@ -11,7 +11,7 @@ import * as path from 'node:path';
 import { parseFlags, parseIntFlag } from '../common/cli';
 import { runMain } from '../common/errors';
 import type { Vma } from '../common/vma';
-import { ImageStore, type RoundFigures, type SessionImage } from '../image/image-store';
+import { ImageStore, type RoundEnd, type SessionWriter } from '../image/image-store';
 import { stat, type Stat } from './lib/stats';
 import { Model, batchOf, prng } from '../test/receiver/store-helpers';
 
@@ -28,7 +28,7 @@ const PS = 4096; // = store-helpers' PS, the page size batchOf builds
 const BASE = 0x7f0000000000;
 const ROUND0_BATCH = 256;
 
-const figures = (round: number, pages: number): RoundFigures => ({
+const figures = (round: number, pages: number): RoundEnd => ({
   round, dirtyPages: pages, zeroPages: 0, rawBytes: pages * PS, wireBytes: pages * PS, durationSeconds: 0,
   dirtyRateBytesPerSecond: 0, transferRateBytesPerSecond: 0, expectedDowntimeSeconds: 0, remainingBytes: 0, throttlePercent: 0, batches: 1,
 });
@@ -41,7 +41,7 @@ function scatteredBatch(rand: () => number, pages: number, count: number, gen: n
   return batchOf(new Model(), addrs, gen, new Set(addrs.filter(() => rand() < 1 / 8)));
 }
 
-async function writeRound0(img: SessionImage, pages: number, zeroEvery: number): Promise<void> {
+async function writeRound0(img: SessionWriter, pages: number, zeroEvery: number): Promise<void> {
   const zeroMap = Buffer.alloc(ROUND0_BATCH / 8);
   let zeros = 0;
   if (zeroEvery > 0) {

@@ -1,5 +1,5 @@
 // Image store write throughput: `node dist/bench/store-write.js [--gib N] [--batch-pages N]
-// [--depth N] [--dir DIR]`. Writes N GiB of non-zero pages through SessionImage.writePages in
+// [--depth N] [--dir DIR]`. Writes N GiB of non-zero pages through SessionWriter.writePages in
 // batches (as the server does, up to --depth batches in flight), then ends the round (fdatasync
 // of the chunk files) and commits (digest recomputed from disk). Prints GB/s into the page cache,
 // with fsync, and of the digest pass.

@@ -120,7 +120,7 @@ export class ChunkFiles {
     if (this.directIo && pos % DIRECT_ALIGN === 0 && len % DIRECT_ALIGN === 0) {
       // Not queued behind the file's buffered writes: O_DIRECT writes of disjoint ranges do not
       // contend like buffered ones, the staging buffers bound how many run at once, and the
-      // caller never has two writes of the same pages in flight (SessionImage orders re-sends).
+      // caller never has two writes of the same pages in flight (SessionWriter orders re-sends).
       return this.writeDirect(w, e, buf, off, len, pos)
         .then(() => void (storeCounters.bytesWritten += len))
         .finally(() => e.busy--);

@@ -12,13 +12,15 @@ import { logger } from '../common/log';
 import { fsyncDir, readJson, writeFileSynced } from './durable-file';
 import { checkCount, checkPageSize, checkSessionId, checkText, validSessionId } from './input-checks';
 import { FORMAT, sessionFiles, type StateFile } from './on-disk';
-import { SessionImage } from './session-image';
+import { SessionReader } from './session-reader';
+import { SessionWriter } from './session-writer';
 import { acquireSession, liveOwner, releaseSession } from './session-lock';
 import { StoreError, invalid, ioError } from './store-error';
 import { SESSION_STATES, type SessionMeta, type SessionState, type SessionSummary } from './store-types';
 
 export { StoreError, type StoreErrorCode } from './store-error';
-export { SessionImage } from './session-image';
+export { SessionReader } from './session-reader';
+export { SessionWriter } from './session-writer';
 export { storeCounters } from './store-counters';
 export * from './store-types';
 
@@ -37,8 +39,8 @@ export class ImageStore {
     return validSessionId(id);
   }
 
-  /** A new session; EXISTS if the id is taken. The returned image owns the session. */
-  async create(meta: SessionMeta): Promise<SessionImage> {
+  /** A new session; EXISTS if the id is taken. The returned writer owns the session. */
+  async create(meta: SessionMeta): Promise<SessionWriter> {
     const m = checkMeta(meta);
     const final = path.join(this.dir, m.sessionId);
     // Built under a temporary name and renamed into place, so a session directory is either
@@ -84,7 +86,7 @@ export class ImageStore {
   }
 
   /** Reopen a receiving session at its last durable round, owning it. */
-  async resume(id: string): Promise<SessionImage> {
+  async resume(id: string): Promise<SessionWriter> {
     const dir = await this.sessionDir(id);
     const img = await this.take(id, dir);
     if (img.state !== 'receiving') {
@@ -96,10 +98,10 @@ export class ImageStore {
     return img;
   }
 
-  /** Open a session in any state, read-only (list, verify, export, report). */
-  async open(id: string): Promise<SessionImage> {
+  /** Open a session in any state, read-only (list, verify, export, report); takes no lock. */
+  async open(id: string): Promise<SessionReader> {
     const dir = await this.sessionDir(id);
-    return SessionImage.load(sessionFiles(dir), id, false);
+    return SessionReader.load(sessionFiles(dir), id);
   }
 
   /** Every session, oldest first. Unreadable directories are skipped with a warning. */
@@ -193,14 +195,14 @@ export class ImageStore {
     return dir;
   }
 
-  private async take(id: string, dir: string): Promise<SessionImage> {
+  private async take(id: string, dir: string): Promise<SessionWriter> {
     try {
       await acquireSession(dir, id);
     } catch (err) {
       throw ioError(err, `session ${id}`);
     }
     try {
-      return await SessionImage.load(sessionFiles(dir), id, true);
+      return await SessionWriter.load(sessionFiles(dir), id);
     } catch (err) {
       await releaseSession(dir);
       throw err;

@@ -3,8 +3,7 @@
 // message that names the offending value, so that a hostile or buggy sender gets a precise answer.
 
 import type { Vma } from '../common/vma';
-import type { ThreadState } from '../proto/messages';
-import type { RoundFigures } from './store-types';
+import type { RoundEnd, ThreadState } from './store-types';
 import { StoreError, invalid } from './store-error';
 
 const SESSION_ID = /^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$/;
@@ -119,7 +118,7 @@ export function checkRuns(runs: ArrayLike<number>, pageSize: number, layout: Vma
 const MAX_THREADS = 1 << 16;
 const MAX_REGS_BYTES = 1 << 16;
 
-const FIGURE_KEYS: (keyof RoundFigures)[] = [
+const FIGURE_KEYS: (keyof RoundEnd)[] = [
   'round',
   'dirtyPages',
   'zeroPages',
@@ -135,9 +134,9 @@ const FIGURE_KEYS: (keyof RoundFigures)[] = [
 ];
 
 /** Every round figure present and a finite number (they end up in JSON and metrics). */
-export function checkFigures(f: RoundFigures): RoundFigures {
+export function checkFigures(f: RoundEnd): RoundEnd {
   if (typeof f !== 'object' || f === null) throw invalid('round figures missing');
-  const out = {} as RoundFigures;
+  const out = {} as RoundEnd;
   for (const k of FIGURE_KEYS) {
     const v = f[k];
     if (typeof v !== 'number' || !Number.isFinite(v)) throw invalid(`round figure ${k} must be a finite number, got ${String(v)}`);

@@ -13,21 +13,13 @@
 
 import * as path from 'node:path';
 import type { Vma } from '../common/vma';
-import type { Phase } from '../proto/messages';
-import type { ImageManifest, RoundFigures, SessionMeta, SessionState } from './store-types';
+import type { ImageManifest, SessionMeta, SessionState, StoredRound } from './store-types';
 import { invalid } from './store-error';
 
 export const FORMAT = 1;
 
 /** [window index, generation, slot] */
 export type WindowIndex = [number, number, number][];
-
-export interface RoundRecord {
-  round: number;
-  phase: Phase;
-  endedAt: string;
-  figures: RoundFigures;
-}
 
 export interface StateFile {
   format: number;
@@ -43,7 +35,7 @@ export interface StateFile {
   windows: WindowIndex;
   imagePages: number;
   dataPages: number;
-  rounds: RoundRecord[];
+  rounds: StoredRound[];
 }
 
 export interface ManifestFile {

@@ -11,7 +11,7 @@
 //
 // Nothing here is persisted: a writer reopening a session (resume after a crash or a broken
 // stream) rebuilds it once from the pages on disk (fromDisk) at its first round or commit — which
-// is also how verify and SessionImage.digest compute the digest from disk, in a fresh instance.
+// is also how verify and SessionReader.digest compute the digest from disk, in a fresh instance.
 
 import type { Vma } from '../common/vma';
 import { addDigest, digestOf, subDigest, zeroPageHash } from '../common/image-digest';

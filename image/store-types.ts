@@ -1,8 +1,13 @@
 // Public types of the image store (the contract shared with the gRPC server and the sender's
-// local-file transfer).
+// local-file transfer). Where the store takes or gives exactly what crosses the link (a round's
+// phase and figures, a thread's registers, a round's acknowledgement) it uses the wire's type
+// from proto/messages.ts under the wire's name, re-exported here.
 
 import type { Vma } from '../common/vma';
-import type { RoundEnd, ThreadState } from '../proto/messages';
+import type { Phase, RoundAck, RoundEnd, ThreadState } from '../proto/messages';
+
+export type { Phase, RoundAck, RoundEnd, ThreadState };
+export { PHASES } from '../proto/messages';
 
 export interface SessionMeta {
   sessionId: string;
@@ -35,9 +40,14 @@ export interface SessionSummary {
   reason?: string;
 }
 
-/** One round's figures as the sender reports them (the wire's RoundEnd), kept per round for
- *  `receiver report` and metrics. */
-export type RoundFigures = RoundEnd;
+/** A durable round as state.json records it: the sender's figures (the wire's RoundEnd, kept for
+ *  `receiver report` and metrics), its phase and when it became durable. */
+export interface StoredRound {
+  round: number;
+  phase: Phase;
+  endedAt: string;
+  figures: RoundEnd;
+}
 
 export interface CommitRequest {
   layout: Vma[];
@@ -54,14 +64,6 @@ export interface CommitOutcome {
   message: string;
 }
 
-export interface RoundDurable {
-  round: number;
-  /** Pages the image holds after this round. */
-  pagesStored: number;
-  /** Page bytes written to disk in this round. */
-  durableBytes: number;
-}
-
 /** What a committed image is (manifest.json, decoded). */
 export interface ImageManifest {
   sessionId: string;
@@ -75,7 +77,9 @@ export interface ImageManifest {
   dataPages: number;
 }
 
-export interface VerifyResult {
+/** What `verify` found: the stored image checked against its manifest, the digest recomputed
+ *  from disk. */
+export interface ImageVerification {
   ok: boolean;
   /** Why not ok (empty when ok). */
   problems: string[];

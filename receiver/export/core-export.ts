@@ -6,7 +6,7 @@
 
 import { promises as fsp } from 'node:fs';
 import { logger } from '../../common/log';
-import type { ImageManifest, SessionImage } from '../../image/image-store';
+import type { ImageManifest, SessionReader } from '../../image/image-store';
 import { pwriteFull } from '../../image/durable-file';
 import {
   EHDR_SIZE,
@@ -34,7 +34,7 @@ import { X86_64_FPREGS_BYTES, X86_64_REGS_BYTES } from './x86-regs';
 
 const log = logger('export');
 
-export async function exportCore(image: SessionImage, outFile: string, opts: ExportOptions = {}): Promise<ExportSummary> {
+export async function exportCore(image: SessionReader, outFile: string, opts: ExportOptions = {}): Promise<ExportSummary> {
   const manifest = await committed(image);
   const plans = await planVmas(image, manifest.layout, opts);
   if (!opts.force && (await fsp.lstat(outFile).then(() => true, () => false))) {

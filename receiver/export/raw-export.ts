@@ -7,7 +7,7 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { logger } from '../../common/log';
 import { pwriteFull } from '../../image/durable-file';
-import type { SessionImage } from '../../image/image-store';
+import type { SessionReader } from '../../image/image-store';
 import { ExportError } from './export-error';
 import { exportManifest, rawFileName } from './export-manifest';
 import { forEachBlock, forEachContentRun, planVmas, type ContentOptions, type PageCounts } from './vma-content';
@@ -34,7 +34,7 @@ export function addCounts(total: PageCounts, c: PageCounts): void {
   total.none += c.none;
 }
 
-export async function exportRaw(image: SessionImage, outDir: string, opts: ExportOptions = {}): Promise<ExportSummary> {
+export async function exportRaw(image: SessionReader, outDir: string, opts: ExportOptions = {}): Promise<ExportSummary> {
   const manifest = await committed(image);
   const plans = await planVmas(image, manifest.layout, opts);
   await fsp.mkdir(outDir, { recursive: true });
@@ -72,7 +72,7 @@ export async function exportRaw(image: SessionImage, outDir: string, opts: Expor
 }
 
 /** The committed manifest, or ExportError when the session is not committed. */
-export async function committed(image: SessionImage) {
+export async function committed(image: SessionReader) {
   try {
     return await image.committedManifest();
   } catch (err) {

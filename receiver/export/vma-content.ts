@@ -11,7 +11,7 @@ import * as path from 'node:path';
 import type { Vma } from '../../common/vma';
 import { vmaRangeName } from '../../common/vma';
 import { logger } from '../../common/log';
-import type { SessionImage } from '../../image/image-store';
+import type { SessionReader } from '../../image/image-store';
 import { ExportError } from './export-error';
 
 const log = logger('export');
@@ -51,7 +51,7 @@ export interface VmaPlan {
 }
 
 /** Plan each VMA of a committed layout; throws ExportError listing every backing file that is missing. */
-export async function planVmas(image: SessionImage, layout: Vma[], opts: ContentOptions): Promise<VmaPlan[]> {
+export async function planVmas(image: SessionReader, layout: Vma[], opts: ContentOptions): Promise<VmaPlan[]> {
   const plans: VmaPlan[] = [];
   const missing: string[] = [];
   for (const vma of layout) {
@@ -100,7 +100,7 @@ async function checkBacking(file: string, vma: Vma): Promise<string | undefined>
  * writer can leave holes there).
  */
 export async function forEachBlock(
-  image: SessionImage,
+  image: SessionReader,
   plan: VmaPlan,
   counts: PageCounts,
   fn: (addr: number, bytes: Buffer, sources: Uint8Array) => Promise<void>,

@@ -7,11 +7,11 @@
 // escaped, and a Content-Security-Policy forbids scripts and fetches should escaping ever fail.
 
 import type { Report } from '../../proto/messages';
-import type { RoundFigures, SessionMeta } from '../../image/store-types';
+import type { RoundEnd, SessionMeta } from '../../image/store-types';
 import { formatBytes, formatRate, formatSeconds } from '../../common/units';
 import { CHART_CSS, escapeXml as esc, renderChart } from './svg-chart';
 
-export interface ReportRound extends RoundFigures {
+export interface ReportRound extends RoundEnd {
   /** PRECOPY, STOP_AND_COPY or VERIFY_FIX, when known. */
   phase?: string;
   /** ISO 8601 time the round became durable. */

@@ -3,7 +3,7 @@
 // raw page bytes (lz4 must decompress to exactly raw_length; a raw payload must be raw_length
 // long). Everything about placement and consistency with the runs (alignment, runs inside the
 // round's layout, zero_map length, raw_length = non-zero pages x page size) is checked by
-// SessionImage.writePages/discard before it writes anything, with messages naming the value.
+// SessionWriter.writePages/discard before it writes anything, with messages naming the value.
 
 import type { PageBatch } from '../../proto/messages';
 import { Lz4Error, decodeLz4Block } from '../../common/lz4-block';

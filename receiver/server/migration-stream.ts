@@ -36,7 +36,7 @@ import {
   type RoundStart,
   type SessionStart,
 } from '../../proto/messages';
-import type { ImageStore, SessionImage } from '../../image/image-store';
+import type { ImageStore, SessionWriter } from '../../image/image-store';
 import { checkPageSize, checkRuns, checkSessionId } from '../../image/input-checks';
 import { checkRunCount, decodeBatch, type DecodedBatch } from './batch-checks';
 import type { ReceivedMessage } from './message-scan';
@@ -83,7 +83,7 @@ const WRITE_DEPTH = 4;
 
 export class MigrationStream {
   private state: State = 'await-start';
-  private session: SessionImage | null = null;
+  private session: SessionWriter | null = null;
   private sessionId = '';
   private openRound = -1;
   /** Last round made durable (by this stream, or before the resume). */
@@ -246,7 +246,7 @@ export class MigrationStream {
   }
 
   /** Create or resume the session in the store; a failure gives the claimed slot back. */
-  private async openSession(s: SessionStart, id: string, pageSize: number): Promise<SessionImage> {
+  private async openSession(s: SessionStart, id: string, pageSize: number): Promise<SessionWriter> {
     const { store } = this.host;
     try {
       return s.resume
@@ -338,7 +338,7 @@ export class MigrationStream {
   private async roundEnd(e: RoundEnd): Promise<void> {
     this.requireRound('RoundEnd');
     if (e.round !== this.openRound) throw invalidArgument(`RoundEnd says round ${e.round}, but round ${this.openRound} is open`);
-    // RoundEnd carries exactly the store's RoundFigures (the store checks the figures).
+    // The store takes the wire's RoundEnd as it is (and checks the figures).
     const durable = await this.session!.endRound(e);
     this.lastRound = e.round;
     this.state = 'between-rounds';

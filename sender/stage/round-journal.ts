@@ -1,7 +1,7 @@
 // What the receiver may have lost: for every round it has not acknowledged as durable yet, the
 // runs of pages the tracker handed out (whether or not they reached the receiver) and the runs
 // the receiver was told to discard. A receiver that restarts, or a session taken over after a cut,
-// holds exactly its last durable round L (receiver/store/session-image.ts: presence and discards
+// holds exactly its last durable round L (image/commit-protocol.ts: presence and discards
 // roll back to L; page data written after L may have been overwritten in place). Resuming at L,
 // the sender re-sends the discards of rounds > L, then every page of rounds > L (read again from
 // the target: current content), and the image is whole again.

@@ -7,7 +7,7 @@ import { UserError } from '../../common/errors';
 import { digestToBuffer } from '../../common/image-digest';
 import { logger } from '../../common/log';
 import { decodeLz4Block } from '../../common/lz4-block';
-import { ImageStore, StoreError, type SessionImage } from '../../image/image-store';
+import { ImageStore, StoreError, type SessionWriter } from '../../image/image-store';
 import type { Vma } from '../../common/vma';
 import type { CommitInfo, CommitResult, PageBatch, PageTransfer, Phase, Report, RoundAck, RoundEnd, SessionAccepted, SessionStart } from './page-transfer';
 
@@ -16,7 +16,7 @@ const log = logger('xfer-local');
 export class LocalTransfer implements PageTransfer {
   readonly description: string;
   private store: ImageStore | null = null;
-  private img: SessionImage | null = null;
+  private img: SessionWriter | null = null;
 
   constructor(private readonly dir: string) {
     this.description = `image directory ${dir}`;
@@ -96,7 +96,7 @@ export class LocalTransfer implements PageTransfer {
     }
   }
 
-  private session(): SessionImage {
+  private session(): SessionWriter {
     if (!this.img) throw new Error('local transfer used before open() or after close()');
     return this.img;
   }

@@ -3,7 +3,7 @@
 // rounds in a model to know what each durable state must hold.
 
 import { chunked, commitModel, figures, Model, pageBytes, pagesOf, PS, sendBatch, shuffled, vma } from './store-helpers';
-import type { SessionImage } from '../../image/image-store';
+import type { SessionWriter } from '../../image/image-store';
 import type { Vma } from '../../common/vma';
 
 const A = 0x7f0000000000;
@@ -46,14 +46,14 @@ export function simulate(names: (keyof typeof ROUNDS)[]): Model {
   return m;
 }
 
-export async function playRound(img: SessionImage, model: Model, name: keyof typeof ROUNDS): Promise<void> {
+export async function playRound(img: SessionWriter, model: Model, name: keyof typeof ROUNDS): Promise<void> {
   const r = ROUNDS[name];
   await img.beginRound(r.round, r.phase, LAYOUT);
   for (const b of r.batches) await sendBatch(img, model, b.addrs, b.gen, b.zeros);
   await img.endRound(figures(r.round));
 }
 
-export async function playSteps(img: SessionImage, model: Model, steps: Step[], log: (s: string) => void = () => undefined): Promise<void> {
+export async function playSteps(img: SessionWriter, model: Model, steps: Step[], log: (s: string) => void = () => undefined): Promise<void> {
   for (const s of steps) {
     if (s === 'commit') await commitModel(img, model);
     else await playRound(img, model, s);

@@ -9,7 +9,7 @@ import test from 'ava';
 import { spawn } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { ImageStore, type SessionImage, type SessionState } from '../../image/image-store';
+import { ImageStore, type SessionReader, type SessionState } from '../../image/image-store';
 import { exportRaw } from '../../receiver/export/raw-export';
 import { vmaRangeName } from '../../common/vma';
 import { Model, PS, commitModel, figures, meta, pageBytes, sendBatch, tempDir, vma } from './store-helpers';
@@ -41,7 +41,7 @@ function runChild(dir: string, id: string, steps: Step[], crashAt?: string): Pro
 }
 
 /** Pages held by a session as sorted [address, 'data' | 'zero'] pairs, read through readPages. */
-async function heldPages(img: SessionImage): Promise<[number, string][]> {
+async function heldPages(img: SessionReader): Promise<[number, string][]> {
   const out: [number, string][] = [];
   for (const v of LAYOUT) {
     const n = (v.end - v.start) / PS;
@@ -65,7 +65,7 @@ async function referencedGenerations(sessionDir: string): Promise<string[]> {
   return [...new Set(st.windows.map((w) => `${String(w[1]).padStart(8, '0')}.bm`))].sort();
 }
 
-async function assertExportEquals(t: import('ava').ExecutionContext, img: SessionImage, model: Model, out: string): Promise<void> {
+async function assertExportEquals(t: import('ava').ExecutionContext, img: SessionReader, model: Model, out: string): Promise<void> {
   await exportRaw(img, out);
   for (const v of model.layout) {
     const got = await fsp.readFile(path.join(out, `${vmaRangeName(v.start, v.end)}.bin`));

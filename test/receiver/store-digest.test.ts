@@ -8,7 +8,7 @@ import test from 'ava';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import type { Vma } from '../../common/vma';
-import { ImageStore, storeCounters, type SessionImage } from '../../image/image-store';
+import { ImageStore, storeCounters, type SessionWriter } from '../../image/image-store';
 import { Model, PS, figures, meta, prng, sendBatch, tempDir, vma } from './store-helpers';
 
 /** The address ranges pages may live in: across a 1 GiB window boundary, over several 2 MiB
@@ -64,7 +64,7 @@ function diskModel(durable: Map<number, Buffer | 'zero'>, layout: Vma[], lastDat
 test('running digest = model digest = digest from disk, through random writes, zero pages, discards, layout shrinks and resumes (seeded)', async (t) => {
   const r = runOf(20240611);
   const store = new ImageStore(tempDir(t));
-  let img: SessionImage = await store.create(meta('prop'));
+  let img: SessionWriter = await store.create(meta('prop'));
   let model = new Model();
   const lastData = new Map<number, Buffer>();
   let durable = new Map<number, Buffer | 'zero'>();
@@ -178,7 +178,8 @@ test('a read-only handle has no running digest; resuming only to abort reads not
   }
 
   const ro = await store.open('gone');
-  await t.throwsAsync(ro.heldDigest(), { message: /read-only/ });
+  // @ts-expect-error a reader keeps no running digest: heldDigest is a writer's
+  t.is(ro.heldDigest, undefined);
   await ro.close();
 
   // The digest is rebuilt at the first round or commit, not at resume (which may be to abort).

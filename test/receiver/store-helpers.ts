@@ -10,8 +10,7 @@ import type { ExecutionContext } from 'ava';
 import type { Vma } from '../../common/vma';
 import { addDigest, digestOf, zeroPageHash } from '../../common/image-digest';
 import { hashPages } from '../../native';
-import type { SessionImage, SessionMeta, RoundFigures } from '../../image/image-store';
-import type { ThreadState } from '../../proto/messages';
+import type { SessionWriter, SessionMeta, RoundEnd, ThreadState } from '../../image/image-store';
 import { X86_64_REGS_BYTES, X86_64_REG_NAMES, type X86Reg } from '../../receiver/export/x86-regs';
 
 export const PS = 4096;
@@ -54,7 +53,7 @@ export function pageBytes(addr: number, gen: number): Buffer {
   return b;
 }
 
-export function figures(round: number): RoundFigures {
+export function figures(round: number): RoundEnd {
   return {
     round,
     dirtyPages: 0,
@@ -115,7 +114,7 @@ export class Model {
  * Send pages at `addrs` (any order; grouped into ascending runs here) in one batch: zero pages
  * (those in `zeros`) as bits, the others as generation `gen` content. Updates the model.
  */
-export async function sendBatch(img: SessionImage, model: Model, addrs: number[], gen: number, zeros: Set<number> = new Set()): Promise<void> {
+export async function sendBatch(img: SessionWriter, model: Model, addrs: number[], gen: number, zeros: Set<number> = new Set()): Promise<void> {
   const b = batchOf(model, addrs, gen, zeros);
   await img.writePages(b.runs, b.zeroMap, b.data);
 }
@@ -181,7 +180,7 @@ export function chunked<T>(xs: T[], n: number): T[][] {
 }
 
 /** Commit the model's pages with the model's digest; fails the test's expectations loudly if refused. */
-export async function commitModel(img: SessionImage, model: Model, threads: ThreadState[] = []): Promise<void> {
+export async function commitModel(img: SessionWriter, model: Model, threads: ThreadState[] = []): Promise<void> {
   const d = model.digest();
   const res = await img.commit({ layout: model.layout, threads, imageDigest: d.digest, imagePages: d.pages });
   if (!res.ok) throw new Error(`commit refused: ${res.message}`);

@@ -5,7 +5,7 @@
 import test from 'ava';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { ImageStore, StoreError, type SessionImage, type StoreErrorCode } from '../../image/image-store';
+import { ImageStore, StoreError, type SessionReader, type StoreErrorCode } from '../../image/image-store';
 import { exportRaw } from '../../receiver/export/raw-export';
 import { vmaRangeName, type Vma } from '../../common/vma';
 import { Model, PS, chunked, figures, meta, pageBytes, pagesOf, sendBatch, shuffled, tempDir, vma } from './store-helpers';
@@ -17,7 +17,7 @@ const C = 0x555555554000;
 const D = 0x7f1000000000;
 const E = 0x7f2000000000;
 
-async function exportAndCompare(t: import('ava').ExecutionContext, img: SessionImage, model: Model): Promise<void> {
+async function exportAndCompare(t: import('ava').ExecutionContext, img: SessionReader, model: Model): Promise<void> {
   const out = path.join(tempDir(t, 'precopy-export-'), 'raw');
   await exportRaw(img, out);
   const names = (await fsp.readdir(out)).sort();
@@ -122,7 +122,8 @@ test('readPages reports data, zero and absent pages; a new handle sees only dura
   t.is(ro.lastDurableRound, 0);
   await ro.readPages(A, 8, into, presence);
   t.deepEqual([...presence], [1, 2, 0, 1, 0, 0, 0, 0]);
-  await expectStoreError(t, ro.beginRound(5, 'PRECOPY', layout), 'BAD_STATE', /read-only/);
+  // @ts-expect-error a reader cannot start a round: only create/resume give a writer
+  t.is(ro.beginRound, undefined);
   await ro.close();
   await img.endRound(figures(1));
   const ro2 = await store.open('s2');

@@ -5,7 +5,7 @@
 import test from 'ava';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { ImageStore, type RoundFigures, type SessionMeta } from '../../image/image-store';
+import { ImageStore, type RoundEnd, type SessionMeta } from '../../image/image-store';
 import { run, USAGE } from '../../receiver/commands/report';
 import { renderSessionReport } from '../../receiver/report/session-report';
 import { UserError } from '../../common/errors';
@@ -17,7 +17,7 @@ const LAYOUT = [vma(BASE, 64)];
 const tmpdir = (t: Parameters<typeof tempDir>[0]) => tempDir(t, 'precopy-report-');
 
 /** Rounds shrinking like a converging migration, then the stop-and-copy round. */
-function figures(round: number, last: boolean): RoundFigures {
+function figures(round: number, last: boolean): RoundEnd {
   const dirtyPages = last ? 3 : Math.max(4, 64 >> round);
   return {
     round,
