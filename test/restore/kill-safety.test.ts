@@ -60,3 +60,20 @@ for (const mode of ['frozen', 'capturing']) {
     }
   });
 }
+
+test.serial('SIGKILL of a restorer mid-restore kills the half-made process (PTRACE_O_EXITKILL)', async (t) => {
+  const w = await startWorkload(['--workers', '2']);
+  const child = spawn(process.execPath, [path.join(__dirname, 'fixtures', 'restore-child.js'), String(w.pid)], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  await w.exited; // the child SIGKILLs it after the capture; we reap it
+  await new Promise<void>((resolve, reject) => {
+    child.stdout!.once('data', (d: Buffer) => (d.toString().startsWith('filling') ? resolve() : reject(new Error(`child said ${d}`))));
+    child.once('exit', (c) => reject(new Error(`child exited ${c}`)));
+  });
+  t.true(fs.existsSync(`/proc/${w.pid}`), 'the stub holds the pid while filling');
+  t.regex(fs.readFileSync(`/proc/${w.pid}/status`, 'utf8'), /TracerPid:\s*[1-9]/, 'held by the restorer');
+  child.kill('SIGKILL');
+  await until('the half-made process is gone', () => !fs.existsSync(`/proc/${w.pid}`));
+  t.pass();
+});
