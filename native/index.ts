@@ -10,7 +10,9 @@
 // short-lived helper process (build/Release/precopy-arm-helper, signals blocked) so that killing
 // the sender can never leave a target thread running on borrowed registers; arm() waits for it.
 // PAGEMAP_SCAN, process_vm_readv and hashing need no tracer relationship and may run off the
-// main thread.
+// main thread. A restorable freeze (freezeForRestore) is held by another helper process
+// (precopy-capture-helper) for the same reason. A restore (startRestoreStub) traces the stub it
+// starts from the JS main thread, with PTRACE_O_EXITKILL: if we die, the half-made process dies.
 //
 // Memory rule: JS allocates buffers, native fills them.
 
