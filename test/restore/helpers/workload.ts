@@ -32,7 +32,9 @@ export class Workload {
 }
 
 const live = new Set<number>();
+const dirs = new Set<string>();
 process.on('exit', () => {
+  for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
   for (const pid of live) {
     try {
       process.kill(pid, 'SIGKILL');
@@ -46,6 +48,7 @@ process.on('exit', () => {
 export function statusDir(): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'precopy-restore-'));
   fs.chmodSync(dir, 0o777);
+  dirs.add(dir);
   return dir;
 }
 
