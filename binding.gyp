@@ -16,7 +16,11 @@
         "native/page_hash.cc",
         "native/proc_files.cc",
         "native/fd_inspect.cc",
-        "native/tracker.cc"
+        "native/tracker.cc",
+        "native/thread_state.cc",
+        "native/helper_process.cc",
+        "native/capture_helper.cc",
+        "native/restore_stub.cc"
       ],
       "include_dirs": ["<!@(node -p \"require('node-addon-api').include\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],
@@ -35,6 +39,28 @@
       ],
       "cflags_cc": ["-std=c++17", "-O2", "-fexceptions", "-Wall", "-Wextra"],
       "cflags_cc!": ["-fno-exceptions"]
+    },
+    {
+      "target_name": "precopy-capture-helper",
+      "type": "executable",
+      "sources": [
+        "native/capture_helper_main.cc",
+        "native/capture_helper.cc",
+        "native/thread_state.cc",
+        "native/helper_process.cc",
+        "native/inject.cc",
+        "native/ptrace_threads.cc",
+        "native/proc_files.cc"
+      ],
+      "cflags_cc": ["-std=c++17", "-O2", "-fexceptions", "-Wall", "-Wextra"],
+      "cflags_cc!": ["-fno-exceptions"]
+    },
+    {
+      "target_name": "precopy-restore-stub",
+      "type": "executable",
+      "sources": ["native/restore_stub_main.c"],
+      "cflags": ["-O2", "-fno-stack-protector", "-fno-asynchronous-unwind-tables", "-fno-pie"],
+      "ldflags": ["-static", "-nostdlib", "-no-pie"]
     }
   ]
 }

@@ -14,6 +14,7 @@
 import * as path from 'node:path';
 import type { Vma } from '../common/vma';
 import type { ImageManifest, SessionMeta, SessionState, StoredRound } from './store-types';
+import { decodeProcessStateValue } from './process-state';
 import { invalid } from './store-error';
 
 export const FORMAT = 1;
@@ -51,6 +52,8 @@ export interface ManifestFile {
   imagePages: number;
   dataPages: number;
   windows: WindowIndex;
+  /** A restorable image's process state, as image/process-state.ts encodes it (JSON). */
+  process?: unknown;
 }
 
 export function sessionFiles(dir: string) {
@@ -88,5 +91,6 @@ export function decodeManifest(m: ManifestFile, meta: SessionMeta): ImageManifes
     imageDigest: BigInt(`0x${m.imageDigest}`),
     imagePages: m.imagePages,
     dataPages: m.dataPages,
+    processState: m.process === undefined ? undefined : decodeProcessStateValue(m.process),
   };
 }

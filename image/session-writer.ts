@@ -18,6 +18,7 @@ import { crashPoint } from './crash-hook';
 import { atomicWrite } from './durable-file';
 import { checkCount, checkFigures, checkLayout, checkRuns, checkText, checkThreads } from './input-checks';
 import { planBatch } from './page-batch';
+import { encodeProcessState } from './process-state';
 import { FORMAT, type ManifestFile, type SessionFiles, type StateFile } from './on-disk';
 import { RunningDigest } from './running-digest';
 import { loadSession, SessionReader, type LoadedSession } from './session-reader';
@@ -231,6 +232,7 @@ export class SessionWriter extends SessionReader {
         imagePages: got.pages,
         dataPages: counts.dataPages,
         windows: bitmaps.index,
+        process: c.processState ? JSON.parse(encodeProcessState(c.processState).toString('utf8')) : undefined,
       };
       const before = this.st.windows;
       const next = this.nextState({

@@ -5,6 +5,7 @@
 
 import type { Vma } from '../common/vma';
 import type { Phase, RoundAck, RoundEnd, ThreadState } from '../proto/messages';
+import type { ProcessState } from './process-state';
 
 export type { Phase, RoundAck, RoundEnd, ThreadState };
 export { PHASES } from '../proto/messages';
@@ -50,6 +51,8 @@ export interface StoredRound {
 }
 
 export interface CommitRequest {
+  /** What a restore needs beyond memory (a restorable image); undefined: memory only. */
+  processState?: ProcessState;
   layout: Vma[];
   threads: ThreadState[];
   imageDigest: bigint;
@@ -75,6 +78,8 @@ export interface ImageManifest {
   imageDigest: bigint;
   imagePages: number;
   dataPages: number;
+  /** Present in a restorable image (sender migrate --restorable). */
+  processState?: ProcessState;
 }
 
 /** What `verify` found: the stored image checked against its manifest, the digest recomputed

@@ -5,6 +5,7 @@
 // a wrong call from crashing the process.
 #include <napi.h>
 #include <string.h>
+#include <sys/wait.h>
 
 #include <algorithm>
 #include <functional>
@@ -12,8 +13,11 @@
 #include <thread>
 #include <vector>
 
+#include "capture_helper.h"
 #include "fd_inspect.h"
 #include "freeze.h"
+#include "helper_process.h"
+#include "restore_stub.h"
 #include "page_hash.h"
 #include "page_reader.h"
 #include "probe.h"
@@ -28,6 +32,8 @@ struct AddonData {
   Napi::FunctionReference errorClass;  // NativeError from index.ts (setErrorClass)
   Napi::FunctionReference trackerClass;
   Napi::FunctionReference frozenClass;
+  Napi::FunctionReference captureFrozenClass;
+  Napi::FunctionReference restoreStubClass;
 };
 
 AddonData& data(Napi::Env env) { return *env.GetInstanceData<AddonData>(); }
@@ -356,6 +362,183 @@ class FrozenWrap : public Napi::ObjectWrap<FrozenWrap> {
   std::unique_ptr<precopy::FrozenProcess> frozen_;
 };
 
+// ---- restorable freeze (capture_helper.h) ----
+
+Napi::Value bytes(Napi::Env env, const void* p, size_t n) {
+  return Napi::Buffer<uint8_t>::Copy(env, static_cast<const uint8_t*>(p), n);
+}
+Napi::Value u64(Napi::Env env, uint64_t v) { return Napi::BigInt::New(env, v); }
+
+Napi::Array threadRegsArray(Napi::Env env, const std::vector<precopy::ThreadRegs>& threads) {
+  Napi::Array out = Napi::Array::New(env, threads.size());
+  for (size_t i = 0; i < threads.size(); i++) {
+    Napi::Object t = Napi::Object::New(env);
+    t.Set("tid", Napi::Number::New(env, threads[i].tid));
+    t.Set("regs", bytes(env, &threads[i].regs, sizeof threads[i].regs));
+    t.Set("fpregs", bytes(env, &threads[i].fpregs, sizeof threads[i].fpregs));
+    out.Set(static_cast<uint32_t>(i), t);
+  }
+  return out;
+}
+
+Napi::Object captureObject(Napi::Env env, const precopy::ProcessCapture& pc) {
+  Napi::Object o = Napi::Object::New(env);
+  Napi::Array threads = Napi::Array::New(env, pc.threads.size());
+  for (size_t i = 0; i < pc.threads.size(); i++) {
+    const precopy::ThreadCapture& c = pc.threads[i];
+    Napi::Object t = Napi::Object::New(env);
+    t.Set("tid", Napi::Number::New(env, c.tid));
+    t.Set("regs", bytes(env, &c.regs, sizeof c.regs));
+    t.Set("restoreRegs", bytes(env, &c.restoreRegs, sizeof c.restoreRegs));
+    t.Set("fpregs", bytes(env, &c.fpregs, sizeof c.fpregs));
+    t.Set("restart", Napi::Number::New(env, static_cast<int>(c.restart)));
+    t.Set("xstate", bytes(env, c.xstate.data(), c.xstate.size()));
+    t.Set("sigmask", u64(env, c.sigmask));
+    t.Set("rseqAddr", u64(env, c.rseqAddr));
+    t.Set("rseqLen", Napi::Number::New(env, c.rseqLen));
+    t.Set("rseqSig", Napi::Number::New(env, c.rseqSig));
+    t.Set("rseqFlags", Napi::Number::New(env, c.rseqFlags));
+    t.Set("robustHead", u64(env, c.robustHead));
+    t.Set("robustLen", u64(env, c.robustLen));
+    t.Set("clearChildTid", u64(env, c.clearChildTid));
+    t.Set("altSp", u64(env, c.altSp));
+    t.Set("altFlags", Napi::Number::New(env, c.altFlags));
+    t.Set("altSize", u64(env, c.altSize));
+    threads.Set(static_cast<uint32_t>(i), t);
+  }
+  o.Set("threads", threads);
+  Napi::Array actions = Napi::Array::New(env, 64);
+  for (uint32_t i = 0; i < 64; i++) {
+    Napi::Object a = Napi::Object::New(env);
+    a.Set("handler", u64(env, pc.actions[i].handler));
+    a.Set("flags", u64(env, pc.actions[i].flags));
+    a.Set("restorer", u64(env, pc.actions[i].restorer));
+    a.Set("mask", u64(env, pc.actions[i].mask));
+    actions.Set(i, a);
+  }
+  o.Set("sigactions", actions);
+  o.Set("brk", u64(env, pc.brk));
+  o.Set("dumpable", Napi::Number::New(env, pc.dumpable));
+  o.Set("securebits", Napi::Number::New(env, pc.securebits));
+  return o;
+}
+
+class CaptureFrozenWrap : public Napi::ObjectWrap<CaptureFrozenWrap> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "CaptureFrozen",
+                       {InstanceAccessor<&CaptureFrozenWrap::Pid>("pid"), InstanceMethod<&CaptureFrozenWrap::Threads>("threads"),
+                        InstanceMethod<&CaptureFrozenWrap::Capture>("capture"), InstanceMethod<&CaptureFrozenWrap::Thaw>("thaw"),
+                        InstanceMethod<&CaptureFrozenWrap::ThawStopped>("thawStopped"), InstanceMethod<&CaptureFrozenWrap::Kill>("kill")});
+  }
+
+  explicit CaptureFrozenWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<CaptureFrozenWrap>(info) {
+    const pid_t pid = static_cast<pid_t>(intArg(info, 0, "pid"));
+    frozen_ = guarded(info.Env(), [&] { return std::make_unique<precopy::HelperFrozenProcess>(pid); });
+  }
+
+ private:
+  Napi::Value Pid(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), frozen_->pid()); }
+  Napi::Value Threads(const Napi::CallbackInfo& info) { return threadRegsArray(info.Env(), frozen_->threads()); }
+  Napi::Value Capture(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&] { return captureObject(info.Env(), frozen_->capture()); });
+  }
+  void Thaw(const Napi::CallbackInfo& info) {
+    guarded(info.Env(), [&] { frozen_->thaw(); });
+  }
+  void ThawStopped(const Napi::CallbackInfo& info) {
+    guarded(info.Env(), [&] { frozen_->thawStopped(); });
+  }
+  void Kill(const Napi::CallbackInfo& info) {
+    guarded(info.Env(), [&] { frozen_->kill(); });
+  }
+
+  std::unique_ptr<precopy::HelperFrozenProcess> frozen_;
+};
+
+// ---- restore stub (restore_stub.h) ----
+
+uint64_t bigArg(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  if (info[i].IsNumber()) return static_cast<uint64_t>(info[i].As<Napi::Number>().Int64Value());
+  if (!info[i].IsBigInt()) typeError(info.Env(), std::string(name) + " must be a bigint");
+  bool lossless = true;
+  return info[i].As<Napi::BigInt>().Uint64Value(&lossless);
+}
+
+class RestoreStubWrap : public Napi::ObjectWrap<RestoreStubWrap> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(
+        env, "RestoreStub",
+        {InstanceAccessor<&RestoreStubWrap::Pid>("pid"), InstanceMethod<&RestoreStubWrap::Tids>("tids"),
+         InstanceMethod<&RestoreStubWrap::Gadget>("gadget"), InstanceMethod<&RestoreStubWrap::SetGadget>("setGadget"),
+         InstanceMethod<&RestoreStubWrap::Syscall>("syscall"), InstanceMethod<&RestoreStubWrap::WriteMemory>("writeMemory"),
+         InstanceMethod<&RestoreStubWrap::ReadMemory>("readMemory"), InstanceMethod<&RestoreStubWrap::CreateThread>("createThread"),
+         InstanceMethod<&RestoreStubWrap::SetThreadState>("setThreadState"),
+         InstanceMethod<&RestoreStubWrap::DetachAll>("detachAll"), InstanceMethod<&RestoreStubWrap::Kill>("kill")});
+  }
+
+  explicit RestoreStubWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<RestoreStubWrap>(info) {
+    const pid_t pid = static_cast<pid_t>(intArg(info, 0, "pid"));
+    stub_ = guarded(info.Env(), [&] {
+      return std::make_unique<precopy::RestoreStub>(precopy::siblingExecutable(precopy::kRestoreStubName), pid);
+    });
+  }
+
+ private:
+  Napi::Value Pid(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), stub_->pid()); }
+  Napi::Value Tids(const Napi::CallbackInfo& info) {
+    const auto& t = stub_->tids();
+    Napi::Array a = Napi::Array::New(info.Env(), t.size());
+    for (size_t i = 0; i < t.size(); i++) a.Set(static_cast<uint32_t>(i), Napi::Number::New(info.Env(), t[i]));
+    return a;
+  }
+  Napi::Value Gadget(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), static_cast<double>(stub_->gadget())); }
+  void SetGadget(const Napi::CallbackInfo& info) { stub_->setGadget(static_cast<uint64_t>(intArg(info, 0, "gadget"))); }
+
+  // syscall(tid, nr, args: BigUint64Array) -> bigint (negative errno on failure)
+  Napi::Value Syscall(const Napi::CallbackInfo& info) {
+    const pid_t tid = static_cast<pid_t>(intArg(info, 0, "tid"));
+    const long nr = static_cast<long>(intArg(info, 1, "nr"));
+    Napi::BigUint64Array args = bigU64Arg(info, 2, "args");
+    if (args.ElementLength() > 6) typeError(info.Env(), "a syscall takes at most six arguments");
+    return guarded(info.Env(), [&] {
+      return Napi::BigInt::New(info.Env(), static_cast<int64_t>(stub_->syscall(tid, nr, args.Data(), args.ElementLength())));
+    });
+  }
+  void WriteMemory(const Napi::CallbackInfo& info) {
+    const uint64_t addr = static_cast<uint64_t>(intArg(info, 0, "addr"));
+    Napi::Buffer<uint8_t> b = bufferArg(info, 1, "data");
+    guarded(info.Env(), [&] { stub_->writeMemory(addr, b.Data(), b.Length()); });
+  }
+  void ReadMemory(const Napi::CallbackInfo& info) {
+    const uint64_t addr = static_cast<uint64_t>(intArg(info, 0, "addr"));
+    Napi::Buffer<uint8_t> b = bufferArg(info, 1, "into");
+    guarded(info.Env(), [&] { stub_->readMemory(addr, b.Data(), b.Length()); });
+  }
+  Napi::Value CreateThread(const Napi::CallbackInfo& info) {
+    const pid_t tid = static_cast<pid_t>(intArg(info, 0, "tid"));
+    const uint64_t scratch = static_cast<uint64_t>(intArg(info, 1, "scratch"));
+    return guarded(info.Env(), [&] { return Napi::Number::New(info.Env(), stub_->createThread(tid, scratch)); });
+  }
+  void SetThreadState(const Napi::CallbackInfo& info) {
+    const pid_t tid = static_cast<pid_t>(intArg(info, 0, "tid"));
+    Napi::Buffer<uint8_t> regs = bufferArg(info, 1, "regs");
+    Napi::Buffer<uint8_t> xstate = bufferArg(info, 2, "xstate");
+    const uint64_t sigmask = bigArg(info, 3, "sigmask");
+    if (regs.Length() != sizeof(user_regs_struct)) typeError(info.Env(), "regs must be a user_regs_struct (216 bytes)");
+    user_regs_struct r;
+    memcpy(&r, regs.Data(), sizeof r);
+    guarded(info.Env(), [&] { stub_->setThreadState(tid, r, xstate.Data(), xstate.Length(), sigmask); });
+  }
+  void DetachAll(const Napi::CallbackInfo& info) {
+    guarded(info.Env(), [&] { stub_->detachAll(); });
+  }
+  void Kill(const Napi::CallbackInfo&) { stub_->kill(); }
+
+  std::unique_ptr<precopy::RestoreStub> stub_;
+};
+
 // ---- page reader ----
 
 // Bounded work (one batch of reads): the libuv pool is the right place.
@@ -430,6 +613,24 @@ Napi::Value ProbeKernel(const Napi::CallbackInfo& info) {
 Napi::Value Arm(const Napi::CallbackInfo& info) { return data(info.Env()).trackerClass.New({info[0]}); }
 
 Napi::Value Freeze(const Napi::CallbackInfo& info) { return data(info.Env()).frozenClass.New({info[0], info[1]}); }
+
+Napi::Value FreezeForRestore(const Napi::CallbackInfo& info) { return data(info.Env()).captureFrozenClass.New({info[0]}); }
+
+Napi::Value StartRestoreStub(const Napi::CallbackInfo& info) { return data(info.Env()).restoreStubClass.New({info[0]}); }
+
+// reapChild(pid, block) -> null while it runs, else { exitCode, signal } (one of them null).
+Napi::Value ReapChild(const Napi::CallbackInfo& info) {
+  const pid_t pid = static_cast<pid_t>(intArg(info, 0, "pid"));
+  const bool block = info[1].ToBoolean();
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    int st = 0;
+    if (!precopy::reapChild(pid, block, &st)) return info.Env().Null();
+    Napi::Object o = Napi::Object::New(info.Env());
+    o.Set("exitCode", WIFEXITED(st) ? Napi::Number::New(info.Env(), WEXITSTATUS(st)) : info.Env().Null());
+    o.Set("signal", WIFSIGNALED(st) ? Napi::Number::New(info.Env(), WTERMSIG(st)) : info.Env().Null());
+    return o;
+  });
+}
 
 Napi::Value ReadPages(const Napi::CallbackInfo& info) {
   const pid_t pid = static_cast<pid_t>(intArg(info, 0, "pid"));
@@ -511,12 +712,17 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   env.SetInstanceData(d);
   d->trackerClass = Napi::Persistent(TrackerWrap::Define(env));
   d->frozenClass = Napi::Persistent(FrozenWrap::Define(env));
+  d->captureFrozenClass = Napi::Persistent(CaptureFrozenWrap::Define(env));
+  d->restoreStubClass = Napi::Persistent(RestoreStubWrap::Define(env));
   exports.Set("peekPipe", Napi::Function::New<PeekPipe>(env));
   exports.Set("socketFacts", Napi::Function::New<SocketFacts>(env));
   exports.Set("setErrorClass", Napi::Function::New<SetErrorClass>(env));
   exports.Set("probeKernel", Napi::Function::New<ProbeKernel>(env));
   exports.Set("arm", Napi::Function::New<Arm>(env));
   exports.Set("freeze", Napi::Function::New<Freeze>(env));
+  exports.Set("freezeForRestore", Napi::Function::New<FreezeForRestore>(env));
+  exports.Set("startRestoreStub", Napi::Function::New<StartRestoreStub>(env));
+  exports.Set("reapChild", Napi::Function::New<ReapChild>(env));
   exports.Set("readPages", Napi::Function::New<ReadPages>(env));
   exports.Set("readPagesAsync", Napi::Function::New<ReadPagesAsync>(env));
   exports.Set("hashPages", Napi::Function::New<HashPages>(env));

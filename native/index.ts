@@ -10,7 +10,9 @@
 // short-lived helper process (build/Release/precopy-arm-helper, signals blocked) so that killing
 // the sender can never leave a target thread running on borrowed registers; arm() waits for it.
 // PAGEMAP_SCAN, process_vm_readv and hashing need no tracer relationship and may run off the
-// main thread.
+// main thread. A restorable freeze (freezeForRestore) is held by another helper process
+// (precopy-capture-helper) for the same reason. A restore (startRestoreStub) traces the stub it
+// starts from the JS main thread, with PTRACE_O_EXITKILL: if we die, the half-made process dies.
 //
 // Memory rule: JS allocates buffers, native fills them.
 
@@ -377,6 +379,120 @@ export interface Frozen {
 export function freeze(pid: number, captureRegisters = true): Frozen {
   checkPid(pid);
   return addon().freeze(pid, captureRegisters) as Frozen;
+}
+
+// ---- restorable freeze and capture (native/capture_helper.*, native/thread_state.*) ----
+
+/** What the kernel would have done with a syscall interrupted by the freeze (image/process-state.ts). */
+export const SYSCALL_RESTART = ['none', 'restart', 'reissue-restart-block'] as const;
+
+export interface CapturedThread {
+  tid: number;
+  /** user_regs_struct as frozen. */
+  regs: Buffer;
+  /** Same with the syscall-restart decision applied and orig_rax = -1: what a restore loads. */
+  restoreRegs: Buffer;
+  fpregs: Buffer;
+  /** Index into SYSCALL_RESTART. */
+  restart: number;
+  /** NT_X86_XSTATE bytes. */
+  xstate: Buffer;
+  sigmask: bigint;
+  /** 0n: no rseq registered. */
+  rseqAddr: bigint;
+  rseqLen: number;
+  rseqSig: number;
+  rseqFlags: number;
+  robustHead: bigint;
+  robustLen: bigint;
+  clearChildTid: bigint;
+  altSp: bigint;
+  altFlags: number;
+  altSize: bigint;
+}
+
+export interface CapturedSigaction {
+  handler: bigint;
+  flags: bigint;
+  restorer: bigint;
+  mask: bigint;
+}
+
+export interface CapturedProcess {
+  /** Group leader first. */
+  threads: CapturedThread[];
+  /** Index i: signal i + 1. */
+  sigactions: CapturedSigaction[];
+  /** brk(0) of the process: /proc has only start_brk. */
+  brk: bigint;
+  dumpable: number;
+  securebits: number;
+}
+
+/**
+ * A freeze that can also capture what a restore needs. Same shape as Frozen (the sender may use
+ * either), plus capture() and kill(). The ptrace work is done by a helper process
+ * (build/Release/precopy-capture-helper, every signal blocked) which holds the freeze: if this
+ * process dies, the helper sees its socket close, finishes what it is doing and thaws the target,
+ * so no target thread can be left on borrowed registers.
+ */
+export interface RestorableFrozen extends Frozen {
+  /** Registers, XSAVE, signal mask, rseq, robust list, clear_child_tid, sigaltstack of every
+   *  thread; signal dispositions, brk, dumpable, securebits. The process stays frozen. */
+  capture(): CapturedProcess;
+  /** SIGKILL the target, then let go of it. */
+  kill(): void;
+}
+
+/** Freeze every thread of pid through the capture helper (a few ms to start it). */
+export function freezeForRestore(pid: number): RestorableFrozen {
+  checkPid(pid);
+  return addon().freezeForRestore(pid) as RestorableFrozen;
+}
+
+// ---- restore stub (native/restore_stub.*) ----
+
+/**
+ * A process being restored: build/Release/precopy-restore-stub started with clone3 set_tid, held
+ * with ptrace (PTRACE_O_EXITKILL: it dies with us, or when dropped, unless detachAll() ran).
+ * Every call is synchronous and must come from the JS main thread.
+ */
+export interface RestoreStub {
+  readonly pid: number;
+  /** Thread ids so far (the main thread first). */
+  tids(): number[];
+  /** Address of the `syscall` instruction injections run (inside the stub's [vdso]). */
+  gadget(): number;
+  setGadget(addr: number): void;
+  /** Run one syscall in thread tid; the raw result (negative errno on failure). */
+  syscall(tid: number, nr: number, args: BigUint64Array): bigint;
+  writeMemory(addr: number, data: Buffer): void;
+  readMemory(addr: number, into: Buffer): void;
+  /** clone3 with set_tid from the main thread; scratch: 256 writable bytes in the stub. */
+  createThread(tid: number, scratch: number): number;
+  setThreadState(tid: number, regs: Buffer, xstate: Buffer, sigmask: bigint): void;
+  detachAll(): void;
+  kill(): void;
+}
+
+/** pid > 0: start the stub with exactly that pid (NativeError EEXIST when taken); 0: any pid. */
+export function startRestoreStub(pid: number): RestoreStub {
+  if (!Number.isInteger(pid) || pid < 0) throw new TypeError(`pid must be a non-negative integer, got ${pid}`);
+  return addon().startRestoreStub(pid) as RestoreStub;
+}
+
+export interface ChildExit {
+  exitCode: number | null;
+  signal: number | null;
+}
+
+/**
+ * waitpid for a child this process started outside child_process (a restored process): null while
+ * it runs (block = false). Node never reaps these itself.
+ */
+export function reapChild(pid: number, block = false): ChildExit | null {
+  checkPid(pid);
+  return addon().reapChild(pid, block) as ChildExit | null;
 }
 
 // ---- internals ----

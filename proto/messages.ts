@@ -72,6 +72,8 @@ export interface Commit {
   /** 8 bytes, little-endian (common/image-digest.ts digestToBuffer). */
   imageDigest: Buffer;
   imagePages: number;
+  /** image/process-state.ts encodeProcessState(); empty: a memory-only image. */
+  processState?: Buffer;
 }
 
 export interface Report {

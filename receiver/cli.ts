@@ -17,6 +17,7 @@ const COMMANDS: Record<string, Command> = {
   verify: { summary: 'check that a session is committed, complete and its digests match', load: () => import('./commands/verify') },
   export: { summary: 'write a committed image as raw files per VMA or an ELF core file', load: () => import('./commands/export') },
   gc: { summary: 'remove old failed and aborted sessions', load: () => import('./commands/gc') },
+  restore: { summary: 'start the process of a committed restorable image on this host', load: () => import('./commands/restore') },
   report: { summary: "write a session's report page (HTML) from what the receiver keeps", load: () => import('./commands/report') },
 };
 

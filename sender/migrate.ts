@@ -36,6 +36,7 @@ import { Throttle } from './target/throttle';
 import { checkTarget, estimateMemoryBytes, explainTargetError, forgetTarget, isAlive, type TargetIdentity } from './target/target-process';
 import { verifyFrozen } from './verify';
 import { checkRestorable } from './capture/restorable';
+import type { ProcessState } from '../image/process-state';
 import { TrackedProcess } from './tracking/tracked-process';
 import { runsToBatches, type RunBatch } from './tracking/run-batch';
 import { BatchStager } from './stage/batch-stager';
@@ -126,6 +127,8 @@ class Migration {
   private frozenBreaks = 0;
   private readonly records: RoundRecord[] = [];
   private committed = false;
+  /** --restorable: the process's state beyond memory, captured at the freeze. */
+  private processState: ProcessState | null = null;
   private cleanups: (() => void | Promise<void>)[] = [];
 
   constructor(private readonly opts: MigrateOptions) {
@@ -327,9 +330,13 @@ class Migration {
     const transfer = this.transfer!;
     this.throttle!.stop();
     this.assertAlive();
-    const freeze = (this.freeze = new FreezeSession(this.opts.pid));
+    const freeze = (this.freeze = new FreezeSession(this.opts.pid, !!this.opts.restorable));
     const lap = laps(freeze.frozenAt / 1000);
     lap(`freeze (${freeze.threads().length} threads)`);
+    if (this.opts.restorable) {
+      this.processState = freeze.captureState(this.opts.restorable);
+      lap(`capture (${this.processState.files.length} fds)`);
+    }
 
     // Last dirty pages and new VMAs, then the populated set: pages the receiver holds that the
     // target no longer has (MADV_DONTNEED, unmapped and remapped) become holes.
@@ -378,7 +385,13 @@ class Migration {
   private async commit(): Promise<void> {
     const digest = this.sent.digest();
     const result = await this.guard(
-      this.transfer!.commit({ layout: this.layout, threads: this.freeze!.threads(), imageDigest: digest, imagePages: this.sent.pages() }),
+      this.transfer!.commit({
+        layout: this.layout,
+        threads: this.freeze!.threads(),
+        imageDigest: digest,
+        imagePages: this.sent.pages(),
+        processState: this.processState ?? undefined,
+      }),
     );
     if (!result.ok) throw new Error(`the receiver refused the commit: ${result.message}`);
     if (!result.imageDigest.equals(digestToBuffer(digest))) {

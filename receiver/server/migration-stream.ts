@@ -38,6 +38,7 @@ import {
 } from '../../proto/messages';
 import type { ImageStore, SessionWriter } from '../../image/image-store';
 import { checkPageSize, checkRuns, checkSessionId } from '../../image/input-checks';
+import { decodeProcessState, ProcessStateError, type ProcessState } from '../../image/process-state';
 import { checkRunCount, decodeBatch, type DecodedBatch } from './batch-checks';
 import type { ReceivedMessage } from './message-scan';
 import { MAX_REGS_BYTES, MAX_THREADS } from './limits';
@@ -358,7 +359,17 @@ export class MigrationStream {
         throw resourceExhausted(`Commit registers of thread ${t.tid} exceed ${MAX_REGS_BYTES} bytes`);
       }
     }
+    let processState: ProcessState | undefined;
+    if (c.processState && c.processState.length > 0) {
+      try {
+        processState = decodeProcessState(c.processState);
+      } catch (e) {
+        if (e instanceof ProcessStateError) throw invalidArgument(`Commit process_state: ${e.message}`);
+        throw e;
+      }
+    }
     const out = await this.session!.commit({
+      processState,
       layout: c.layout,
       threads: c.threads.map((t) => ({ tid: t.tid, regs: t.regs, fpregs: t.fpregs })),
       imageDigest: digestFromBuffer(c.imageDigest),

@@ -10,7 +10,7 @@ import type { FdState, EpollWatch } from '../../image/fd-state';
 import { peekPipe, socketFacts } from '../../native';
 
 /** A memfd's content travels in the image's state, not with the pages: keep it small. */
-export const MAX_MEMFD_BYTES = 64 << 20;
+export const MAX_MEMFD_BYTES = 16 << 20;
 
 /** One fd that cannot be restored, and why, in words a user can act on. */
 export interface FdRefusal {

@@ -8,7 +8,9 @@
 // thing that must never happen before the commit is a queued SIGSTOP (thawStopped), and only
 // afterAction() below sends it.
 
-import { freeze, type Frozen } from '../../native';
+import { freeze, freezeForRestore, type Frozen, type RestorableFrozen } from '../../native';
+import type { ProcessState } from '../../image/process-state';
+import { captureProcessState, type CaptureOptions } from '../capture/capture-process-state';
 import type { ThreadState } from '../../proto/messages';
 import { logger } from '../../common/log';
 
@@ -27,6 +29,16 @@ function installExitHook(): void {
 export function freezeTracked(pid: number, captureRegisters: boolean): Frozen {
   installExitHook();
   const f = freeze(pid, captureRegisters);
+  live.add(f);
+  return f;
+}
+
+/** The same, through the capture helper, for a restorable image: its capture() injects
+ *  queries into the frozen threads, so the freeze must be held by a process that finishes every
+ *  injection even if we are killed (docs/design.md, Restore). */
+function freezeTrackedForRestore(pid: number): RestorableFrozen {
+  installExitHook();
+  const f = freezeForRestore(pid);
   live.add(f);
   return f;
 }
@@ -58,11 +70,23 @@ export function thawAll(why: string): number {
 export class FreezeSession {
   readonly frozenAt: number;
   private readonly frozen: Frozen;
+  private readonly restorable: RestorableFrozen | null;
   private thawedAt = 0;
 
-  constructor(readonly pid: number) {
+  /** restorable: freeze through the capture helper, so that captureState() can be called. */
+  constructor(
+    readonly pid: number,
+    restorable = false,
+  ) {
     this.frozenAt = performance.now();
-    this.frozen = freezeTracked(pid, true);
+    this.restorable = restorable ? freezeTrackedForRestore(pid) : null;
+    this.frozen = this.restorable ?? freezeTracked(pid, true);
+  }
+
+  /** Everything a restore needs beyond memory, as it is now (frozen). */
+  captureState(opts: CaptureOptions): ProcessState {
+    if (!this.restorable) throw new Error('captureState() needs a restorable freeze');
+    return captureProcessState(this.restorable, this.pid, opts);
   }
 
   threads(): ThreadState[] {

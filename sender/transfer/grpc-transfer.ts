@@ -4,6 +4,7 @@
 // Connection problems surface as the link's LinkError ("cannot reach receiver at HOST:PORT
 // (connection refused)"), a UserError: one line, no stack.
 
+import { encodeProcessState } from '../../image/process-state';
 import { digestToBuffer } from '../../common/image-digest';
 import { formatHostPort, type HostPort } from '../../common/cli';
 import { LinkError, MigrationLink } from './migration-link';
@@ -71,7 +72,13 @@ export class GrpcTransfer implements PageTransfer {
   }
 
   commit(c: CommitInfo): Promise<CommitResult> {
-    return this.use().commit({ layout: c.layout, threads: c.threads, imageDigest: digestToBuffer(c.imageDigest), imagePages: c.imagePages });
+    return this.use().commit({
+      layout: c.layout,
+      threads: c.threads,
+      imageDigest: digestToBuffer(c.imageDigest),
+      imagePages: c.imagePages,
+      processState: c.processState ? encodeProcessState(c.processState) : Buffer.alloc(0),
+    });
   }
 
   report(r: Report): Promise<void> {

@@ -6,6 +6,7 @@
 // → report → close, or abort at any point. After a broken link (a retryable LinkError), reopen()
 // starts over with SessionStart.resume: the receiver answers with its last durable round.
 
+import type { ProcessState } from '../../image/process-state';
 import type { Vma } from '../../common/vma';
 import type {
   CommitResult,
@@ -28,6 +29,8 @@ export interface CommitInfo {
   /** common/image-digest.ts digest of every page the receiver should hold. */
   imageDigest: bigint;
   imagePages: number;
+  /** A restorable image's process state (image/process-state.ts); undefined: memory only. */
+  processState?: ProcessState;
 }
 
 export interface PageTransfer {

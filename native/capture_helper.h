@@ -1,0 +1,57 @@
+// A freeze for restorable migrations: a helper process (precopy-capture-helper) seizes every
+// thread of the target and holds it; the addon talks to it over a socket, synchronously.
+//
+// Why a helper: capturing the state a restore needs injects syscalls (sigaltstack,
+// PR_GET_TID_ADDRESS, rt_sigaction, brk) that borrow the target's registers. If the tracer were
+// the sender's Node process and it was SIGKILLed mid-injection, the kernel would detach and the
+// target would run on borrowed registers. The helper runs with every signal blocked, reads one
+// command at a time and finishes it before reading the next; when its socket reaches EOF (the
+// sender died, or dropped the object) it thaws the target and exits. So no moment exists where
+// killing the sender leaves a target thread on borrowed registers.
+#pragma once
+
+#include <sys/types.h>
+
+#include <vector>
+
+#include "freeze.h"
+#include "sys_error.h"
+#include "thread_state.h"
+
+namespace precopy {
+
+constexpr const char* kCaptureHelperName = "precopy-capture-helper";
+
+class HelperFrozenProcess {
+ public:
+  // Starts the helper and waits until every thread of pid is stopped (as FrozenProcess does);
+  // threads() then holds each thread's registers as frozen. Throws SysError.
+  explicit HelperFrozenProcess(pid_t pid);
+  // Without thaw/thawStopped/kill: closes the socket, so the helper thaws the target.
+  ~HelperFrozenProcess();
+  HelperFrozenProcess(const HelperFrozenProcess&) = delete;
+  HelperFrozenProcess& operator=(const HelperFrozenProcess&) = delete;
+
+  pid_t pid() const { return pid_; }
+  bool frozen() const { return !finished_; }
+  const std::vector<ThreadRegs>& threads() const { return threads_; }
+  // Everything a restore needs from the threads (see thread_state.h). The process stays frozen.
+  ProcessCapture capture();
+  void thaw();
+  void thawStopped();  // SIGSTOP queued, then detach: the process stays stopped
+  void kill();         // SIGKILL, then detach
+
+ private:
+  void finish(uint32_t cmd);
+  void reapHelper();
+  pid_t pid_;
+  pid_t helper_ = -1;
+  Fd sock_;
+  std::vector<ThreadRegs> threads_;
+  bool finished_ = false;
+};
+
+// Body of the helper executable.
+void captureHelperMain(pid_t pid, int sock);
+
+}  // namespace precopy
