@@ -73,7 +73,7 @@ const spoilers: Array<[string, (d: any) => void, RegExp]> = [
   ['bad base64', (d) => (d.mm.auxv = '@@@@'), /mm\.auxv must be a base64 string/],
   ['rlimit cur > max', (d) => (d.rlimits[0] = { cur: '10', max: '5' }), /cur > max/],
   ['a restart decision unknown', (d) => (d.threads[0].syscallRestart.decision = 'maybe'), /decision must be one of/],
-  ['an unknown fd kind', (d) => (d.files = [{ kind: 'socket', fd: 3, path: '/x', flags: 0 }]), /files\[0\]\.kind must be one of/],
+  ['an unknown fd kind', (d) => (d.files = [{ kind: 'inotify', fd: 3, flags: 0 }]), /files\[0\]\.kind: "inotify" is not one of/],
   ['creds with 3 uids', (d) => d.creds.uid.pop(), /creds\.uid has 3 entries/],
   ['array instead of object', (d) => (d.mm = []), /mm must be an object/],
 ];
