@@ -16,6 +16,7 @@
         "native/page_hash.cc",
         "native/proc_files.cc",
         "native/fd_inspect.cc",
+        "native/xsave_layout.cc",
         "native/tracker.cc",
         "native/thread_state.cc",
         "native/helper_process.cc",

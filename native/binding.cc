@@ -23,6 +23,7 @@
 #include "probe.h"
 #include "sys_error.h"
 #include "tracker.h"
+#include "xsave_layout.h"
 
 namespace {
 
@@ -674,6 +675,23 @@ Napi::Value DigestPages(const Napi::CallbackInfo& info) {
   return Napi::BigInt::New(info.Env(), sum);
 }
 
+// ---- CPU (xsave_layout.h) ----
+
+// xsaveLayout() -> [{ index, offset, size }]
+Napi::Value XsaveLayout(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const auto layout = precopy::xsaveLayout();
+  Napi::Array out = Napi::Array::New(env, layout.size());
+  for (size_t i = 0; i < layout.size(); i++) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("index", layout[i].index);
+    o.Set("offset", layout[i].offset);
+    o.Set("size", layout[i].size);
+    out.Set(static_cast<uint32_t>(i), o);
+  }
+  return out;
+}
+
 // ---- fd inspection (fd_inspect.h) ----
 
 // peekPipe(pid, fd, into: Buffer) -> bytes waiting (only min(waiting, into.length) copied)
@@ -714,6 +732,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   d->frozenClass = Napi::Persistent(FrozenWrap::Define(env));
   d->captureFrozenClass = Napi::Persistent(CaptureFrozenWrap::Define(env));
   d->restoreStubClass = Napi::Persistent(RestoreStubWrap::Define(env));
+  exports.Set("xsaveLayout", Napi::Function::New<XsaveLayout>(env));
   exports.Set("peekPipe", Napi::Function::New<PeekPipe>(env));
   exports.Set("socketFacts", Napi::Function::New<SocketFacts>(env));
   exports.Set("setErrorClass", Napi::Function::New<SetErrorClass>(env));

@@ -609,3 +609,16 @@ export function peekPipe(pid: number, fd: number): Buffer {
     into = Buffer.allocUnsafe(waiting);
   }
 }
+
+/** One XSAVE state component of this CPU (CPUID leaf 0xD), standard format. */
+export interface XsaveComponent {
+  index: number;
+  offset: number;
+  size: number;
+}
+
+/** Where this CPU keeps each user state component (2 = AVX, 5-7 = AVX-512, 9 = PKRU) in an
+ *  NT_X86_XSTATE area. */
+export function xsaveLayout(): XsaveComponent[] {
+  return addon().xsaveLayout();
+}

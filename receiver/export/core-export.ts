@@ -1,17 +1,21 @@
 // `receiver export --format core`: an ELF64 core file of the migrated process as the kernel would
-// have dumped it at the freeze: PT_NOTE (NT_PRSTATUS + NT_FPREGSET per thread, NT_PRPSINFO,
+// have dumped it at the freeze: PT_NOTE (NT_PRSTATUS + NT_FPREGSET [+ NT_X86_XSTATE] per thread, NT_PRPSINFO,
 // NT_FILE) then one PT_LOAD per VMA of the committed layout with its content (same rule as the
 // raw export). Zero pages stay holes in the sparse file. Written to FILE.partial and renamed, so
 // FILE exists only when complete.
 
 import { promises as fsp } from 'node:fs';
 import { logger } from '../../common/log';
+import { xsaveLayout } from '../../native';
+import { xstateForGdb } from './xstate-layout';
 import type { ImageManifest, SessionReader } from '../../image/image-store';
 import { pwriteFull } from '../../image/durable-file';
 import {
   EHDR_SIZE,
   NT_FILE,
+  NT_AUXV,
   NT_FPREGSET,
+  NT_X86_XSTATE,
   NT_PRPSINFO,
   NT_PRSTATUS,
   PHDR_SIZE,
@@ -99,6 +103,9 @@ function coreNotes(m: ImageManifest): Buffer {
   }
   const pid = m.meta.pid;
   const threads = [...m.threads].sort((a, b) => (a.tid === pid ? -1 : b.tid === pid ? 1 : 0));
+  // A restorable image has every thread's XSAVE area (AVX and beyond): gdb shows it from NT_X86_XSTATE.
+  const layout = xsaveLayout(); // the image was taken on this kind of CPU: restore insists on it too
+  const xstate = new Map((m.processState?.threads ?? []).map((t) => [t.tid, xstateForGdb(t.xstate, layout)]));
   const out: Buffer[] = [];
   threads.forEach((t, i) => {
     const fpvalid = t.fpregs.length === X86_64_FPREGS_BYTES;
@@ -106,9 +113,12 @@ function coreNotes(m: ImageManifest): Buffer {
     if (i === 0) {
       out.push(note('CORE', NT_PRPSINFO, prpsinfo(pid, m.meta.command)));
       out.push(note('CORE', NT_FILE, ntFile(m.layout, m.meta.pageSize)));
+      if (m.processState) out.push(note('CORE', NT_AUXV, m.processState.mm.auxv));
     }
     // BFD ties NT_FPREGSET to the NT_PRSTATUS before it: keep each thread's pair together.
     if (fpvalid) out.push(note('CORE', NT_FPREGSET, t.fpregs));
+    const xs = xstate.get(t.tid);
+    if (xs) out.push(note('LINUX', NT_X86_XSTATE, xs));
   });
   if (threads.length === 0) {
     out.push(note('CORE', NT_PRPSINFO, prpsinfo(pid, m.meta.command)));

@@ -1,7 +1,7 @@
 // ELF64 core file structures for x86_64 Linux, as the kernel's binfmt_elf writes them and as
 // readelf and gdb (BFD) read them: the file header, program headers, and the notes NT_PRSTATUS
-// (struct elf_prstatus), NT_PRPSINFO (struct elf_prpsinfo), NT_FPREGSET (user_fpregs_struct)
-// and NT_FILE (mapped files). Pure functions over Buffers; core-export.ts assembles the file.
+// (struct elf_prstatus), NT_PRPSINFO (struct elf_prpsinfo), NT_FPREGSET (user_fpregs_struct),
+// NT_X86_XSTATE (the XSAVE area, restorable images only) and NT_FILE (mapped files). Pure functions over Buffers; core-export.ts assembles the file.
 
 import type { Vma } from '../../common/vma';
 import { X86_64_REGS_BYTES } from './x86-regs';
@@ -23,6 +23,10 @@ export const NT_PRSTATUS = 1;
 export const NT_FPREGSET = 2;
 export const NT_PRPSINFO = 3;
 export const NT_FILE = 0x46494c45;
+/** The auxiliary vector: gdb finds a PIE program's load address from its AT_ENTRY. */
+export const NT_AUXV = 6;
+/** The XSAVE area (include/uapi/linux/elf.h), named "LINUX". */
+export const NT_X86_XSTATE = 0x202;
 
 const PRSTATUS_SIZE = 336;
 const PRSTATUS_REG_OFFSET = 112;

@@ -5,13 +5,14 @@
 
 import test from 'ava';
 import * as dgram from 'node:dgram';
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { startReceiver, type ReceiverHandle } from '../helpers/receiver';
 import { askFdloop, startFdloop } from '../helpers/fdloop';
 import { describeRun, receiverCli, runSender } from './support';
-import { killRestored, processExists, startWorkload, stubProcesses, taskIds, waitStatus, type Status } from '../restore/helpers/workload';
+import { killRestored, processExists, RESTORE_TARGET, startWorkload, stubProcesses, taskIds, waitStatus, type Status } from '../restore/helpers/workload';
 
 const images = fs.mkdtempSync(path.join(os.tmpdir(), 'precopy-e2e-restore-'));
 let receiver: ReceiverHandle;
@@ -60,6 +61,19 @@ test.serial('threads, AVX registers, signals, locks and TLS go on after a migrat
   const s2 = await waitStatus(w.dir, (x) => x.usr1_ok === '1', 'SIGUSR1 handled on the alternate stack');
   t.deepEqual(failures(s2), []);
   t.deepEqual(stubProcesses(), []);
+});
+
+test.serial('the core export of a restorable image carries the XSAVE state: gdb reads the AVX canaries', async (t) => {
+  const out = path.join(images, 'threads.core');
+  const run = await receiverCli(['export', '--images', images, 'restore-threads', '--format', 'core', '--out', out]);
+  t.is(run.code, 0, describeRun(run));
+  // The canaries are in memory (g_canary) and, in the avx thread, in ymm8: gdb must show the same.
+  const gdb = execFileSync('gdb', ['--batch', '-nx', RESTORE_TARGET, out, '-ex', 'p/x *(unsigned long long(*)[4])g_canary', '-ex', 'thread apply all p/x $ymm8.v4_int64'], {
+    encoding: 'utf8',
+  });
+  const canary = /^\$1 = (\{.*\})$/m.exec(gdb)?.[1];
+  t.truthy(canary, gdb);
+  t.true(gdb.split('\n').some((l) => /^\$\d+ = /.test(l) && !l.startsWith('$1 ') && l.endsWith(canary!)), `a thread's ymm8 equals the canary\n${gdb}`);
 });
 
 test.serial('file descriptors: epoll over a timerfd, eventfd and sockets, a pipe with unread bytes, a memfd, a log file', async (t) => {
