@@ -2,7 +2,8 @@
 // Runs ava over the compiled tests (config: package.json "ava", plus the exit guard of
 // test/ava.config.mjs) with the TAP reporter, streams its output, and ends with exactly one
 // summary line: `tests: N passed, M failed`.
-// Arguments (file filters, --match ...) go to ava unchanged.
+//   --unit   only the fast, unprivileged files listed in test/unit-files.json (`npm run test:unit`)
+// Other arguments (file filters, --match ...) go to ava unchanged.
 //
 // WHY count ourselves: ava can fail outside any test (compile error in a test file, uncaught
 // exception, unhandled rejection, timeout, a worker crash); those must show up as failures, and a
@@ -16,6 +17,8 @@
 // fails, saying so.
 
 import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
 import { createInterface } from 'node:readline';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -24,7 +27,20 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const ava = path.join(root, 'node_modules', '.bin', 'ava');
 
 let args = process.argv.slice(2);
+const unit = args.includes('--unit');
+args = args.filter((a) => a !== '--unit');
 const setupProblems = [];
+if (unit) {
+  // Paths relative to test/ (the .ts sources), run from dist/test/ (the compiled files).
+  const listFile = path.join(root, 'test', 'unit-files.json');
+  const files = [];
+  for (const f of JSON.parse(fs.readFileSync(listFile, 'utf8')).files) {
+    const js = path.join('dist', 'test', f.replace(/\.ts$/, '.js'));
+    if (fs.existsSync(path.join(root, js))) files.push(js);
+    else setupProblems.push(`test/unit-files.json lists ${f}, but ${js} does not exist (run npm run build; moved or renamed? update the list)`);
+  }
+  args = [...files, `--concurrency=${Math.min(4, os.availableParallelism())}`, ...args];
+}
 if (!args.some((a) => a === '--config' || a.startsWith('--config='))) args = ['--config', path.join(root, 'test', 'ava.config.mjs'), ...args];
 
 // A reader that went away (`| head`) must not crash us and orphan ava: the run goes on unseen.
