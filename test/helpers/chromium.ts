@@ -1,4 +1,4 @@
-// Headless Chromium (Debian's chromium package, installed by .ci/run) for tests of pages we
+// Headless Chromium (Debian's chromium package, which `npm test` installs) for tests of pages we
 // generate: load a local file, return the DOM after load and every console message the page
 // produced (errors, uncaught exceptions, CSP violations), optionally a screenshot.
 
@@ -7,8 +7,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
-
-export const CHROMIUM_BIN = process.env.CHROMIUM_BIN ?? '/usr/bin/chromium';
+import { requireProgram } from './system-deps';
 
 export interface RenderedPage {
   /** document.documentElement.outerHTML after load (--dump-dom). */
@@ -30,10 +29,9 @@ const FLAGS = [
   '--v=0',
 ];
 
-function chromium(args: string[], userDataDir: string): Promise<{ stdout: string; stderr: string }> {
-  if (!fs.existsSync(CHROMIUM_BIN)) throw new Error(`${CHROMIUM_BIN} not found: install Debian's chromium package`);
+function chromium(bin: string, args: string[], userDataDir: string): Promise<{ stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    execFile(CHROMIUM_BIN, [...FLAGS, `--user-data-dir=${userDataDir}`, ...args], { timeout: 60_000, maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
+    execFile(bin, [...FLAGS, `--user-data-dir=${userDataDir}`, ...args], { timeout: 60_000, maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
       if (err) reject(new Error(`chromium failed: ${err.message}\n${stderr.slice(-4000)}`));
       else resolve({ stdout, stderr });
     });
@@ -42,12 +40,13 @@ function chromium(args: string[], userDataDir: string): Promise<{ stdout: string
 
 /** Load `file` in headless Chromium; with `screenshot`, also write a PNG of it there. */
 export async function renderPage(file: string, opts: { screenshot?: string; width?: number; height?: number } = {}): Promise<RenderedPage> {
+  const bin = requireProgram('chromium', process.env.CHROMIUM_BIN); // fails at once, naming the package
   const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'precopy-chromium-'));
   const url = pathToFileURL(path.resolve(file)).href;
   try {
-    const { stdout, stderr } = await chromium(['--dump-dom', url], userDataDir);
+    const { stdout, stderr } = await chromium(bin, ['--dump-dom', url], userDataDir);
     if (opts.screenshot) {
-      await chromium([`--screenshot=${path.resolve(opts.screenshot)}`, `--window-size=${opts.width ?? 1200},${opts.height ?? 1600}`, '--hide-scrollbars', url], userDataDir);
+      await chromium(bin, [`--screenshot=${path.resolve(opts.screenshot)}`, `--window-size=${opts.width ?? 1200},${opts.height ?? 1600}`, '--hide-scrollbars', url], userDataDir);
     }
     // e.g. [123:123:1125/185139.620769:INFO:CONSOLE:1] "Uncaught ReferenceError: ...", source: file:///... (1)
     const consoleLines = stderr.split('\n').filter((l) => /:CONSOLE[:(]/.test(l));

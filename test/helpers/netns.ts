@@ -10,6 +10,7 @@
 import { execFile, execFileSync, spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import * as fs from 'node:fs';
 import { promisify } from 'node:util';
+import { requireProgram } from './system-deps';
 
 const run = promisify(execFile);
 
@@ -33,16 +34,13 @@ export interface NetPairOptions {
   subnet: string;
 }
 
-// System tools by absolute path: under `npm test` PATH starts with node_modules/.bin, which holds
-// an unrelated npm command named `nft`.
-const TOOL_DIRS = ['/usr/sbin', '/sbin', '/usr/bin', '/bin'];
-const PKG_OF: Record<string, string> = { ip: 'iproute2', tc: 'iproute2', nft: 'nftables' };
-
-/** Absolute path of a system tool (ip, tc, nft); throws naming the Debian package if missing. */
+/**
+ * Absolute path of a system tool (ip, tc, nft); throws naming the Debian package if missing.
+ * (By absolute path: under `npm test` PATH starts with node_modules/.bin, which holds an
+ * unrelated npm command named `nft`.)
+ */
 export function tool(name: 'ip' | 'tc' | 'nft'): string {
-  const dir = TOOL_DIRS.find((d) => fs.existsSync(`${d}/${name}`));
-  if (!dir) throw new Error(`${name} not found: install the Debian package ${PKG_OF[name]} (.ci/run does)`);
-  return `${dir}/${name}`;
+  return requireProgram(name);
 }
 
 /** Delete namespaces that test processes now dead left behind (names carry the creator's pid). */
@@ -103,6 +101,8 @@ export class NetPair {
     const m = /^10\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(opts.subnet);
     if (!m || [m[1], m[2], m[3]].some((x) => Number(x) > 255) || Number(m[3]) % 4 !== 0)
       throw new Error(`subnet must be 10.X.Y.Z with Z a multiple of 4, got ${opts.subnet}`);
+    // Every tool a test network may need, before anything is made.
+    for (const name of ['ip', 'tc', 'nft'] as const) tool(name);
     sweepStale();
     const pair = new NetPair(`${process.pid}-${counter++}`, opts.subnet);
     if (pair.dev.a.length > 15) throw new Error(`interface name too long: ${pair.dev.a}`);

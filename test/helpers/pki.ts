@@ -6,6 +6,7 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { requireProgram } from './system-deps';
 
 export interface Pki {
   dir: string;
@@ -22,7 +23,7 @@ export interface Pki {
   remove(): void;
 }
 
-const openssl = (dir: string, args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
+const openssl = (dir: string, args: string[]) => execFileSync(requireProgram('openssl'), args, { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
 const EC = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes'];
 
 function makeCa(dir: string, name: string): void {
@@ -39,6 +40,7 @@ function makeCert(dir: string, name: string, ca: string, san: string, usage: 'se
 }
 
 export function makePki(): Pki {
+  requireProgram('openssl'); // before the directory is made
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'precopy-pki-'));
   makeCa(dir, 'ca');
   makeCa(dir, 'other');

@@ -1,4 +1,4 @@
-// A real Prometheus (Debian's `prometheus` package, installed by .ci/run) for tests: started on a
+// A real Prometheus (Debian's `prometheus` package, which `npm test` installs) for tests: started on a
 // free loopback port with a 1 s scrape of the given targets and its own temporary TSDB, queried
 // through its HTTP API, stopped and cleaned up. Every instance is killed when the test process
 // exits, so a failed test never leaves one running.
@@ -8,8 +8,8 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { requireProgram } from './system-deps';
 
-export const PROMETHEUS_BIN = process.env.PROMETHEUS_BIN ?? '/usr/bin/prometheus';
 export const PROMTOOL_BIN = process.env.PROMTOOL_BIN ?? '/usr/bin/promtool';
 
 export interface PrometheusOptions {
@@ -75,13 +75,12 @@ export class Prometheus {
   }
 
   static async start(opts: PrometheusOptions): Promise<Prometheus> {
-    if (!fs.existsSync(PROMETHEUS_BIN)) {
-      throw new Error(`${PROMETHEUS_BIN} not found: install Debian's prometheus package (apt-get install prometheus)`);
-    }
+    // Before anything is started: a missing prometheus fails the test at once, naming its package.
+    const bin = requireProgram('prometheus', process.env.PROMETHEUS_BIN);
     let lastError: unknown;
     for (let attempt = 0; attempt < 3; attempt++) {
       try {
-        return await Prometheus.startOnce(opts, await freePort());
+        return await Prometheus.startOnce(bin, opts, await freePort());
       } catch (err) {
         lastError = err; // most likely the port was taken between freePort() and the bind
       }
@@ -89,7 +88,7 @@ export class Prometheus {
     throw lastError;
   }
 
-  private static async startOnce(opts: PrometheusOptions, port: number): Promise<Prometheus> {
+  private static async startOnce(bin: string, opts: PrometheusOptions, port: number): Promise<Prometheus> {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'precopy-prom-'));
     const interval = `${opts.scrapeIntervalSeconds ?? 1}s`;
     const config = [
@@ -105,7 +104,7 @@ export class Prometheus {
     const configFile = path.join(dir, 'prometheus.yml');
     fs.writeFileSync(configFile, config);
     const proc = spawn(
-      PROMETHEUS_BIN,
+      bin,
       [
         `--config.file=${configFile}`,
         `--storage.tsdb.path=${path.join(dir, 'data')}`,

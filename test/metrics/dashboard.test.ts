@@ -134,40 +134,39 @@ test('every panel query parses in a real Prometheus', async (t) => {
 });
 
 test('every panel query returns data from a fed MigrationMetrics scraped by a real Prometheus', async (t) => {
+  // Each resource stopped in teardown as soon as it exists: when Prometheus cannot start, the
+  // metrics server must not stay open (it kept the worker alive: the run hung).
   const metrics = new ReceiverMetrics();
+  t.teardown(() => metrics.close());
   const srv = await startMetricsServer(metrics.registry, { host: '127.0.0.1', port: 0 });
+  t.teardown(() => srv.close());
   const prom = await Prometheus.start({ targets: [`127.0.0.1:${srv.address.port}`] });
-  try {
-    await prom.waitFor('up == 1');
-    const start = Date.now() / 1000;
-    const session = 'fed-session';
-    metrics.sessionStarted({ sessionId: session, pageSize: 4096, downtimeTargetSeconds: 0.3, memoryBytes: 64 << 20 });
-    // Rounds spread over several 1 s scrapes, shrinking like a converging migration.
-    for (let i = 0; i < 16; i++) {
-      const dirtyPages = Math.max(16, 16384 >> i);
-      metrics.roundEnded(session, {
-        dirtyPages,
-        zeroPages: dirtyPages >> 4,
-        rawBytes: dirtyPages * 4096,
-        wireBytes: dirtyPages * 2048,
-        durationSeconds: 0.05 + dirtyPages / 1e5,
-        dirtyRateBytesPerSecond: 4e6,
-        transferRateBytesPerSecond: 3e8,
-        expectedDowntimeSeconds: (dirtyPages * 4096) / 3e8,
-        remainingBytes: (dirtyPages >> 1) * 4096,
-      });
-      await new Promise((r) => setTimeout(r, 300));
-    }
-    metrics.sessionEnded(session, { result: 'committed', downtimeSeconds: 0.012, totalSeconds: 5, verifyMismatches: 0 });
-    await prom.waitFor('precopy_session_downtime_seconds{session="fed-session"}');
-    // Two more scrapes, so rates over the end of the session have their last samples.
-    const ended = Date.now() / 1000;
-    await prom.waitFor('timestamp(up)', (s) => Number(s.value[1]) > ended + 2);
-    const empty = await panelsWithoutData(prom, session, Math.floor(start) - 1, Math.ceil(Date.now() / 1000));
-    t.deepEqual(empty, [], 'panels without data');
-  } finally {
-    await prom.stop();
-    await srv.close();
-    metrics.close();
+  t.teardown(() => prom.stop());
+  await prom.waitFor('up == 1');
+  const start = Date.now() / 1000;
+  const session = 'fed-session';
+  metrics.sessionStarted({ sessionId: session, pageSize: 4096, downtimeTargetSeconds: 0.3, memoryBytes: 64 << 20 });
+  // Rounds spread over several 1 s scrapes, shrinking like a converging migration.
+  for (let i = 0; i < 16; i++) {
+    const dirtyPages = Math.max(16, 16384 >> i);
+    metrics.roundEnded(session, {
+      dirtyPages,
+      zeroPages: dirtyPages >> 4,
+      rawBytes: dirtyPages * 4096,
+      wireBytes: dirtyPages * 2048,
+      durationSeconds: 0.05 + dirtyPages / 1e5,
+      dirtyRateBytesPerSecond: 4e6,
+      transferRateBytesPerSecond: 3e8,
+      expectedDowntimeSeconds: (dirtyPages * 4096) / 3e8,
+      remainingBytes: (dirtyPages >> 1) * 4096,
+    });
+    await new Promise((r) => setTimeout(r, 300));
   }
+  metrics.sessionEnded(session, { result: 'committed', downtimeSeconds: 0.012, totalSeconds: 5, verifyMismatches: 0 });
+  await prom.waitFor('precopy_session_downtime_seconds{session="fed-session"}');
+  // Two more scrapes, so rates over the end of the session have their last samples.
+  const ended = Date.now() / 1000;
+  await prom.waitFor('timestamp(up)', (s) => Number(s.value[1]) > ended + 2);
+  const empty = await panelsWithoutData(prom, session, Math.floor(start) - 1, Math.ceil(Date.now() / 1000));
+  t.deepEqual(empty, [], 'panels without data');
 });
