@@ -13,7 +13,7 @@ import { runMain } from '../common/errors';
 import type { Vma } from '../common/vma';
 import { ImageStore, type RoundEnd, type SessionWriter } from '../image/image-store';
 import { stat, type Stat } from './lib/stats';
-import { Model, batchOf, prng } from '../test/receiver/store-helpers';
+import { Model, batchOf, prng } from '../test/image/store-helpers';
 
 const USAGE = 'usage: node dist/bench/store-commit.js [--gib N] [--final-pages N] [--runs N] [--zero-every K] [--dir DIR]';
 const OPTIONS = {

@@ -14,8 +14,8 @@ const LIST = path.join(TEST_DIR, 'unit-files.json');
 /** Why a module may only be used by the full suite, or undefined. `name`: its path under test/ (no .ts). */
 function forbidden(spec: string, name: string): string | undefined {
   if (spec === 'child_process' || spec === 'node:child_process') return 'starts child processes';
-  if (/(^|\/)helpers\/(target|receiver|netns|prometheus|chromium|pki|procmem|system-deps)$/.test(name)) return `uses ${spec}, which starts processes or runs system programs`;
-  if (/(^|\/)(e2e\/support|receiver\/server-client|native\/native-helpers)$/.test(name)) return `uses ${spec}, end-to-end support code`;
+  if (/(^|\/)helpers\/(target|receiver|netns|prometheus|chromium|pki|procmem|system-deps|fdloop|migration-cli)$/.test(name)) return `uses ${spec}, which starts processes or runs system programs`;
+  if (/(^|\/)(receiver\/server\/server-client|native\/native-helpers|receiver\/restore\/helpers\/workload)$/.test(name)) return `uses ${spec}, end-to-end support code`;
   return undefined;
 }
 
@@ -64,5 +64,6 @@ test('the check finds what it must', (t) => {
   t.deepEqual(check("import test from 'ava';\nimport { RunBatcher } from '../../sender/tracking/run-batch';\n"), []);
   t.regex(check("import { spawn } from 'node:child_process';\n").join(), /starts child processes/);
   t.regex(check("import { Target } from '../helpers/target';\n").join(), /which starts processes/);
-  t.regex(check("import { startSender } from '../e2e/support';\n").join(), /end-to-end support/);
+  t.regex(check("import { startSender } from '../helpers/migration-cli';\n").join(), /which starts processes/);
+  t.regex(check("import { exchange } from '../receiver/server/server-client';\n").join(), /end-to-end support/);
 });

@@ -12,7 +12,7 @@
 //      Http2Session.settings() / setLocalWindowSize(). The sessions are reached through the
 //      grpc-js server's private `http2Servers` map, the one place it keeps them. This is checked
 //      at run time (a grpc-js without that map logs a warning and runs at the default window),
-//      and test/receiver/server-window.test.ts fails if a client no longer sees the window.
+//      and test/receiver/server/server-window.test.ts fails if a client no longer sees the window.
 // Measured (bench/link-throughput.ts): 0.37 GB/s → 1.4-1.7 GB/s for one stream.
 
 import type * as http2 from 'node:http2';

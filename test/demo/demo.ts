@@ -11,7 +11,7 @@ import * as fs from 'node:fs';
 import { parseArgs } from 'node:util';
 import { Target } from '../helpers/target';
 import { startReceiver } from '../helpers/receiver';
-import { compareImageWithMemory, exportRaw, receiverCli, SENDER_CLI, killStopped, tempDir } from '../e2e/support';
+import { compareImageWithMemory, exportRaw, receiverCli, SENDER_CLI, killStopped, tempDir } from '../helpers/migration-cli';
 
 const { values } = parseArgs({
   options: { mib: { type: 'string' }, rate: { type: 'string' }, keep: { type: 'boolean' } },

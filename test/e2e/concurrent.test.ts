@@ -9,7 +9,7 @@ import test from 'ava';
 import { isAlive, threadStates, tracerPid } from '../helpers/procmem';
 import { startReceiver } from '../helpers/receiver';
 import { Target } from '../helpers/target';
-import { assertImageEqualsMemory, describeRun, exportRaw, killStopped, runSender, startSender, tempDir } from './support';
+import { assertImageEqualsMemory, describeRun, exportRaw, killStopped, runSender, startSender, tempDir } from '../helpers/migration-cli';
 
 const MIGRATIONS = 8;
 const TARGET_MIB = 32;

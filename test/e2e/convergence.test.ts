@@ -11,7 +11,7 @@ import * as fs from 'node:fs';
 import { Target } from '../helpers/target';
 import { startReceiver } from '../helpers/receiver';
 import { NetPair } from '../helpers/netns';
-import { assertImageEqualsMemory, describeRun, exportRaw, killStopped, runSender, tempDir, type SenderRun, type Spawner } from './support';
+import { assertImageEqualsMemory, describeRun, exportRaw, killStopped, runSender, tempDir, type SenderRun, type Spawner } from '../helpers/migration-cli';
 
 const MiB = 1 << 20;
 

@@ -11,7 +11,7 @@ import * as path from 'node:path';
 import { ImageStore } from '../../image/image-store';
 import { startReceiver } from '../helpers/receiver';
 import { Target } from '../helpers/target';
-import { describeRun, receiverCli, runSender, tempDir } from './support';
+import { describeRun, receiverCli, runSender, tempDir } from '../helpers/migration-cli';
 import { assertUnharmed } from './target-health';
 
 const TMPFS_MIB = 48;

@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import * as net from 'node:net';
 import { Target } from '../helpers/target';
 import { isAlive, threadStates, tracerPid, vmFlags } from '../helpers/procmem';
-import { describeRun, receiverCli, runSender, startSender, useReceiver, type Spawner } from './support';
+import { describeRun, receiverCli, runSender, startSender, useReceiver, type Spawner } from '../helpers/migration-cli';
 
 const shared = useReceiver(test, 'precopy-e2e-fail-');
 

@@ -21,7 +21,7 @@ import {
   tempDir,
   useReceiver,
   type SenderRun,
-} from './support';
+} from '../helpers/migration-cli';
 
 const shared = useReceiver(test, 'precopy-e2e-fidelity-');
 

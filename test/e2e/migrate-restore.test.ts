@@ -11,8 +11,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { startReceiver, type ReceiverHandle } from '../helpers/receiver';
 import { askFdloop, startFdloop } from '../helpers/fdloop';
-import { describeRun, receiverCli, runSender } from './support';
-import { killRestored, processExists, RESTORE_TARGET, startWorkload, stubProcesses, taskIds, waitStatus, type Status } from '../restore/helpers/workload';
+import { describeRun, receiverCli, runSender } from '../helpers/migration-cli';
+import { killRestored, processExists, RESTORE_TARGET, startWorkload, stubProcesses, taskIds, waitStatus, type Status } from '../receiver/restore/helpers/workload';
 
 const images = fs.mkdtempSync(path.join(os.tmpdir(), 'precopy-e2e-restore-'));
 let receiver: ReceiverHandle;

@@ -16,7 +16,7 @@ import * as fs from 'node:fs';
 import { Target } from '../helpers/target';
 import { NetPair } from '../helpers/netns';
 import { startReceiver, type ReceiverHandle } from '../helpers/receiver';
-import { killStopped, startSender, tempDir } from './support';
+import { killStopped, startSender, tempDir } from '../helpers/migration-cli';
 import { assertResumedAndFaithful, roundsStarted, waitFor } from './resume-support';
 
 const SLOW = { rate: '200mbit', burst: '256kb' };

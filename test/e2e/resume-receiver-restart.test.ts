@@ -17,7 +17,7 @@ import { spawn } from 'node:child_process';
 import { Target } from '../helpers/target';
 import { startReceiver, type ReceiverHandle } from '../helpers/receiver';
 import { isAlive, threadStates, tracerPid } from '../helpers/procmem';
-import { describeRun, killStopped, startSender, tempDir } from './support';
+import { describeRun, killStopped, startSender, tempDir } from '../helpers/migration-cli';
 import { assertResumedAndFaithful, roundsStarted, waitFor } from './resume-support';
 
 test('receiver killed and restarted three times (round 0, a later round, stop-and-copy): image correct', async (t) => {

@@ -4,7 +4,7 @@
 
 import * as fs from 'node:fs';
 import type { ExecutionContext } from 'ava';
-import { assertImageEqualsMemory, describeRun, exportRaw, type SenderRun } from './support';
+import { assertImageEqualsMemory, describeRun, exportRaw, type SenderRun } from '../helpers/migration-cli';
 
 /** Resolves once cond() holds; rejects (naming `what`) when `gave_up()` holds or after timeoutMs. */
 export async function waitFor(cond: () => boolean, what: string, gaveUp: () => boolean = () => false, timeoutMs = 90_000): Promise<void> {

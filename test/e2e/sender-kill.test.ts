@@ -20,7 +20,7 @@ import { startReceiver, type ReceiverHandle } from '../helpers/receiver';
 import { Target } from '../helpers/target';
 import { threadStates } from '../helpers/procmem';
 import { prng, sleep, threadTracers } from '../native/native-helpers';
-import { describeRun, receiverCli, startSender, tempDir, type Spawner } from './support';
+import { describeRun, receiverCli, startSender, tempDir, type Spawner } from '../helpers/migration-cli';
 import { assertUnharmed } from './target-health';
 
 const KILLS = 20;

@@ -13,7 +13,7 @@ import { ImageStore } from '../../image/image-store';
 import { checkTarget, explainTargetError, forgetTarget, isAlive, targetState } from '../../sender/target/target-process';
 import { Target } from '../helpers/target';
 import { prng, sleep } from '../native/native-helpers';
-import { describeRun, startSender, useReceiver, type Spawner } from './support';
+import { describeRun, startSender, useReceiver, type Spawner } from '../helpers/migration-cli';
 import { assertUnharmed } from './target-health';
 
 const shared = useReceiver(test, 'precopy-e2e-exec-');

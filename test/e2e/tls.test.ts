@@ -19,7 +19,7 @@ import { healthService, type HealthCheckResponse } from '../../proto/health';
 import { makePki, type Pki } from '../helpers/pki';
 import { startReceiver, type ReceiverHandle } from '../helpers/receiver';
 import { Target } from '../helpers/target';
-import { RECEIVER_CLI, SENDER_CLI, assertImageEqualsMemory, describeRun, exportRaw, killStopped, receiverCli, runSender, tempDir } from './support';
+import { RECEIVER_CLI, SENDER_CLI, assertImageEqualsMemory, describeRun, exportRaw, killStopped, receiverCli, runSender, tempDir } from '../helpers/migration-cli';
 import { assertUnharmed } from './target-health';
 
 let pki: Pki;
