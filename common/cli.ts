@@ -61,7 +61,8 @@ export function parseSizeFlag(value: string | undefined, flag: string, def: numb
   const m = /^(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?$/i.exec(value.trim());
   if (!m) throw new UserError(`${flag} expects a size in bytes, optionally with a K, M, G or T suffix (binary), got '${value}'`);
   const n = Math.floor(Number(m[1]) * SIZE_SUFFIXES[m[2].toUpperCase()]);
-  if (!Number.isSafeInteger(n) || n < min || n > max) throw new UserError(`${flag} must be between ${formatBytes(min)} and ${formatBytes(max)}, got '${value}'`);
+  if (!Number.isSafeInteger(n) || n < min || n > max)
+    throw new UserError(`${flag} must be between ${formatBytes(min)} and ${formatBytes(max)}, got '${value}'`);
   return n;
 }
 

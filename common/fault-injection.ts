@@ -39,7 +39,10 @@ export function storeCrashPoint(): { point: string; nth: number } | null {
 
 /** Kernel feature names the probe must report missing (validated by the probe). */
 export function missingFeatures(): string[] {
-  return (raw('MISSING_FEATURES') ?? '').split(',').map((x) => x.trim()).filter(Boolean);
+  return (raw('MISSING_FEATURES') ?? '')
+    .split(',')
+    .map((x) => x.trim())
+    .filter(Boolean);
 }
 
 /** The image store must not use O_DIRECT. */

@@ -110,7 +110,7 @@ export class PageHashTable {
     };
     for (let r = 0; r < runs.length; r += 2) {
       const end = runs[r] + runs[r + 1] * ps;
-      for (let addr = runs[r]; addr < end; ) {
+      for (let addr = runs[r]; addr < end;) {
         const key = Math.floor(addr / this.chunkBytes);
         const chunkEnd = Math.min(end, (key + 1) * this.chunkBytes);
         const c = this.chunks.get(key);

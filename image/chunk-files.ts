@@ -69,7 +69,10 @@ export class ChunkFiles {
       const entry: Entry = { fh, busy: 0, tail: Promise.resolve() };
       e = entry;
       this.open.set(w, e);
-      fh.then((h) => (entry.fd = h.fd), () => undefined);
+      fh.then(
+        (h) => (entry.fd = h.fd),
+        () => undefined,
+      );
       // A failed open must not stay cached (ENOENT on read, EMFILE...): the next call retries.
       fh.catch(() => {
         if (this.open.get(w) === e) this.open.delete(w);
@@ -108,7 +111,7 @@ export class ChunkFiles {
     this.touched.add(w);
     if (e.fd !== undefined && len <= SYNC_WRITE_MAX) {
       try {
-        for (let done = 0; done < len; ) done += writeSync(e.fd, buf, off + done, len - done, pos + done);
+        for (let done = 0; done < len;) done += writeSync(e.fd, buf, off + done, len - done, pos + done);
         storeCounters.bytesWritten += len;
         return Promise.resolve();
       } catch (err) {
@@ -140,7 +143,7 @@ export class ChunkFiles {
   /** write() through the O_DIRECT descriptor, STAGING_BYTES at a time via a staging buffer. */
   private async writeDirect(w: number, e: Entry, buf: Buffer, off: number, len: number, pos: number): Promise<void> {
     const dh = await this.directHandle(w, e);
-    for (let done = 0; done < len; ) {
+    for (let done = 0; done < len;) {
       const n = Math.min(STAGING_BYTES, len - done);
       if (!dh || !this.directIo) return pwriteFull(await e.fh, buf, off + done, len - done, pos + done);
       const slot = await stagingPool.take();
@@ -160,13 +163,15 @@ export class ChunkFiles {
   }
 
   private directHandle(w: number, e: Entry): Promise<fsp.FileHandle | null> {
-    e.direct ??= e.fh.then(
-      () => fsp.open(this.fileOf(w), C.O_WRONLY | C.O_DIRECT),
-      () => null,
-    ).catch((err: unknown) => {
-      if ((err as NodeJS.ErrnoException).code === 'EINVAL') this.directOff(err);
-      return null; // any other refusal (EMFILE...): buffered writes for this file
-    });
+    e.direct ??= e.fh
+      .then(
+        () => fsp.open(this.fileOf(w), C.O_WRONLY | C.O_DIRECT),
+        () => null,
+      )
+      .catch((err: unknown) => {
+        if ((err as NodeJS.ErrnoException).code === 'EINVAL') this.directOff(err);
+        return null; // any other refusal (EMFILE...): buffered writes for this file
+      });
     return e.direct;
   }
 

@@ -124,7 +124,12 @@ export class CommitProtocol {
         .finally(() => this.unlinking.delete(p));
       this.unlinking.add(p);
     }
-    await this.chunks.removeWindows(this.windows.all().filter((w) => isEmpty(w.data)).map((w) => w.index));
+    await this.chunks.removeWindows(
+      this.windows
+        .all()
+        .filter((w) => isEmpty(w.data))
+        .map((w) => w.index),
+    );
     this.windows.pruneEmpty();
   }
 
@@ -143,7 +148,12 @@ export class CommitProtocol {
     for (const name of await fsp.readdir(this.files.dir)) {
       if (name.includes('.tmp-')) await fsp.rm(path.join(this.files.dir, name), { force: true });
     }
-    const withData = new Set(this.windows.all().filter((w) => !isEmpty(w.data)).map((w) => w.index));
+    const withData = new Set(
+      this.windows
+        .all()
+        .filter((w) => !isEmpty(w.data))
+        .map((w) => w.index),
+    );
     await this.chunks.removeExcept(withData);
     this.windows.pruneEmpty();
   }

@@ -64,7 +64,7 @@ function dataSpans(windows: PageWindows): Span[] {
   const ps = windows.pageSize;
   const spans: Span[] = [];
   windows.forEachRun('data', (addr, n) => {
-    for (let i = 0; i < n; ) {
+    for (let i = 0; i < n;) {
       const a = addr + i * ps;
       const last = spans[spans.length - 1];
       const at = last ? (a - last.addr) / ps : SPAN_PAGES;

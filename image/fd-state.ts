@@ -113,7 +113,8 @@ export function checkFdStates(raw: unknown, fail: (message: string) => never): F
         if (!Array.isArray(w) || w.length > MAX_WATCHES) fail(`${where}.watches: not a list of at most ${MAX_WATCHES}`);
         const watches = w.map((e: unknown, j: number) => {
           const r = e as Record<string, unknown>;
-          const ok = typeof r === 'object' && r !== null && Number.isInteger(r.tfd) && Number.isInteger(r.events) && typeof r.data === 'string' && /^\d+$/.test(r.data);
+          const ok =
+            typeof r === 'object' && r !== null && Number.isInteger(r.tfd) && Number.isInteger(r.events) && typeof r.data === 'string' && /^\d+$/.test(r.data);
           if (!ok) fail(`${where}.watches[${j}]: not {tfd, events, data}`);
           return { tfd: r.tfd as number, events: r.events as number, data: r.data as string };
         });

@@ -17,7 +17,12 @@ export function imageMemory(image: SessionReader, layout: readonly Vma[], state:
     const base = { start: v.start, end: v.end, prot: protFromPerms(v.perms), shared, growsDown: v.path === '[stack]', name: v.path };
     const data = image.populatedRanges(v.start, v.end);
     if (file) {
-      vmas.push({ ...base, kind: 'file', data, file: { path: file.path, offset: file.offset, dev: file.dev, inode: file.inode, size: file.size, mtimeNs: file.mtimeNs } });
+      vmas.push({
+        ...base,
+        kind: 'file',
+        data,
+        file: { path: file.path, offset: file.offset, dev: file.dev, inode: file.inode, size: file.size, mtimeNs: file.mtimeNs },
+      });
     } else {
       // Anonymous memory, or a file the image holds every page of (deleted, memfd): anonymous.
       vmas.push({ ...base, kind: shared ? 'shared-anon' : 'anon', data });

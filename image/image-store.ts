@@ -230,8 +230,6 @@ function checkMeta(meta: SessionMeta): SessionMeta {
     command: checkText(meta.command, 'command', 256),
     memoryBytes: checkCount(meta.memoryBytes, 'memory bytes'),
     createdAt,
-    ...(Number.isFinite(meta.downtimeTargetSeconds) && (meta.downtimeTargetSeconds as number) > 0
-      ? { downtimeTargetSeconds: meta.downtimeTargetSeconds }
-      : {}),
+    ...(Number.isFinite(meta.downtimeTargetSeconds) && (meta.downtimeTargetSeconds as number) > 0 ? { downtimeTargetSeconds: meta.downtimeTargetSeconds } : {}),
   };
 }

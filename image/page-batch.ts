@@ -57,7 +57,7 @@ export function planBatch(runs: ArrayLike<number>, zeroMap: Uint8Array | null, d
     const count = runs[r + 1];
     if (!zm) dataRuns.push(start, count);
     else {
-      for (let i = 0; i < count; ) {
+      for (let i = 0; i < count;) {
         const zero = testBit(zm, idx + i);
         const j = nextBit(zm, idx + i, idx + count, !zero) - idx;
         (zero ? zeroRuns : dataRuns).push(start + i * ps, j - i);

@@ -19,9 +19,33 @@ export const USER_REGS_WORDS = 27;
 export const USER_REGS_BYTES = USER_REGS_WORDS * 8;
 /** Word indexes in user_regs_struct (arch/x86/include/asm/user_64.h). */
 export const REG = {
-  r15: 0, r14: 1, r13: 2, r12: 3, rbp: 4, rbx: 5, r11: 6, r10: 7, r9: 8, r8: 9, rax: 10, rcx: 11, rdx: 12,
-  rsi: 13, rdi: 14, orig_rax: 15, rip: 16, cs: 17, eflags: 18, rsp: 19, ss: 20, fs_base: 21, gs_base: 22,
-  ds: 23, es: 24, fs: 25, gs: 26,
+  r15: 0,
+  r14: 1,
+  r13: 2,
+  r12: 3,
+  rbp: 4,
+  rbx: 5,
+  r11: 6,
+  r10: 7,
+  r9: 8,
+  r8: 9,
+  rax: 10,
+  rcx: 11,
+  rdx: 12,
+  rsi: 13,
+  rdi: 14,
+  orig_rax: 15,
+  rip: 16,
+  cs: 17,
+  eflags: 18,
+  rsp: 19,
+  ss: 20,
+  fs_base: 21,
+  gs_base: 22,
+  ds: 23,
+  es: 24,
+  fs: 25,
+  gs: 26,
 } as const;
 
 /** Caps of decode (hostile input). */
@@ -45,8 +69,22 @@ export const U64_MAX = (1n << 64n) - 1n;
 export const RLIM_INFINITY = U64_MAX;
 /** RLIMIT_CPU .. RLIMIT_RTTIME (include/uapi/asm-generic/resource.h). */
 export const RLIMIT_NAMES = [
-  'cpu', 'fsize', 'data', 'stack', 'core', 'rss', 'nproc', 'nofile', 'memlock', 'as', 'locks', 'sigpending',
-  'msgqueue', 'nice', 'rtprio', 'rttime',
+  'cpu',
+  'fsize',
+  'data',
+  'stack',
+  'core',
+  'rss',
+  'nproc',
+  'nofile',
+  'memlock',
+  'as',
+  'locks',
+  'sigpending',
+  'msgqueue',
+  'nice',
+  'rtprio',
+  'rttime',
 ] as const;
 
 /**
@@ -137,7 +175,6 @@ export interface RlimitImage {
   cur: bigint;
   max: bigint;
 }
-
 
 export interface ProcessState {
   version: number;
@@ -235,8 +272,7 @@ export function decodeProcessState(buf: Buffer): ProcessState {
 export function decodeProcessStateValue(raw: unknown): ProcessState {
   const o = obj(raw, 'state');
   const version = int(o.version, 'version', 0, 1 << 30);
-  if (version !== PROCESS_STATE_VERSION)
-    throw new ProcessStateError(`version ${version} is not supported (this build reads version ${PROCESS_STATE_VERSION})`);
+  if (version !== PROCESS_STATE_VERSION) throw new ProcessStateError(`version ${version} is not supported (this build reads version ${PROCESS_STATE_VERSION})`);
   const s: ProcessState = {
     version,
     pid: int(o.pid, 'pid', 1, 4194304),
@@ -292,14 +328,12 @@ export function decodeProcessStateValue(raw: unknown): ProcessState {
 function checkState(x: unknown, where: string): void {
   const s = x as ProcessState;
   if (!s || typeof s !== 'object' || !Array.isArray(s.threads)) throw new ProcessStateError(`${where} is not a process state`);
-  if (s.threads.length === 0 || s.threads[0].tid !== s.pid)
-    throw new ProcessStateError(`threads[0] must be the group leader (tid ${s.pid})`);
+  if (s.threads.length === 0 || s.threads[0].tid !== s.pid) throw new ProcessStateError(`threads[0] must be the group leader (tid ${s.pid})`);
   const seen = new Set<number>();
   for (const t of s.threads) {
     if (seen.has(t.tid)) throw new ProcessStateError(`thread id ${t.tid} appears twice`);
     seen.add(t.tid);
-    if (!Buffer.isBuffer(t.regs) || t.regs.length !== USER_REGS_BYTES)
-      throw new ProcessStateError(`thread ${t.tid}: regs must be ${USER_REGS_BYTES} bytes`);
+    if (!Buffer.isBuffer(t.regs) || t.regs.length !== USER_REGS_BYTES) throw new ProcessStateError(`thread ${t.tid}: regs must be ${USER_REGS_BYTES} bytes`);
   }
   const xs = s.threads[0].xstate.length;
   if (s.threads.some((t) => t.xstate.length !== xs)) throw new ProcessStateError('threads have xstate areas of different sizes');
@@ -341,7 +375,12 @@ function decodeThread(x: unknown, w: string): ThreadImage {
 
 function decodeSigaction(x: unknown, w: string): SigactionImage {
   const o = obj(x, w);
-  return { handler: u64(o.handler, `${w}.handler`), flags: u64(o.flags, `${w}.flags`), restorer: u64(o.restorer, `${w}.restorer`), mask: u64(o.mask, `${w}.mask`) };
+  return {
+    handler: u64(o.handler, `${w}.handler`),
+    flags: u64(o.flags, `${w}.flags`),
+    restorer: u64(o.restorer, `${w}.restorer`),
+    mask: u64(o.mask, `${w}.mask`),
+  };
 }
 
 const MM_FIELDS = ['startCode', 'endCode', 'startData', 'endData', 'startBrk', 'brk', 'startStack', 'argStart', 'argEnd', 'envStart', 'envEnd'] as const;
@@ -393,8 +432,7 @@ function obj(x: unknown, w: string): Record<string, unknown> {
 
 function arr(x: unknown, w: string, min: number, max: number): unknown[] {
   if (!Array.isArray(x)) throw new ProcessStateError(`${w} must be an array`);
-  if (x.length < min || x.length > max)
-    throw new ProcessStateError(`${w} has ${x.length} entries, expected ${min === max ? min : `${min}..${max}`}`);
+  if (x.length < min || x.length > max) throw new ProcessStateError(`${w} has ${x.length} entries, expected ${min === max ? min : `${min}..${max}`}`);
   return x;
 }
 
@@ -430,8 +468,7 @@ function path(x: unknown, w: string): string {
 }
 
 function blob(x: unknown, w: string, maxBytes: number, minBytes = 0): Buffer {
-  if (typeof x !== 'string' || !/^[A-Za-z0-9+/]*={0,2}$/.test(x) || x.length % 4 !== 0)
-    throw new ProcessStateError(`${w} must be a base64 string`);
+  if (typeof x !== 'string' || !/^[A-Za-z0-9+/]*={0,2}$/.test(x) || x.length % 4 !== 0) throw new ProcessStateError(`${w} must be a base64 string`);
   if ((x.length / 4) * 3 > maxBytes + 2) throw new ProcessStateError(`${w} is larger than ${maxBytes} bytes`);
   const b = Buffer.from(x, 'base64');
   if (b.length > maxBytes || b.length < minBytes)
@@ -449,4 +486,3 @@ function short(x: unknown): string {
   const s = typeof x === 'string' ? JSON.stringify(x) : typeof x === 'bigint' ? `${x}n` : String(JSON.stringify(x));
   return s === undefined ? String(x) : s.length > 40 ? `${s.slice(0, 40)}...` : s;
 }
-

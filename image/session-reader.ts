@@ -152,7 +152,7 @@ export class SessionReader {
         'data',
         (addr, n) => {
           const i = (addr - start) / ps;
-          into.fill(0, (zeroedTo - start), (addr - start));
+          into.fill(0, zeroedTo - start, addr - start);
           presence.fill(1, i, i + n);
           zeroedTo = addr + n * ps;
           reads.push(this.readData(addr, n, into, addr - start));

@@ -308,7 +308,9 @@ export class SessionWriter extends SessionReader {
       if (se.code === 'NO_SPACE') storeCounters.noSpace++;
       log.error(`session ${this.id} failed: ${se.message}`);
       // Queued: runs after the operation that hit the error.
-      void this.serial(() => this.finish('failed', se.message)).catch((e: unknown) => log.error(`session ${this.id}: could not record the failure: ${(e as Error).message}`));
+      void this.serial(() => this.finish('failed', se.message)).catch((e: unknown) =>
+        log.error(`session ${this.id}: could not record the failure: ${(e as Error).message}`),
+      );
     }
     return se;
   }
@@ -353,7 +355,8 @@ export class SessionWriter extends SessionReader {
   private checkWritable(): void {
     if (this.closed) throw badState(`session ${this.id} is closed`);
     if (this.broken) throw this.broken;
-    if (this.st.state === 'failed' || this.st.state === 'aborted') throw badState(`session ${this.id} is ${this.st.state}${this.st.reason ? `: ${this.st.reason}` : ''}`);
+    if (this.st.state === 'failed' || this.st.state === 'aborted')
+      throw badState(`session ${this.id} is ${this.st.state}${this.st.reason ? `: ${this.st.reason}` : ''}`);
   }
 
   /** Move to failed/aborted. A committed image stays committed (it is valid whatever happens next). */

@@ -2,15 +2,7 @@
 // gRPC server can map it to a status (INVALID → INVALID_ARGUMENT, BAD_STATE → FAILED_PRECONDITION,
 // NO_SPACE → RESOURCE_EXHAUSTED, ...) and the CLI can print a plain message.
 
-export type StoreErrorCode =
-  | 'EXISTS'
-  | 'NOT_FOUND'
-  | 'BAD_ID'
-  | 'BAD_STATE'
-  | 'INVALID'
-  | 'DIGEST_MISMATCH'
-  | 'NO_SPACE'
-  | 'IO';
+export type StoreErrorCode = 'EXISTS' | 'NOT_FOUND' | 'BAD_ID' | 'BAD_STATE' | 'INVALID' | 'DIGEST_MISMATCH' | 'NO_SPACE' | 'IO';
 
 export class StoreError extends Error {
   readonly code: StoreErrorCode;

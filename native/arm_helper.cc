@@ -82,18 +82,20 @@ void injectAndSend(pid_t pid, int sock) {
 
   SeizedProcess sp(pid);
   SeizedThread& t = sp.anyLiveThread();
-  if (seccomp &&
-      ::ptrace(PTRACE_SETOPTIONS, t.tid, nullptr, reinterpret_cast<void*>(PTRACE_O_TRACESYSGOOD | PTRACE_O_SUSPEND_SECCOMP)) < 0)
-    throwSys(errno, "ptrace(PTRACE_SETOPTIONS)",
-             "process " + std::to_string(pid) +
-                 " runs under seccomp and it cannot be suspended (needs CAP_SYS_ADMIN and CONFIG_CHECKPOINT_RESTORE): " +
-                 strerror(errno));
+  if (seccomp && ::ptrace(PTRACE_SETOPTIONS, t.tid, nullptr,
+                          reinterpret_cast<void*>(PTRACE_O_TRACESYSGOOD | PTRACE_O_SUSPEND_SECCOMP)) < 0)
+    throwSys(
+        errno, "ptrace(PTRACE_SETOPTIONS)",
+        "process " + std::to_string(pid) +
+            " runs under seccomp and it cannot be suspended (needs CAP_SYS_ADMIN and CONFIG_CHECKPOINT_RESTORE): " +
+            strerror(errno));
 
   long fd = injectSyscall(sp, t, gadget, SYS_userfaultfd, {O_CLOEXEC | O_NONBLOCK});
   // Without CAP_SYS_PTRACE in the target (vm.unprivileged_userfaultfd = 0) only a user-mode-only
   // uffd is allowed; WP-async tracking does not depend on it (write faults are resolved in place).
   if (fd == -EPERM) fd = injectSyscall(sp, t, gadget, SYS_userfaultfd, {O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY});
-  if (fd < 0) throwErrno(static_cast<int>(-fd), "userfaultfd", "userfaultfd() inside process " + std::to_string(pid) + " failed");
+  if (fd < 0)
+    throwErrno(static_cast<int>(-fd), "userfaultfd", "userfaultfd() inside process " + std::to_string(pid) + " failed");
 
   Fd ours(static_cast<int>(::syscall(SYS_pidfd_getfd, pidfd.get(), static_cast<int>(fd), 0)));
   const int getfdErr = errno;
@@ -103,7 +105,8 @@ void injectAndSend(pid_t pid, int sock) {
   sp.detachAll();
   if (!ours.valid()) throwForPid(getfdErr, "pidfd_getfd", pid, "take a file descriptor from");
   if (closed < 0)
-    throwErrno(static_cast<int>(-closed), "close", "close() of the userfaultfd inside process " + std::to_string(pid) + " failed");
+    throwErrno(static_cast<int>(-closed), "close",
+               "close() of the userfaultfd inside process " + std::to_string(pid) + " failed");
 }
 
 // Where the helper executable lives: next to the addon (build/Release/).
@@ -207,7 +210,9 @@ Fd takeUserfaultfd(pid_t pid) {
   while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
   }
   if (!finished)
-    throwSys(EIO, "posix_spawn", "the arming helper of process " + std::to_string(pid) + " died (wait status " + std::to_string(status) + ")");
+    throwSys(
+        EIO, "posix_spawn",
+        "the arming helper of process " + std::to_string(pid) + " died (wait status " + std::to_string(status) + ")");
   if (final.err) throwSys(final.err, final.syscall, final.message);
   if (!uffd.valid()) throwSys(EIO, "recvmsg", "the arming helper sent no userfaultfd");
   return uffd;

@@ -37,7 +37,9 @@ struct AddonData {
   Napi::FunctionReference restoreStubClass;
 };
 
-AddonData& data(Napi::Env env) { return *env.GetInstanceData<AddonData>(); }
+AddonData& data(Napi::Env env) {
+  return *env.GetInstanceData<AddonData>();
+}
 
 // ---- errors ----
 
@@ -46,8 +48,8 @@ Napi::Value nativeError(Napi::Env env, const SysError& e) {
   const std::string code = name ? name : "E" + std::to_string(e.err);
   AddonData& d = data(env);
   if (!d.errorClass.IsEmpty())
-    return d.errorClass.New({Napi::String::New(env, e.message), Napi::Number::New(env, e.err), Napi::String::New(env, code),
-                             Napi::String::New(env, e.syscall)});
+    return d.errorClass.New({Napi::String::New(env, e.message), Napi::Number::New(env, e.err),
+                             Napi::String::New(env, code), Napi::String::New(env, e.syscall)});
   Napi::Error err = Napi::Error::New(env, e.message);
   err.Set("errno", Napi::Number::New(env, e.err));
   err.Set("code", Napi::String::New(env, code));
@@ -55,7 +57,9 @@ Napi::Value nativeError(Napi::Env env, const SysError& e) {
   return err.Value();
 }
 
-[[noreturn]] void rethrow(Napi::Env env, const SysError& e) { throw Napi::Error(env, nativeError(env, e)); }
+[[noreturn]] void rethrow(Napi::Env env, const SysError& e) {
+  throw Napi::Error(env, nativeError(env, e));
+}
 
 // Runs body, turning a SysError into a thrown NativeError.
 template <typename F>
@@ -69,7 +73,9 @@ auto guarded(Napi::Env env, F&& body) -> decltype(body()) {
 
 // ---- argument helpers ----
 
-[[noreturn]] void typeError(Napi::Env env, const std::string& msg) { throw Napi::TypeError::New(env, msg); }
+[[noreturn]] void typeError(Napi::Env env, const std::string& msg) {
+  throw Napi::TypeError::New(env, msg);
+}
 
 int64_t intArg(const Napi::CallbackInfo& info, size_t i, const char* name) {
   if (!info[i].IsNumber()) typeError(info.Env(), std::string(name) + " must be a number");
@@ -126,7 +132,8 @@ Napi::Object readResult(Napi::Env env, const precopy::ReadOutcome& r) {
   Napi::Object o = Napi::Object::New(env);
   o.Set("bytesRead", Napi::Number::New(env, static_cast<double>(r.bytesRead)));
   Napi::Array failed = Napi::Array::New(env, r.failed.size());
-  for (size_t i = 0; i < r.failed.size(); i++) failed.Set(static_cast<uint32_t>(i), Napi::Number::New(env, r.failed[i]));
+  for (size_t i = 0; i < r.failed.size(); i++)
+    failed.Set(static_cast<uint32_t>(i), Napi::Number::New(env, r.failed[i]));
   o.Set("failed", failed);
   return o;
 }
@@ -189,7 +196,10 @@ WalkArgs walkArgs(const Napi::CallbackInfo& info) {
   if (cursor.ElementLength() < WalkCursorField::Length) typeError(info.Env(), "cursor is too short");
   if (budget <= 0) typeError(info.Env(), "budget must be positive");
   const size_t cap = std::min(runs.ElementLength() / 2, meta.ElementLength() / precopy::WalkMetaField::Length);
-  return WalkArgs{walkRanges(ranges), readCursor(cursor.Data()), cursor.Data(), {runs.Data(), meta.Data(), cap},
+  return WalkArgs{walkRanges(ranges),
+                  readCursor(cursor.Data()),
+                  cursor.Data(),
+                  {runs.Data(), meta.Data(), cap},
                   static_cast<uint64_t>(budget)};
 }
 
@@ -211,8 +221,9 @@ struct ThreadScan {
   explicit ThreadScan(Napi::Env env) : deferred(Napi::Promise::Deferred::New(env)) {}
 };
 
-Napi::Promise onScanThread(Napi::Env env, precopy::Tracker& tracker, const char* name, std::initializer_list<Napi::Object> keep,
-                           std::function<void(int)> work, std::function<Napi::Value(Napi::Env)> done) {
+Napi::Promise onScanThread(Napi::Env env, precopy::Tracker& tracker, const char* name,
+                           std::initializer_list<Napi::Object> keep, std::function<void(int)> work,
+                           std::function<Napi::Value(Napi::Env)> done) {
   auto job = std::make_unique<ThreadScan>(env);
   for (const Napi::Object& o : keep) job->keep.push_back(Napi::Persistent(o));
   job->work = std::move(work);
@@ -224,7 +235,8 @@ Napi::Promise onScanThread(Napi::Env env, precopy::Tracker& tracker, const char*
     return job->deferred.Promise();
   }
   Napi::Promise promise = job->deferred.Promise();
-  auto tsfn = Napi::ThreadSafeFunction::New(env, Napi::Function::New(env, [](const Napi::CallbackInfo&) {}), name, 0, 1);
+  auto tsfn =
+      Napi::ThreadSafeFunction::New(env, Napi::Function::New(env, [](const Napi::CallbackInfo&) {}), name, 0, 1);
   std::thread([tsfn, job = job.release()]() mutable {
     try {
       job->work(job->fd.get());
@@ -250,11 +262,12 @@ Napi::Promise onScanThread(Napi::Env env, precopy::Tracker& tracker, const char*
 class TrackerWrap : public Napi::ObjectWrap<TrackerWrap> {
  public:
   static Napi::Function Define(Napi::Env env) {
-    return DefineClass(env, "Tracker",
-                       {InstanceAccessor<&TrackerWrap::Pid>("pid"), InstanceMethod<&TrackerWrap::Register>("register"),
-                        InstanceMethod<&TrackerWrap::Unregister>("unregister"), InstanceMethod<&TrackerWrap::Scan>("scan"),
-                        InstanceMethod<&TrackerWrap::ScanAsync>("scanAsync"), InstanceMethod<&TrackerWrap::Walk>("walk"),
-                        InstanceMethod<&TrackerWrap::WalkAsync>("walkAsync"), InstanceMethod<&TrackerWrap::Close>("close")});
+    return DefineClass(
+        env, "Tracker",
+        {InstanceAccessor<&TrackerWrap::Pid>("pid"), InstanceMethod<&TrackerWrap::Register>("register"),
+         InstanceMethod<&TrackerWrap::Unregister>("unregister"), InstanceMethod<&TrackerWrap::Scan>("scan"),
+         InstanceMethod<&TrackerWrap::ScanAsync>("scanAsync"), InstanceMethod<&TrackerWrap::Walk>("walk"),
+         InstanceMethod<&TrackerWrap::WalkAsync>("walkAsync"), InstanceMethod<&TrackerWrap::Close>("close")});
   }
 
   explicit TrackerWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<TrackerWrap>(info) {
@@ -266,19 +279,22 @@ class TrackerWrap : public Napi::ObjectWrap<TrackerWrap> {
   Napi::Value Pid(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), tracker_->pid()); }
 
   void Register(const Napi::CallbackInfo& info) {
-    const uint64_t start = static_cast<uint64_t>(intArg(info, 0, "start")), end = static_cast<uint64_t>(intArg(info, 1, "end"));
+    const uint64_t start = static_cast<uint64_t>(intArg(info, 0, "start")),
+                   end = static_cast<uint64_t>(intArg(info, 1, "end"));
     guarded(info.Env(), [&] { tracker_->registerWp(start, end); });
   }
 
   void Unregister(const Napi::CallbackInfo& info) {
-    const uint64_t start = static_cast<uint64_t>(intArg(info, 0, "start")), end = static_cast<uint64_t>(intArg(info, 1, "end"));
+    const uint64_t start = static_cast<uint64_t>(intArg(info, 0, "start")),
+                   end = static_cast<uint64_t>(intArg(info, 1, "end"));
     guarded(info.Env(), [&] { tracker_->unregister(start, end); });
   }
 
   Napi::Value Scan(const Napi::CallbackInfo& info) {
     const precopy::ScanRequest req = scanRequest(info);
     Napi::BigUint64Array vec = bigU64Arg(info, 1, "vec");
-    return guarded(info.Env(), [&] { return scanResult(info.Env(), tracker_->scan(req, vec.Data(), vec.ElementLength() / 3)); });
+    return guarded(info.Env(),
+                   [&] { return scanResult(info.Env(), tracker_->scan(req, vec.Data(), vec.ElementLength() / 3)); });
   }
 
   Napi::Value ScanAsync(const Napi::CallbackInfo& info) {
@@ -288,7 +304,8 @@ class TrackerWrap : public Napi::ObjectWrap<TrackerWrap> {
     const uint64_t len = vec.ElementLength() / 3;
     auto result = std::make_shared<precopy::ScanResult>();
     return onScanThread(
-        info.Env(), *tracker_, "precopy.scanAsync", {vec}, [=](int fd) { *result = precopy::pagemapScan(fd, req, v, len); },
+        info.Env(), *tracker_, "precopy.scanAsync", {vec},
+        [=](int fd) { *result = precopy::pagemapScan(fd, req, v, len); },
         [result](Napi::Env env) { return scanResult(env, *result); });
   }
 
@@ -308,7 +325,8 @@ class TrackerWrap : public Napi::ObjectWrap<TrackerWrap> {
   Napi::Value WalkAsync(const Napi::CallbackInfo& info) {
     auto a = std::make_shared<WalkArgs>(walkArgs(info));
     return onScanThread(
-        info.Env(), *tracker_, "precopy.walkAsync", {info[1].As<Napi::Object>(), info[2].As<Napi::Object>(), info[3].As<Napi::Object>()},
+        info.Env(), *tracker_, "precopy.walkAsync",
+        {info[1].As<Napi::Object>(), info[2].As<Napi::Object>(), info[3].As<Napi::Object>()},
         [a](int fd) { precopy::pagemapWalk(fd, a->ranges, a->budget, a->out, a->cursor); },
         [a](Napi::Env env) {
           writeCursor(a->cursor, a->cursorData);
@@ -326,9 +344,10 @@ class TrackerWrap : public Napi::ObjectWrap<TrackerWrap> {
 class FrozenWrap : public Napi::ObjectWrap<FrozenWrap> {
  public:
   static Napi::Function Define(Napi::Env env) {
-    return DefineClass(env, "Frozen",
-                       {InstanceAccessor<&FrozenWrap::Pid>("pid"), InstanceMethod<&FrozenWrap::Threads>("threads"),
-                        InstanceMethod<&FrozenWrap::Thaw>("thaw"), InstanceMethod<&FrozenWrap::ThawStopped>("thawStopped")});
+    return DefineClass(
+        env, "Frozen",
+        {InstanceAccessor<&FrozenWrap::Pid>("pid"), InstanceMethod<&FrozenWrap::Threads>("threads"),
+         InstanceMethod<&FrozenWrap::Thaw>("thaw"), InstanceMethod<&FrozenWrap::ThawStopped>("thawStopped")});
   }
 
   explicit FrozenWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<FrozenWrap>(info) {
@@ -347,9 +366,10 @@ class FrozenWrap : public Napi::ObjectWrap<FrozenWrap> {
     for (size_t i = 0; i < threads.size(); i++) {
       Napi::Object t = Napi::Object::New(env);
       t.Set("tid", Napi::Number::New(env, threads[i].tid));
-      t.Set("regs", Napi::Buffer<uint8_t>::Copy(env, reinterpret_cast<const uint8_t*>(&threads[i].regs), sizeof threads[i].regs));
-      t.Set("fpregs",
-            Napi::Buffer<uint8_t>::Copy(env, reinterpret_cast<const uint8_t*>(&threads[i].fpregs), sizeof threads[i].fpregs));
+      t.Set("regs", Napi::Buffer<uint8_t>::Copy(env, reinterpret_cast<const uint8_t*>(&threads[i].regs),
+                                                sizeof threads[i].regs));
+      t.Set("fpregs", Napi::Buffer<uint8_t>::Copy(env, reinterpret_cast<const uint8_t*>(&threads[i].fpregs),
+                                                  sizeof threads[i].fpregs));
       out.Set(static_cast<uint32_t>(i), t);
     }
     return out;
@@ -368,7 +388,9 @@ class FrozenWrap : public Napi::ObjectWrap<FrozenWrap> {
 Napi::Value bytes(Napi::Env env, const void* p, size_t n) {
   return Napi::Buffer<uint8_t>::Copy(env, static_cast<const uint8_t*>(p), n);
 }
-Napi::Value u64(Napi::Env env, uint64_t v) { return Napi::BigInt::New(env, v); }
+Napi::Value u64(Napi::Env env, uint64_t v) {
+  return Napi::BigInt::New(env, v);
+}
 
 Napi::Array threadRegsArray(Napi::Env env, const std::vector<precopy::ThreadRegs>& threads) {
   Napi::Array out = Napi::Array::New(env, threads.size());
@@ -427,10 +449,12 @@ Napi::Object captureObject(Napi::Env env, const precopy::ProcessCapture& pc) {
 class CaptureFrozenWrap : public Napi::ObjectWrap<CaptureFrozenWrap> {
  public:
   static Napi::Function Define(Napi::Env env) {
-    return DefineClass(env, "CaptureFrozen",
-                       {InstanceAccessor<&CaptureFrozenWrap::Pid>("pid"), InstanceMethod<&CaptureFrozenWrap::Threads>("threads"),
-                        InstanceMethod<&CaptureFrozenWrap::Capture>("capture"), InstanceMethod<&CaptureFrozenWrap::Thaw>("thaw"),
-                        InstanceMethod<&CaptureFrozenWrap::ThawStopped>("thawStopped"), InstanceMethod<&CaptureFrozenWrap::Kill>("kill")});
+    return DefineClass(
+        env, "CaptureFrozen",
+        {InstanceAccessor<&CaptureFrozenWrap::Pid>("pid"), InstanceMethod<&CaptureFrozenWrap::Threads>("threads"),
+         InstanceMethod<&CaptureFrozenWrap::Capture>("capture"), InstanceMethod<&CaptureFrozenWrap::Thaw>("thaw"),
+         InstanceMethod<&CaptureFrozenWrap::ThawStopped>("thawStopped"),
+         InstanceMethod<&CaptureFrozenWrap::Kill>("kill")});
   }
 
   explicit CaptureFrozenWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<CaptureFrozenWrap>(info) {
@@ -473,8 +497,10 @@ class RestoreStubWrap : public Napi::ObjectWrap<RestoreStubWrap> {
         env, "RestoreStub",
         {InstanceAccessor<&RestoreStubWrap::Pid>("pid"), InstanceMethod<&RestoreStubWrap::Tids>("tids"),
          InstanceMethod<&RestoreStubWrap::Gadget>("gadget"), InstanceMethod<&RestoreStubWrap::SetGadget>("setGadget"),
-         InstanceMethod<&RestoreStubWrap::Syscall>("syscall"), InstanceMethod<&RestoreStubWrap::WriteMemory>("writeMemory"),
-         InstanceMethod<&RestoreStubWrap::ReadMemory>("readMemory"), InstanceMethod<&RestoreStubWrap::CreateThread>("createThread"),
+         InstanceMethod<&RestoreStubWrap::Syscall>("syscall"),
+         InstanceMethod<&RestoreStubWrap::WriteMemory>("writeMemory"),
+         InstanceMethod<&RestoreStubWrap::ReadMemory>("readMemory"),
+         InstanceMethod<&RestoreStubWrap::CreateThread>("createThread"),
          InstanceMethod<&RestoreStubWrap::SetThreadState>("setThreadState"),
          InstanceMethod<&RestoreStubWrap::DetachAll>("detachAll"), InstanceMethod<&RestoreStubWrap::Kill>("kill")});
   }
@@ -494,7 +520,9 @@ class RestoreStubWrap : public Napi::ObjectWrap<RestoreStubWrap> {
     for (size_t i = 0; i < t.size(); i++) a.Set(static_cast<uint32_t>(i), Napi::Number::New(info.Env(), t[i]));
     return a;
   }
-  Napi::Value Gadget(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), static_cast<double>(stub_->gadget())); }
+  Napi::Value Gadget(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), static_cast<double>(stub_->gadget()));
+  }
   void SetGadget(const Napi::CallbackInfo& info) { stub_->setGadget(static_cast<uint64_t>(intArg(info, 0, "gadget"))); }
 
   // syscall(tid, nr, args: BigUint64Array) -> bigint (negative errno on failure)
@@ -504,7 +532,8 @@ class RestoreStubWrap : public Napi::ObjectWrap<RestoreStubWrap> {
     Napi::BigUint64Array args = bigU64Arg(info, 2, "args");
     if (args.ElementLength() > 6) typeError(info.Env(), "a syscall takes at most six arguments");
     return guarded(info.Env(), [&] {
-      return Napi::BigInt::New(info.Env(), static_cast<int64_t>(stub_->syscall(tid, nr, args.Data(), args.ElementLength())));
+      return Napi::BigInt::New(info.Env(),
+                               static_cast<int64_t>(stub_->syscall(tid, nr, args.Data(), args.ElementLength())));
     });
   }
   void WriteMemory(const Napi::CallbackInfo& info) {
@@ -606,18 +635,27 @@ Napi::Value ProbeKernel(const Napi::CallbackInfo& info) {
   o.Set("uffdWpUnpopulated", p.uffdWpUnpopulated);
   o.Set("acceptedCategories", Napi::Number::New(env, static_cast<double>(p.acceptedCategories)));
   Napi::Array missing = Napi::Array::New(env, p.missing.size());
-  for (size_t i = 0; i < p.missing.size(); i++) missing.Set(static_cast<uint32_t>(i), Napi::String::New(env, p.missing[i]));
+  for (size_t i = 0; i < p.missing.size(); i++)
+    missing.Set(static_cast<uint32_t>(i), Napi::String::New(env, p.missing[i]));
   o.Set("missing", missing);
   return o;
 }
 
-Napi::Value Arm(const Napi::CallbackInfo& info) { return data(info.Env()).trackerClass.New({info[0]}); }
+Napi::Value Arm(const Napi::CallbackInfo& info) {
+  return data(info.Env()).trackerClass.New({info[0]});
+}
 
-Napi::Value Freeze(const Napi::CallbackInfo& info) { return data(info.Env()).frozenClass.New({info[0], info[1]}); }
+Napi::Value Freeze(const Napi::CallbackInfo& info) {
+  return data(info.Env()).frozenClass.New({info[0], info[1]});
+}
 
-Napi::Value FreezeForRestore(const Napi::CallbackInfo& info) { return data(info.Env()).captureFrozenClass.New({info[0]}); }
+Napi::Value FreezeForRestore(const Napi::CallbackInfo& info) {
+  return data(info.Env()).captureFrozenClass.New({info[0]});
+}
 
-Napi::Value StartRestoreStub(const Napi::CallbackInfo& info) { return data(info.Env()).restoreStubClass.New({info[0]}); }
+Napi::Value StartRestoreStub(const Napi::CallbackInfo& info) {
+  return data(info.Env()).restoreStubClass.New({info[0]});
+}
 
 // reapChild(pid, block) -> null while it runs, else { exitCode, signal } (one of them null).
 Napi::Value ReapChild(const Napi::CallbackInfo& info) {
@@ -638,7 +676,8 @@ Napi::Value ReadPages(const Napi::CallbackInfo& info) {
   Napi::Float64Array ranges = f64Arg(info, 1, "ranges");
   Napi::Buffer<uint8_t> into = bufferArg(info, 2, "into");
   return guarded(info.Env(), [&] {
-    return readResult(info.Env(), precopy::readPages(pid, ranges.Data(), ranges.ElementLength() / 2, into.Data(), into.Length()));
+    return readResult(info.Env(),
+                      precopy::readPages(pid, ranges.Data(), ranges.ElementLength() / 2, into.Data(), into.Length()));
   });
 }
 
@@ -666,7 +705,8 @@ Napi::Value DigestPages(const Napi::CallbackInfo& info) {
   Napi::Float64Array addrs = f64Arg(info, 0, "addrs");
   Napi::BigUint64Array hashes = bigU64Arg(info, 1, "hashes");
   const int64_t count = intArg(info, 2, "count");
-  if (count < 0 || static_cast<size_t>(count) > addrs.ElementLength() || static_cast<size_t>(count) > hashes.ElementLength())
+  if (count < 0 || static_cast<size_t>(count) > addrs.ElementLength() ||
+      static_cast<size_t>(count) > hashes.ElementLength())
     typeError(info.Env(), "count exceeds the arrays");
   const double* a = addrs.Data();
   const uint64_t* h = hashes.Data();
@@ -701,10 +741,13 @@ Napi::Value PeekPipe(const Napi::CallbackInfo& info) {
   const int fd = static_cast<int>(intArg(info, 1, "fd"));
   if (!info[2].IsBuffer()) typeError(env, "into must be a Buffer");
   auto into = info[2].As<Napi::Buffer<uint8_t>>();
-  return guarded(env, [&] { return Napi::Number::New(env, static_cast<double>(precopy::peekPipe(pid, fd, into.Data(), into.Length()))); });
+  return guarded(env, [&] {
+    return Napi::Number::New(env, static_cast<double>(precopy::peekPipe(pid, fd, into.Data(), into.Length())));
+  });
 }
 
-// socketFacts(pid, fd) -> { family, type, protocol, listening, connected, reuseAddr, reusePort, backlog, localAddress: Buffer }
+// socketFacts(pid, fd) -> { family, type, protocol, listening, connected, reuseAddr, reusePort, backlog, localAddress:
+// Buffer }
 Napi::Value SocketFacts(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const pid_t pid = static_cast<pid_t>(intArg(info, 0, "pid"));

@@ -174,12 +174,13 @@ void captureHelperMain(pid_t pid, int sock) {
       if (seccomp && ::ptrace(PTRACE_SETOPTIONS, t.tid, nullptr,
                               reinterpret_cast<void*>(PTRACE_O_TRACESYSGOOD | PTRACE_O_SUSPEND_SECCOMP)) < 0)
         throwSys(errno, "ptrace(PTRACE_SETOPTIONS)",
-                 "process " + std::to_string(pid) + " runs under seccomp and it cannot be suspended for the capture: " +
-                     strerror(errno));
+                 "process " + std::to_string(pid) +
+                     " runs under seccomp and it cannot be suspended for the capture: " + strerror(errno));
       WireFrozenThread w = {};
       w.type = kFrozenThread;
       w.tid = t.tid;
-      if (::ptrace(PTRACE_GETREGS, t.tid, nullptr, &w.regs) < 0 || ::ptrace(PTRACE_GETFPREGS, t.tid, nullptr, &w.fpregs) < 0) {
+      if (::ptrace(PTRACE_GETREGS, t.tid, nullptr, &w.regs) < 0 ||
+          ::ptrace(PTRACE_GETFPREGS, t.tid, nullptr, &w.fpregs) < 0) {
         if (errno == ESRCH) continue;  // killed while frozen
         throwForPid(errno, "ptrace(PTRACE_GETREGS)", pid, "read registers of");
       }
@@ -331,8 +332,14 @@ void HelperFrozenProcess::finish(uint32_t cmd) {
   if (s.type == kError) throwStatus(s);
 }
 
-void HelperFrozenProcess::thaw() { finish(kCmdThaw); }
-void HelperFrozenProcess::thawStopped() { finish(kCmdThawStopped); }
-void HelperFrozenProcess::kill() { finish(kCmdKill); }
+void HelperFrozenProcess::thaw() {
+  finish(kCmdThaw);
+}
+void HelperFrozenProcess::thawStopped() {
+  finish(kCmdThawStopped);
+}
+void HelperFrozenProcess::kill() {
+  finish(kCmdKill);
+}
 
 }  // namespace precopy

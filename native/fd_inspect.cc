@@ -28,7 +28,8 @@ Fd takeFd(pid_t pid, int fd) {
   if (!pidfd.valid()) throwForPid(errno, "pidfd_open", pid, "open a pidfd for");
   Fd ours(static_cast<int>(::syscall(SYS_pidfd_getfd, pidfd.get(), fd, 0)));
   if (!ours.valid()) {
-    if (errno == EBADF) throwSys(EBADF, "pidfd_getfd", "process " + std::to_string(pid) + " has no fd " + std::to_string(fd));
+    if (errno == EBADF)
+      throwSys(EBADF, "pidfd_getfd", "process " + std::to_string(pid) + " has no fd " + std::to_string(fd));
     throwForPid(errno, "pidfd_getfd", pid, "take a file descriptor from");
   }
   return ours;
@@ -61,12 +62,14 @@ int unixBacklog(ino_t inode) {
   if (send(nl.get(), &msg, sizeof msg, 0) != static_cast<ssize_t>(sizeof msg)) return -1;
   alignas(nlmsghdr) char buf[8192];
   ssize_t n = recv(nl.get(), buf, sizeof buf, 0);
-  for (auto* h = reinterpret_cast<nlmsghdr*>(buf); n > 0 && NLMSG_OK(h, static_cast<unsigned>(n)); h = NLMSG_NEXT(h, n)) {
+  for (auto* h = reinterpret_cast<nlmsghdr*>(buf); n > 0 && NLMSG_OK(h, static_cast<unsigned>(n));
+       h = NLMSG_NEXT(h, n)) {
     if (h->nlmsg_type != SOCK_DIAG_BY_FAMILY) return -1;
     auto* m = static_cast<unix_diag_msg*>(NLMSG_DATA(h));
     int len = static_cast<int>(h->nlmsg_len - NLMSG_LENGTH(sizeof *m));
     for (auto* a = reinterpret_cast<rtattr*>(m + 1); RTA_OK(a, len); a = RTA_NEXT(a, len)) {
-      if (a->rta_type == UNIX_DIAG_RQLEN) return static_cast<int>(static_cast<unix_diag_rqlen*>(RTA_DATA(a))->udiag_wqueue);
+      if (a->rta_type == UNIX_DIAG_RQLEN)
+        return static_cast<int>(static_cast<unix_diag_rqlen*>(RTA_DATA(a))->udiag_wqueue);
     }
   }
   return -1;
@@ -77,7 +80,8 @@ int unixBacklog(ino_t inode) {
 size_t peekPipe(pid_t pid, int fd, uint8_t* into, size_t cap) {
   Fd theirs = takeFd(pid, fd);
   int waiting = 0;
-  if (ioctl(theirs.get(), FIONREAD, &waiting) != 0) throwErrno(errno, "ioctl(FIONREAD)", "cannot count the bytes in a pipe");
+  if (ioctl(theirs.get(), FIONREAD, &waiting) != 0)
+    throwErrno(errno, "ioctl(FIONREAD)", "cannot count the bytes in a pipe");
   if (waiting == 0 || cap == 0) return static_cast<size_t>(waiting);
   int p[2];
   if (pipe2(p, O_CLOEXEC | O_NONBLOCK) != 0) throwErrno(errno, "pipe2", "cannot make a pipe");
@@ -108,7 +112,8 @@ SocketFacts socketFacts(pid_t pid, int fd) {
   f.reusePort = intOpt(s.get(), SOL_SOCKET, SO_REUSEPORT) == 1;
   sockaddr_storage a{};
   socklen_t len = sizeof a;
-  if (getsockname(s.get(), reinterpret_cast<sockaddr*>(&a), &len) == 0) f.localAddress.assign(reinterpret_cast<char*>(&a), len);
+  if (getsockname(s.get(), reinterpret_cast<sockaddr*>(&a), &len) == 0)
+    f.localAddress.assign(reinterpret_cast<char*>(&a), len);
   sockaddr_storage peer{};
   len = sizeof peer;
   f.connected = getpeername(s.get(), reinterpret_cast<sockaddr*>(&peer), &len) == 0;

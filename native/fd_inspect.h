@@ -17,8 +17,8 @@ namespace precopy {
 size_t peekPipe(pid_t pid, int fd, uint8_t* into, size_t cap);
 
 struct SocketFacts {
-  int family = 0;    // AF_INET, AF_INET6, AF_UNIX, ...
-  int type = 0;      // SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET
+  int family = 0;  // AF_INET, AF_INET6, AF_UNIX, ...
+  int type = 0;    // SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET
   int protocol = 0;
   bool listening = false;  // SO_ACCEPTCONN
   bool connected = false;  // getpeername succeeds

@@ -18,7 +18,8 @@ FrozenProcess::FrozenProcess(pid_t pid, bool captureRegisters) {
     if (t.exited) continue;
     ThreadRegs r{};
     r.tid = t.tid;
-    if (::ptrace(PTRACE_GETREGS, t.tid, nullptr, &r.regs) < 0 || ::ptrace(PTRACE_GETFPREGS, t.tid, nullptr, &r.fpregs) < 0) {
+    if (::ptrace(PTRACE_GETREGS, t.tid, nullptr, &r.regs) < 0 ||
+        ::ptrace(PTRACE_GETFPREGS, t.tid, nullptr, &r.fpregs) < 0) {
       if (errno == ESRCH) continue;  // died while frozen (killed): nothing to capture
       throwForPid(errno, "ptrace(PTRACE_GETREGS)", pid, "read registers of");
     }
@@ -26,7 +27,9 @@ FrozenProcess::FrozenProcess(pid_t pid, bool captureRegisters) {
   }
 }
 
-void FrozenProcess::thaw() { seized_->detachAll(); }
+void FrozenProcess::thaw() {
+  seized_->detachAll();
+}
 
 void FrozenProcess::thawStopped() {
   if (seized_->attached() && ::kill(seized_->pid(), SIGSTOP) < 0 && errno != ESRCH)

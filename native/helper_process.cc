@@ -21,7 +21,8 @@ std::string siblingExecutable(const char* name) {
 
 Helper spawnHelper(const std::string& path, const std::vector<std::string>& args) {
   int sv[2];
-  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) throwErrno(errno, "socketpair", "cannot start " + path);
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+    throwErrno(errno, "socketpair", "cannot start " + path);
   Fd mine(sv[0]), theirs(sv[1]);
   // dup2(3, 3) would keep close-on-exec set: move our child's end off fd 3 first.
   Fd moved;
@@ -60,7 +61,8 @@ size_t recvMessage(int sock, void* buf, size_t cap, const char* who) {
       if (errno == ECONNRESET) return 0;
       throwErrno(errno, "recv", std::string("talking to ") + who);
     }
-    if (static_cast<size_t>(n) > cap) throwSys(EMSGSIZE, "recv", std::string(who) + " sent a message larger than expected");
+    if (static_cast<size_t>(n) > cap)
+      throwSys(EMSGSIZE, "recv", std::string(who) + " sent a message larger than expected");
     return static_cast<size_t>(n);
   }
 }

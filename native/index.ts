@@ -111,12 +111,7 @@ function fakeMissing(): FakeableFeature[] {
 export function requireKernelFeatures(): KernelFeatures {
   const f = probeKernel();
   if (f.missing.length > 0) {
-    throw new NativeError(
-      `this kernel (${f.kernelRelease}) cannot track a process's writes: missing ${f.missing.join(', ')}`,
-      95,
-      'ENOTSUP',
-      'probe',
-    );
+    throw new NativeError(`this kernel (${f.kernelRelease}) cannot track a process's writes: missing ${f.missing.join(', ')}`, 95, 'ENOTSUP', 'probe');
   }
   return f;
 }
@@ -503,8 +498,7 @@ function checkPid(pid: number): void {
 
 /** Page-aligned is left to the kernel (EINVAL); here: plain non-negative integers, in order. */
 function checkRange(what: string, start: number, end: number): void {
-  if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || start < 0 || end <= start)
-    throw new RangeError(`${what}: bad range [${start}, ${end})`);
+  if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || start < 0 || end <= start) throw new RangeError(`${what}: bad range [${start}, ${end})`);
 }
 
 const SCAN_MASKS = ['flags', 'categoryInverted', 'categoryMask', 'categoryAnyofMask', 'returnMask'] as const;
@@ -514,8 +508,7 @@ function checkScan(args: ScanArgs, vec: BigUint64Array): void {
   checkRange('scan', args.start, args.end);
   for (const k of SCAN_MASKS) {
     const v = args[k];
-    if (v !== undefined && (!Number.isInteger(v) || v < 0 || v > 0xffffffff))
-      throw new RangeError(`scan: ${k} must be a 32-bit unsigned integer, got ${v}`);
+    if (v !== undefined && (!Number.isInteger(v) || v < 0 || v > 0xffffffff)) throw new RangeError(`scan: ${k} must be a 32-bit unsigned integer, got ${v}`);
   }
   if (args.maxPages !== undefined && (!Number.isSafeInteger(args.maxPages) || args.maxPages < 0))
     throw new RangeError(`scan: maxPages must be a non-negative integer, got ${args.maxPages}`);
@@ -557,8 +550,7 @@ function checkWalk(ranges: Float64Array, cursor: Float64Array, runs: Float64Arra
 
 function checkRead(pid: number, ranges: Float64Array, into: Buffer): void {
   checkPid(pid);
-  if (!(ranges instanceof Float64Array) || ranges.length % 2 !== 0)
-    throw new TypeError('readPages: ranges must be a Float64Array of (address, length) pairs');
+  if (!(ranges instanceof Float64Array) || ranges.length % 2 !== 0) throw new TypeError('readPages: ranges must be a Float64Array of (address, length) pairs');
   if (!Buffer.isBuffer(into)) throw new TypeError('readPages: into must be a Buffer');
   let total = 0;
   for (let i = 1; i < ranges.length; i += 2) total += ranges[i];

@@ -50,13 +50,17 @@ std::vector<Mapping> executableMappings(pid_t pid) {
 // The restart logic reads the full register set; any difference would change what the thread
 // does next, so restore failures are errors, not warnings.
 void getRegs(pid_t pid, pid_t tid, user_regs_struct& r) {
-  if (::ptrace(PTRACE_GETREGS, tid, nullptr, &r) < 0) throwForPid(errno, "ptrace(PTRACE_GETREGS)", pid, "read registers of");
+  if (::ptrace(PTRACE_GETREGS, tid, nullptr, &r) < 0)
+    throwForPid(errno, "ptrace(PTRACE_GETREGS)", pid, "read registers of");
 }
 void setRegs(pid_t pid, pid_t tid, const user_regs_struct& r) {
-  if (::ptrace(PTRACE_SETREGS, tid, nullptr, &r) < 0) throwForPid(errno, "ptrace(PTRACE_SETREGS)", pid, "set registers of");
+  if (::ptrace(PTRACE_SETREGS, tid, nullptr, &r) < 0)
+    throwForPid(errno, "ptrace(PTRACE_SETREGS)", pid, "set registers of");
 }
 
-bool isStopSignal(int sig) { return sig == SIGSTOP || sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU; }
+bool isStopSignal(int sig) {
+  return sig == SIGSTOP || sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU;
+}
 
 [[noreturn]] void throwExited(pid_t pid) {
   throwSys(ESRCH, "ptrace", "no such process " + std::to_string(pid) + " (it exited while precopy was arming it)");
@@ -79,8 +83,7 @@ uint64_t findSyscallGadget(pid_t pid) {
       at += static_cast<uint64_t>(n) - 1;  // overlap one byte: the pair may straddle chunks
     }
   }
-  throwSys(ENOEXEC, "pread",
-           "no syscall instruction found in the executable memory of process " + std::to_string(pid));
+  throwSys(ENOEXEC, "pread", "no syscall instruction found in the executable memory of process " + std::to_string(pid));
 }
 
 namespace {

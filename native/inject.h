@@ -19,5 +19,4 @@ uint64_t findSyscallGadget(pid_t pid);
 // restored exactly, so a syscall it was interrupted in restarts as it would have without us.
 long injectSyscall(SeizedProcess& sp, SeizedThread& t, uint64_t gadget, long nr, std::initializer_list<uint64_t> args);
 
-
 }  // namespace precopy

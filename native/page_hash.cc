@@ -16,7 +16,9 @@ constexpr uint64_t P2 = 0xC2B2AE3D27D4EB4Full;
 constexpr uint64_t P3 = 0x165667B19E3779F9ull;
 constexpr uint64_t P4 = 0x85EBCA77C2B2AE63ull;
 
-inline uint64_t rotl(uint64_t x, int r) { return (x << r) | (x >> (64 - r)); }
+inline uint64_t rotl(uint64_t x, int r) {
+  return (x << r) | (x >> (64 - r));
+}
 
 inline uint64_t load64(const uint8_t* p) {
   uint64_t v;
@@ -24,7 +26,9 @@ inline uint64_t load64(const uint8_t* p) {
   return v;
 }
 
-inline uint64_t round(uint64_t acc, uint64_t w) { return rotl(acc + w * P2, 31) * P1; }
+inline uint64_t round(uint64_t acc, uint64_t w) {
+  return rotl(acc + w * P2, 31) * P1;
+}
 
 // splitmix64's finalizer: every input bit reaches every output bit.
 inline uint64_t fmix(uint64_t z) {
@@ -51,6 +55,8 @@ uint64_t hashPage(const uint8_t* p, size_t len) {
   return fmix(h + len * P3);
 }
 
-uint64_t digestTerm(uint64_t addr, uint64_t hash) { return fmix(hash ^ fmix(addr + P3)); }
+uint64_t digestTerm(uint64_t addr, uint64_t hash) {
+  return fmix(hash ^ fmix(addr + P3));
+}
 
 }  // namespace precopy

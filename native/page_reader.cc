@@ -37,7 +37,8 @@ ReadOutcome readPages(pid_t pid, const double* ranges, size_t count, uint8_t* in
   }
   if (offset[count] > intoLen)
     throwSys(EINVAL, "process_vm_readv",
-             "buffer too small: " + std::to_string(intoLen) + " bytes for " + std::to_string(offset[count]) + " bytes of ranges");
+             "buffer too small: " + std::to_string(intoLen) + " bytes for " + std::to_string(offset[count]) +
+                 " bytes of ranges");
 
   ReadOutcome out;
   size_t next = 0;

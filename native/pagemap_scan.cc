@@ -49,9 +49,11 @@ ScanResult pagemapScan(int pagemapFd, const ScanRequest& req, uint64_t* vec, uin
     char what[160];
     snprintf(what, sizeof what, "PAGEMAP_SCAN of %llx-%llx (walk stopped at %llx)", (unsigned long long)req.start,
              (unsigned long long)req.end, (unsigned long long)a.walk_end);
-    if (err == ENOTTY) throwSys(err, "ioctl(PAGEMAP_SCAN)", "this kernel has no PAGEMAP_SCAN ioctl (Linux >= 6.7 needed)");
+    if (err == ENOTTY)
+      throwSys(err, "ioctl(PAGEMAP_SCAN)", "this kernel has no PAGEMAP_SCAN ioctl (Linux >= 6.7 needed)");
     if (err == EPERM && (req.flags & PM_SCAN_CHECK_WPASYNC))
-      throwSys(err, "ioctl(PAGEMAP_SCAN)", std::string(what) + ": a VMA in the range is not registered for write tracking");
+      throwSys(err, "ioctl(PAGEMAP_SCAN)",
+               std::string(what) + ": a VMA in the range is not registered for write tracking");
     throwErrno(err, "ioctl(PAGEMAP_SCAN)", what);
   }
   return ScanResult{static_cast<uint64_t>(n), a.walk_end};

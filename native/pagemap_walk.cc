@@ -15,7 +15,8 @@ constexpr size_t kVecRegions = 512;  // pagemapScan's clamp: a bigger vec would 
 
 }  // namespace
 
-void pagemapWalk(int pagemapFd, const std::vector<WalkRange>& ranges, uint64_t budget, const WalkOut& out, WalkCursor& c) {
+void pagemapWalk(int pagemapFd, const std::vector<WalkRange>& ranges, uint64_t budget, const WalkOut& out,
+                 WalkCursor& c) {
   static const uint64_t ps = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
   uint64_t vec[3 * kVecRegions];
   c.regions = 0;

@@ -83,6 +83,7 @@ struct WalkOut {
 // reported `budget` pages (budget > 0). A region adjacent to the previous one, from the same range
 // and with the same categories, extends it. Throws SysError with the cursor at the failing range
 // (a VMA may vanish meanwhile: the caller decides), or EIO if walk_end makes no progress.
-void pagemapWalk(int pagemapFd, const std::vector<WalkRange>& ranges, uint64_t budget, const WalkOut& out, WalkCursor& cursor);
+void pagemapWalk(int pagemapFd, const std::vector<WalkRange>& ranges, uint64_t budget, const WalkOut& out,
+                 WalkCursor& cursor);
 
 }  // namespace precopy

@@ -15,8 +15,9 @@ namespace precopy {
 namespace {
 
 // Category bits precopy relies on (see sender scanning): a kernel refusing one cannot be used.
-constexpr uint64_t kNeededCategories = PAGE_IS_WRITTEN | PAGE_IS_FILE | PAGE_IS_PRESENT | PAGE_IS_SWAPPED | PAGE_IS_PFNZERO;
-constexpr const char* kCategoryNames[] = {"WPALLOWED", "WRITTEN", "FILE", "PRESENT", "SWAPPED",
+constexpr uint64_t kNeededCategories =
+    PAGE_IS_WRITTEN | PAGE_IS_FILE | PAGE_IS_PRESENT | PAGE_IS_SWAPPED | PAGE_IS_PFNZERO;
+constexpr const char* kCategoryNames[] = {"WPALLOWED", "WRITTEN", "FILE",       "PRESENT", "SWAPPED",
                                           "PFNZERO",   "HUGE",    "SOFT_DIRTY", "GUARD"};
 
 // A PAGEMAP_SCAN of one page of our own stack, asking for `category` bits; -1 errno on failure.

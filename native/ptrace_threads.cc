@@ -64,7 +64,8 @@ Stop SeizedProcess::waitStop(pid_t tid) {
     if (leaderExitIsParents(tid)) {
       // Peek first; consume the event only if it is a stop.
       siginfo_t si = {};
-      if (::waitid(P_PID, static_cast<id_t>(tid), &si, WEXITED | WSTOPPED | __WALL | WNOHANG | WNOWAIT) < 0 && errno == ECHILD)
+      if (::waitid(P_PID, static_cast<id_t>(tid), &si, WEXITED | WSTOPPED | __WALL | WNOHANG | WNOWAIT) < 0 &&
+          errno == ECHILD)
         return {StopKind::Exited, 0};
       if (si.si_pid == tid && si.si_code != CLD_TRAPPED && si.si_code != CLD_STOPPED) return {StopKind::Exited, 0};
       r = si.si_pid == tid ? ::waitpid(tid, &status, __WALL | WNOHANG) : 0;
@@ -109,7 +110,9 @@ SeizedProcess::SeizedProcess(pid_t pid) : pid_(pid), parentIsUs_(statusField(pid
   }
 }
 
-SeizedProcess::~SeizedProcess() { detachAll(); }
+SeizedProcess::~SeizedProcess() {
+  detachAll();
+}
 
 void SeizedProcess::seizeAll() {
   std::set<pid_t> known;

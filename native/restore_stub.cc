@@ -33,7 +33,9 @@ struct CloneArgs {
 };
 static_assert(sizeof(CloneArgs) == 88, "clone_args layout");
 
-std::string num(long v) { return std::to_string(v); }
+std::string num(long v) {
+  return std::to_string(v);
+}
 
 // The clone3 child: a copy of this (multi-threaded) process with only the calling thread, so only
 // raw system calls until execve. Its stdio goes to /dev/null (fds are restored by a later step),
@@ -76,9 +78,9 @@ RestoreStub::RestoreStub(const std::string& stubPath, pid_t wantPid) {
     if (err == EEXIST)
       throwSys(EEXIST, "clone3", "pid " + num(wantPid) + " is taken: another process or thread has it on this host");
     if (err == EINVAL && wantPid > 0)
-      throwSys(EINVAL, "clone3", "pid " + num(wantPid) + " cannot be chosen here (above pid_max, or a nested pid namespace)");
-    if (err == EPERM)
-      throwSys(EPERM, "clone3", "choosing a pid needs CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN");
+      throwSys(EINVAL, "clone3",
+               "pid " + num(wantPid) + " cannot be chosen here (above pid_max, or a nested pid namespace)");
+    if (err == EPERM) throwSys(EPERM, "clone3", "choosing a pid needs CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN");
     throwErrno(err, "clone3", "cannot start the restore stub");
   }
   pid_ = static_cast<pid_t>(r);
@@ -98,7 +100,8 @@ RestoreStub::RestoreStub(const std::string& stubPath, pid_t wantPid) {
     // Every signal blocked while we work: a signal sent to the new pid waits for the restored
     // process (threads created later inherit this mask until they get their own).
     const uint64_t all = ~0ull;
-    if (::ptrace(PTRACE_SETSIGMASK, pid_, sizeof all, &all) < 0) throwErrno(errno, "ptrace(PTRACE_SETSIGMASK)", "restore stub");
+    if (::ptrace(PTRACE_SETSIGMASK, pid_, sizeof all, &all) < 0)
+      throwErrno(errno, "ptrace(PTRACE_SETSIGMASK)", "restore stub");
     gadget_ = findSyscallGadget(pid_);
     mem_ = Fd(::open(("/proc/" + num(pid_) + "/mem").c_str(), O_RDWR | O_CLOEXEC));
     if (!mem_.valid()) throwErrno(errno, "open", "cannot open the memory of the restore stub " + num(pid_));
@@ -120,30 +123,33 @@ pid_t RestoreStub::waitStopped(pid_t tid, const char* what) {
     pid_t r = ::waitpid(tid, &st, __WALL);
     if (r < 0 && errno == EINTR) continue;
     if (r < 0) throwErrno(errno, "waitpid", std::string("restore stub thread ") + num(tid) + ": " + what);
-    if (!WIFSTOPPED(st))
-      throwSys(ESRCH, "waitpid", "the restore stub (pid " + num(pid_) + ") died during " + what);
+    if (!WIFSTOPPED(st)) throwSys(ESRCH, "waitpid", "the restore stub (pid " + num(pid_) + ") died during " + what);
     if ((st >> 16) == PTRACE_EVENT_STOP) return tid;
     if (WSTOPSIG(st) == SIGSTOP && (st >> 16) == 0) {
       // A SIGSTOP sent by someone: drop it, the interrupt stop follows.
       ::ptrace(PTRACE_CONT, tid, nullptr, nullptr);
       continue;
     }
-    throwSys(EIO, "waitpid", "restore stub thread " + num(tid) + " stopped with signal " + num(WSTOPSIG(st)) + " during " + what);
+    throwSys(EIO, "waitpid",
+             "restore stub thread " + num(tid) + " stopped with signal " + num(WSTOPSIG(st)) + " during " + what);
   }
 }
 
 long RestoreStub::syscall(pid_t tid, long nr, const uint64_t* args, size_t nargs) {
   if (!attached()) throwSys(ESRCH, "ptrace", "the restore stub is no longer held");
-  if (std::find(tids_.begin(), tids_.end(), tid) == tids_.end()) throwSys(EINVAL, "ptrace", "not a stub thread: " + num(tid));
+  if (std::find(tids_.begin(), tids_.end(), tid) == tids_.end())
+    throwSys(EINVAL, "ptrace", "not a stub thread: " + num(tid));
   user_regs_struct r;
-  if (::ptrace(PTRACE_GETREGS, tid, nullptr, &r) < 0) throwErrno(errno, "ptrace(PTRACE_GETREGS)", "restore stub thread " + num(tid));
+  if (::ptrace(PTRACE_GETREGS, tid, nullptr, &r) < 0)
+    throwErrno(errno, "ptrace(PTRACE_GETREGS)", "restore stub thread " + num(tid));
   r.rip = gadget_;
   r.rax = static_cast<unsigned long long>(nr);
   r.orig_rax = ~0ull;  // not in a syscall: no restart fix-up
   r.rsp = 0;           // no stack: sigaltstack's "on the alternate stack?" test looks at rsp
   unsigned long long* slots[6] = {&r.rdi, &r.rsi, &r.rdx, &r.r10, &r.r8, &r.r9};
   for (size_t i = 0; i < 6; i++) *slots[i] = i < nargs ? args[i] : 0;
-  if (::ptrace(PTRACE_SETREGS, tid, nullptr, &r) < 0) throwErrno(errno, "ptrace(PTRACE_SETREGS)", "restore stub thread " + num(tid));
+  if (::ptrace(PTRACE_SETREGS, tid, nullptr, &r) < 0)
+    throwErrno(errno, "ptrace(PTRACE_SETREGS)", "restore stub thread " + num(tid));
   bool entered = false;
   for (;;) {
     if (::ptrace(PTRACE_SYSCALL, tid, nullptr, nullptr) < 0)
@@ -164,24 +170,29 @@ long RestoreStub::syscall(pid_t tid, long nr, const uint64_t* args, size_t nargs
         entered = true;
         continue;
       }
-      if (::ptrace(PTRACE_GETREGS, tid, nullptr, &r) < 0) throwErrno(errno, "ptrace(PTRACE_GETREGS)", "restore stub thread " + num(tid));
+      if (::ptrace(PTRACE_GETREGS, tid, nullptr, &r) < 0)
+        throwErrno(errno, "ptrace(PTRACE_GETREGS)", "restore stub thread " + num(tid));
       return static_cast<long>(r.rax);
     }
     // A signal-delivery stop: only a fault at the gadget can cause one (all else is blocked).
-    throwSys(EFAULT, "ptrace(PTRACE_SYSCALL)",
-             "restore stub thread " + num(tid) + " got signal " + num(WSTOPSIG(st)) + " running injected syscall " + num(nr) +
-                 " (is the syscall gadget at 0x" + [](uint64_t g) {
-                   char b[32];
-                   snprintf(b, sizeof b, "%llx", static_cast<unsigned long long>(g));
-                   return std::string(b);
-                 }(gadget_) + " still mapped?)");
+    throwSys(
+        EFAULT, "ptrace(PTRACE_SYSCALL)",
+        "restore stub thread " + num(tid) + " got signal " + num(WSTOPSIG(st)) + " running injected syscall " +
+            num(nr) + " (is the syscall gadget at 0x" +
+            [](uint64_t g) {
+              char b[32];
+              snprintf(b, sizeof b, "%llx", static_cast<unsigned long long>(g));
+              return std::string(b);
+            }(gadget_) +
+            " still mapped?)");
   }
 }
 
 void RestoreStub::writeMemory(uint64_t addr, const uint8_t* data, size_t len) {
   size_t done = 0;
   while (done < len) {
-    struct iovec l = {const_cast<uint8_t*>(data + done), len - done}, rv = {reinterpret_cast<void*>(addr + done), len - done};
+    struct iovec l = {const_cast<uint8_t*>(data + done), len - done},
+                 rv = {reinterpret_cast<void*>(addr + done), len - done};
     ssize_t n = ::process_vm_writev(pid_, &l, 1, &rv, 1, 0);
     if (n > 0) {
       done += static_cast<size_t>(n);
@@ -192,11 +203,12 @@ void RestoreStub::writeMemory(uint64_t addr, const uint8_t* data, size_t len) {
     const size_t chunk = std::min<size_t>(len - done, 4096 - ((addr + done) & 4095));
     ssize_t m = ::pwrite(mem_.get(), data + done, chunk, static_cast<off_t>(addr + done));
     if (m <= 0)
-      throwErrno(m < 0 ? errno : EIO, "pwrite", "cannot write the memory of the restore stub at 0x" + [&] {
-        char b[32];
-        snprintf(b, sizeof b, "%llx", static_cast<unsigned long long>(addr + done));
-        return std::string(b);
-      }());
+      throwErrno(
+          m < 0 ? errno : EIO, "pwrite", "cannot write the memory of the restore stub at 0x" + [&] {
+            char b[32];
+            snprintf(b, sizeof b, "%llx", static_cast<unsigned long long>(addr + done));
+            return std::string(b);
+          }());
     done += static_cast<size_t>(m);
   }
 }
@@ -220,16 +232,22 @@ pid_t RestoreStub::createThread(pid_t wantTid, uint64_t scratch) {
   writeMemory(scratch + 128, reinterpret_cast<const uint8_t*>(&wantTid), sizeof wantTid);
   const uint64_t args[2] = {scratch, sizeof ca};
   const long r = syscall(pid_, SYS_clone3, args, 2);
-  if (r == -EEXIST) throwSys(EEXIST, "clone3", "thread id " + num(wantTid) + " is taken: another process or thread has it on this host");
-  if (r < 0) throwErrno(static_cast<int>(-r), "clone3", "cannot create thread " + num(wantTid) + " in the restore stub");
-  if (wantTid > 0 && r != wantTid) throwSys(EIO, "clone3", "clone3 gave thread id " + num(r) + " instead of " + num(wantTid));
+  if (r == -EEXIST)
+    throwSys(EEXIST, "clone3",
+             "thread id " + num(wantTid) + " is taken: another process or thread has it on this host");
+  if (r < 0)
+    throwErrno(static_cast<int>(-r), "clone3", "cannot create thread " + num(wantTid) + " in the restore stub");
+  if (wantTid > 0 && r != wantTid)
+    throwSys(EIO, "clone3", "clone3 gave thread id " + num(r) + " instead of " + num(wantTid));
   tids_.push_back(static_cast<pid_t>(r));
   waitStopped(static_cast<pid_t>(r), "thread creation");
   return static_cast<pid_t>(r);
 }
 
-void RestoreStub::setThreadState(pid_t tid, const user_regs_struct& regs, const uint8_t* xstate, size_t xlen, uint64_t sigmask) {
-  if (std::find(tids_.begin(), tids_.end(), tid) == tids_.end()) throwSys(EINVAL, "ptrace", "not a stub thread: " + num(tid));
+void RestoreStub::setThreadState(pid_t tid, const user_regs_struct& regs, const uint8_t* xstate, size_t xlen,
+                                 uint64_t sigmask) {
+  if (std::find(tids_.begin(), tids_.end(), tid) == tids_.end())
+    throwSys(EINVAL, "ptrace", "not a stub thread: " + num(tid));
   if (::ptrace(PTRACE_SETREGS, tid, nullptr, &regs) < 0)
     throwErrno(errno, "ptrace(PTRACE_SETREGS)", "cannot load the registers of thread " + num(tid));
   // The kernel wants exactly its own XSAVE size (a short one is EFAULT): say which sizes differ.
@@ -239,8 +257,8 @@ void RestoreStub::setThreadState(pid_t tid, const user_regs_struct& regs, const 
     throwErrno(errno, "ptrace(PTRACE_GETREGSET)", "cannot read the XSAVE area of thread " + num(tid));
   if (iov.iov_len != xlen)
     throwSys(EINVAL, "ptrace(PTRACE_SETREGSET)",
-             "the image's XSAVE area has " + num(static_cast<long>(xlen)) + " bytes, this CPU's " + num(static_cast<long>(iov.iov_len)) +
-                 ": restore on the same kind of CPU");
+             "the image's XSAVE area has " + num(static_cast<long>(xlen)) + " bytes, this CPU's " +
+                 num(static_cast<long>(iov.iov_len)) + ": restore on the same kind of CPU");
   struct iovec in = {const_cast<uint8_t*>(xstate), xlen};
   if (::ptrace(PTRACE_SETREGSET, tid, reinterpret_cast<void*>(NT_X86_XSTATE), &in) < 0)
     throwErrno(errno, "ptrace(PTRACE_SETREGSET)", "cannot load the XSAVE area of thread " + num(tid));

@@ -37,7 +37,9 @@ struct RseqConfiguration {
   uint32_t abiSize, signature, flags, pad;
 };
 
-std::string tidText(pid_t tid) { return "thread " + std::to_string(tid); }
+std::string tidText(pid_t tid) {
+  return "thread " + std::to_string(tid);
+}
 
 // Scratch bytes on a stopped thread's stack, below the red zone; put back on destruction.
 class StackScratch {
@@ -97,13 +99,15 @@ void readThread(SeizedProcess& sp, SeizedThread& t, uint64_t gadget, ThreadCaptu
   // The kernel writes min(iov_len, its XSAVE size) and reports what it wrote.
   c.xstate.assign(64 * 1024, 0);
   struct iovec iov = {c.xstate.data(), c.xstate.size()};
-  ptraceRead(pid, tid, PTRACE_GETREGSET, reinterpret_cast<void*>(NT_X86_XSTATE), &iov, "PTRACE_GETREGSET NT_X86_XSTATE");
+  ptraceRead(pid, tid, PTRACE_GETREGSET, reinterpret_cast<void*>(NT_X86_XSTATE), &iov,
+             "PTRACE_GETREGSET NT_X86_XSTATE");
   c.xstate.resize(iov.iov_len);
 
   ptraceRead(pid, tid, PTRACE_GETSIGMASK, reinterpret_cast<void*>(sizeof c.sigmask), &c.sigmask, "PTRACE_GETSIGMASK");
 
   RseqConfiguration rc = {};
-  ptraceRead(pid, tid, PTRACE_GET_RSEQ_CONFIGURATION, reinterpret_cast<void*>(sizeof rc), &rc, "PTRACE_GET_RSEQ_CONFIGURATION");
+  ptraceRead(pid, tid, PTRACE_GET_RSEQ_CONFIGURATION, reinterpret_cast<void*>(sizeof rc), &rc,
+             "PTRACE_GET_RSEQ_CONFIGURATION");
   c.rseqAddr = rc.abiPointer;
   c.rseqLen = rc.abiSize;
   c.rseqSig = rc.signature;
@@ -126,7 +130,8 @@ void readThread(SeizedProcess& sp, SeizedThread& t, uint64_t gadget, ThreadCaptu
   c.altFlags = ss.ss_flags;
   c.altSize = ss.ss_size;
 
-  checkResult(injectSyscall(sp, t, gadget, SYS_prctl, {PR_GET_TID_ADDRESS, scratch.addr()}), "prctl(PR_GET_TID_ADDRESS)", pid, tid);
+  checkResult(injectSyscall(sp, t, gadget, SYS_prctl, {PR_GET_TID_ADDRESS, scratch.addr()}),
+              "prctl(PR_GET_TID_ADDRESS)", pid, tid);
   scratch.read(&c.clearChildTid, sizeof c.clearChildTid);
 }
 
@@ -162,7 +167,8 @@ ProcessCapture captureProcess(SeizedProcess& sp, uint64_t gadget) {
   // Leader first (the image's order); anyLiveThread() prefers it.
   SeizedThread& leader = sp.anyLiveThread();
   if (leader.tid != pid)
-    throwSys(ESRCH, "ptrace", "the main thread of process " + std::to_string(pid) + " has exited: such a process cannot be restored");
+    throwSys(ESRCH, "ptrace",
+             "the main thread of process " + std::to_string(pid) + " has exited: such a process cannot be restored");
   pc.threads.emplace_back();
   readThread(sp, leader, gadget, pc.threads.back());
   for (SeizedThread& t : sp.threads()) {

@@ -27,9 +27,9 @@ struct ThreadCapture {
   user_regs_struct restoreRegs{};  // with the restart decision applied, orig_rax = -1
   user_fpregs_struct fpregs{};
   SyscallRestart restart = SyscallRestart::None;
-  std::vector<uint8_t> xstate;     // NT_X86_XSTATE, the size the kernel reports
+  std::vector<uint8_t> xstate;  // NT_X86_XSTATE, the size the kernel reports
   uint64_t sigmask = 0;
-  uint64_t rseqAddr = 0;           // 0: no rseq registered
+  uint64_t rseqAddr = 0;  // 0: no rseq registered
   uint32_t rseqLen = 0, rseqSig = 0, rseqFlags = 0;
   uint64_t robustHead = 0, robustLen = 0;
   uint64_t clearChildTid = 0;

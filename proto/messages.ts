@@ -130,11 +130,6 @@ export interface CommitResult {
 }
 
 export type ReceiverMessage =
-  | { msg: 'accepted'; accepted: SessionAccepted }
-  | { msg: 'roundAck'; roundAck: RoundAck }
-  | { msg: 'commit'; commit: CommitResult };
+  { msg: 'accepted'; accepted: SessionAccepted } | { msg: 'roundAck'; roundAck: RoundAck } | { msg: 'commit'; commit: CommitResult };
 
-export type OutgoingReceiverMessage =
-  | { accepted: SessionAccepted }
-  | { roundAck: RoundAck }
-  | { commit: CommitResult };
+export type OutgoingReceiverMessage = { accepted: SessionAccepted } | { roundAck: RoundAck } | { commit: CommitResult };

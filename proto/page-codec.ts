@@ -244,5 +244,5 @@ function decodePageBatch(c: Cursor): PageBatch {
 
 function encodingName(n: number): Encoding {
   // Unknown enum values stay numbers, as proto-loader leaves them; validation rejects them.
-  return (ENCODING_NAME[n] ?? (n as unknown as Encoding));
+  return ENCODING_NAME[n] ?? (n as unknown as Encoding);
 }

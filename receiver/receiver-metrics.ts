@@ -32,7 +32,8 @@ export class ReceiverMetrics extends MigrationMetrics {
 
   constructor(opts: MigrationMetricsOptions = {}) {
     super('receiver', opts);
-    const refusedHelp = 'Migration streams the receiver refused or ended for its token or limits, by reason (unauthenticated, too_many_sessions, image_too_big).';
+    const refusedHelp =
+      'Migration streams the receiver refused or ended for its token or limits, by reason (unauthenticated, too_many_sessions, image_too_big).';
     this.refusedStreams = this.closedCounter('refused_streams_total', refusedHelp, 'reason', REFUSAL_REASONS);
     this.takeovers = this.counter('session_takeovers_total', 'Resumes that took a session over from a stale stream of this receiver still holding it.');
     for (const [field, name, help] of STORE_COUNTERS) {

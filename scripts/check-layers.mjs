@@ -34,7 +34,9 @@ function resolveImport(from, spec) {
   return null;
 }
 
-const files = Object.keys(RANK).filter((d) => fs.existsSync(path.join(root, d))).flatMap(listTs);
+const files = Object.keys(RANK)
+  .filter((d) => fs.existsSync(path.join(root, d)))
+  .flatMap(listTs);
 const graph = new Map();
 const problems = [];
 const IMPORT = /(?:^|\n)\s*(?:import|export)\b[^'"]*?from\s*['"](\.[^'"]+)['"]|require\(\s*['"](\.[^'"]+)['"]\s*\)|import\(\s*['"](\.[^'"]+)['"]\s*\)/g;
@@ -59,19 +61,31 @@ for (const f of files) {
 
 // Tarjan's strongly connected components: every component of more than one file is a cycle.
 let index = 0;
-const idx = new Map(), low = new Map(), stack = [], onStack = new Set();
+const idx = new Map(),
+  low = new Map(),
+  stack = [],
+  onStack = new Set();
 function visit(v) {
-  idx.set(v, index); low.set(v, index); index++;
-  stack.push(v); onStack.add(v);
+  idx.set(v, index);
+  low.set(v, index);
+  index++;
+  stack.push(v);
+  onStack.add(v);
   for (const w of graph.get(v) ?? []) {
     if (!graph.has(w)) continue;
-    if (!idx.has(w)) { visit(w); low.set(v, Math.min(low.get(v), low.get(w))); }
-    else if (onStack.has(w)) low.set(v, Math.min(low.get(v), idx.get(w)));
+    if (!idx.has(w)) {
+      visit(w);
+      low.set(v, Math.min(low.get(v), low.get(w)));
+    } else if (onStack.has(w)) low.set(v, Math.min(low.get(v), idx.get(w)));
   }
   if (low.get(v) === idx.get(v)) {
     const comp = [];
     let w;
-    do { w = stack.pop(); onStack.delete(w); comp.push(w); } while (w !== v);
+    do {
+      w = stack.pop();
+      onStack.delete(w);
+      comp.push(w);
+    } while (w !== v);
     if (comp.length > 1) problems.push(`import cycle: ${comp.sort().join(' <-> ')}`);
   }
 }

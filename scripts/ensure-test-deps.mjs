@@ -80,10 +80,19 @@ function main(argv) {
     // Not Debian: all we can check is the programs.
     const gone = deps.filter((d) => d.bins.some((b) => !hasProgram(b)));
     if (gone.length === 0) {
-      say(`no dpkg-query here: the programs of ${names.length} packages are present (not checked: ${deps.filter((d) => d.bins.length === 0).map((d) => d.name).join(', ') || 'none'})`);
+      say(
+        `no dpkg-query here: the programs of ${names.length} packages are present (not checked: ${
+          deps
+            .filter((d) => d.bins.length === 0)
+            .map((d) => d.name)
+            .join(', ') || 'none'
+        })`,
+      );
       return 0;
     }
-    say(`no dpkg-query here, and programs are missing: ${gone.map((d) => `${d.bins.filter((b) => !hasProgram(b)).join(',')} (Debian package ${d.name})`).join('; ')}`);
+    say(
+      `no dpkg-query here, and programs are missing: ${gone.map((d) => `${d.bins.filter((b) => !hasProgram(b)).join(',')} (Debian package ${d.name})`).join('; ')}`,
+    );
     return 1;
   }
   if (missing.length === 0) {
@@ -105,7 +114,10 @@ function main(argv) {
   const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
   const apt = (args) => spawnSync('apt-get', ['-o', 'DPkg::Lock::Timeout=300', ...args], { stdio: 'inherit', env });
   const seconds = () => (Number(process.hrtime.bigint() - t0) / 1e9).toFixed(1);
-  for (const args of [['update', '-qq'], ['install', '-y', '-qq', '--no-install-recommends', ...missing]]) {
+  for (const args of [
+    ['update', '-qq'],
+    ['install', '-y', '-qq', '--no-install-recommends', ...missing],
+  ]) {
     const r = apt(args);
     if (r.error || r.status !== 0) {
       say(`apt-get ${args[0]} failed (${r.error ? r.error.message : `exit ${r.status}`}) after ${seconds()} s; install by hand: ${installCmd(missing)}`);

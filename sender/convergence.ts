@@ -143,8 +143,6 @@ export function decide(history: readonly RoundMeasure[], opts: ConvergenceOption
   if (history.length >= opts.maxRounds) {
     return { ...base, stop: true, reason: 'max-rounds', why: `reached --max-rounds ${opts.maxRounds} (expected downtime ${ms(expected)}, target ${target})` };
   }
-  const why =
-    `expected downtime ${ms(expected)} is over the target ${target}` +
-    (throttle > 0 ? `; throttling the target ${throttle}%` : '');
+  const why = `expected downtime ${ms(expected)} is over the target ${target}` + (throttle > 0 ? `; throttling the target ${throttle}%` : '');
   return { ...base, stop: false, why };
 }

@@ -85,7 +85,11 @@ export async function migrate(opts: MigrateOptions): Promise<MigrationSummary> {
 
 export function defaultSessionId(command: string, pid: number, now = new Date()): string {
   const stamp = now.toISOString().replace(/[-:]/g, '').replace(/\..*$/, '');
-  const name = command.replace(/[^A-Za-z0-9._-]/g, '_').replace(/^\.+/, '').slice(0, 32) || 'process';
+  const name =
+    command
+      .replace(/[^A-Za-z0-9._-]/g, '_')
+      .replace(/^\.+/, '')
+      .slice(0, 32) || 'process';
   return `${name}-${pid}-${stamp}`;
 }
 
@@ -199,7 +203,12 @@ class Migration {
     this.tracked = TrackedProcess.attach(opts.pid, { features: this.features });
     this.sent = new SentPages(this.pageSize);
     this.journal = new RoundJournal(this.pageSize);
-    const stager = new BatchStager(opts.pid, this.pageSize, { compress: opts.compress, maxBatchBytes: Math.min(opts.maxPages, STAGE_PAGES) * this.pageSize }, this.sent);
+    const stager = new BatchStager(
+      opts.pid,
+      this.pageSize,
+      { compress: opts.compress, maxBatchBytes: Math.min(opts.maxPages, STAGE_PAGES) * this.pageSize },
+      this.sent,
+    );
     this.stager = stager;
     this.cleanups.push(() => stager.close());
     this.throttle = new Throttle(opts.pid);
@@ -310,7 +319,9 @@ class Migration {
     const neverSent = runsNotHeld(this.sent, await collectRuns(this.tracked!.populatedRuns(this.sent)), ps);
     const runs = runsWithin(unionRuns([replay.pages, scanned, neverSent], ps), this.layout, ps);
     this.journal.pages(this.round, runs);
-    log.debug(`resumed round ${this.round}: ${replay.pageCount} pages lost by the receiver, ${sumPages(scanned)} written, ${sumPages(neverSent)} never sent: ${sumPages(runs)} to send`);
+    log.debug(
+      `resumed round ${this.round}: ${replay.pageCount} pages lost by the receiver, ${sumPages(scanned)} written, ${sumPages(neverSent)} never sent: ${sumPages(runs)} to send`,
+    );
     yield* runsToBatches(runs, this.opts.maxPages, ps);
   }
 
@@ -513,7 +524,10 @@ class Migration {
     this.freeze = null;
     this.assertAlive();
     if (wasFrozen && ++this.frozenBreaks > MAX_FROZEN_BREAKS) {
-      throw new UserError(`the link to ${this.transfer!.description} broke during stop-and-copy ${this.frozenBreaks} times (last: ${err.message}); giving up, the target runs on`, 1);
+      throw new UserError(
+        `the link to ${this.transfer!.description} broke during stop-and-copy ${this.frozenBreaks} times (last: ${err.message}); giving up, the target runs on`,
+        1,
+      );
     }
     log.warn(`connection to the receiver lost in round ${this.round}: ${err.message}; ${wasFrozen ? 'target thawed; ' : ''}reconnecting for up to ${timeout}s`);
     const back = await this.guard(reconnect(this.transfer!, this.sessionStart(true), timeout, this.signal, () => this.assertAlive()));
@@ -522,7 +536,9 @@ class Migration {
     this.round = Math.max(this.round + 1, durable + 1);
     this.epoch = this.history.length;
     this.reconnects++;
-    log.warn(`resumed session ${this.sessionId} at durable round ${durable} after ${back.seconds.toFixed(1)} s; re-sending the ${this.replay.pageCount} pages it lost, and what was written meanwhile`);
+    log.warn(
+      `resumed session ${this.sessionId} at durable round ${durable} after ${back.seconds.toFixed(1)} s; re-sending the ${this.replay.pageCount} pages it lost, and what was written meanwhile`,
+    );
   }
 
   // ------------------------------------------------------------------ helpers
@@ -648,4 +664,3 @@ async function collectRuns(source: AsyncIterable<RunBatch>): Promise<number[]> {
   for await (const b of source) for (const v of b.runs) out.push(v);
   return out;
 }
-

@@ -63,19 +63,17 @@ export async function runPipeline(
 
   const send = (b: StagedBatch): Promise<void> => {
     totals.batches++;
-    const p = transfer
-      .sendBatch({ runs: b.runs, zeroMap: b.zeroMap ?? EMPTY, encoding: b.encoding, rawLength: b.rawLength, payload: b.payload })
-      .then(() => {
-        // Accepted: the transfer no longer reads the payload (grpc: serialized; local: written),
-        // so its ring slot may take the next batch. A rejected batch keeps its slot (left to the
-        // GC): a failed transfer might still hold the payload.
-        b.release();
-        sweep?.moved(b.payload.length);
-        totals.zeroPages += b.zeroPages;
-        totals.rawBytes += b.rawLength;
-        totals.wireBytes += b.payload.length;
-        opts.onProgress?.(totals);
-      });
+    const p = transfer.sendBatch({ runs: b.runs, zeroMap: b.zeroMap ?? EMPTY, encoding: b.encoding, rawLength: b.rawLength, payload: b.payload }).then(() => {
+      // Accepted: the transfer no longer reads the payload (grpc: serialized; local: written),
+      // so its ring slot may take the next batch. A rejected batch keeps its slot (left to the
+      // GC): a failed transfer might still hold the payload.
+      b.release();
+      sweep?.moved(b.payload.length);
+      totals.zeroPages += b.zeroPages;
+      totals.rawBytes += b.rawLength;
+      totals.wireBytes += b.payload.length;
+      opts.onProgress?.(totals);
+    });
     // Remember the first failure now, so that a rejection while we are busy staging is never
     // "unhandled"; it is rethrown at the next window check.
     p.catch((err) => {

@@ -14,8 +14,10 @@ const LIST = path.join(TEST_DIR, 'unit-files.json');
 /** Why a module may only be used by the full suite, or undefined. `name`: its path under test/ (no .ts). */
 function forbidden(spec: string, name: string): string | undefined {
   if (spec === 'child_process' || spec === 'node:child_process') return 'starts child processes';
-  if (/(^|\/)helpers\/(target|receiver|netns|prometheus|chromium|pki|procmem|system-deps|fdloop|migration-cli)$/.test(name)) return `uses ${spec}, which starts processes or runs system programs`;
-  if (/(^|\/)(receiver\/server\/server-client|native\/native-helpers|receiver\/restore\/helpers\/workload)$/.test(name)) return `uses ${spec}, end-to-end support code`;
+  if (/(^|\/)helpers\/(target|receiver|netns|prometheus|chromium|pki|procmem|system-deps|fdloop|migration-cli)$/.test(name))
+    return `uses ${spec}, which starts processes or runs system programs`;
+  if (/(^|\/)(receiver\/server\/server-client|native\/native-helpers|receiver\/restore\/helpers\/workload)$/.test(name))
+    return `uses ${spec}, end-to-end support code`;
   return undefined;
 }
 
@@ -49,7 +51,7 @@ test('every listed unit test file exists, once', (t) => {
   }
 });
 
-test('no listed file starts processes or needs the full suite\'s helpers', (t) => {
+test("no listed file starts processes or needs the full suite's helpers", (t) => {
   for (const f of listed()) t.deepEqual(problems(path.join(TEST_DIR, f)), [], f);
 });
 

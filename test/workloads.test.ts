@@ -202,7 +202,10 @@ test('blockers, ping, sleepstats and fds', (t) =>
     // the reader thread sits in read(), the sleeper in clock_nanosleep: both 'S'
     const states = threadStates(tg.pid);
     t.is(states.length, 3);
-    t.true(states.every((x) => x.state === 'S' || x.state === 'R'), JSON.stringify(states));
+    t.true(
+      states.every((x) => x.state === 'S' || x.state === 'R'),
+      JSON.stringify(states),
+    );
     const fdsAfter = await tg.fds();
     t.is(fdsAfter.size, fdsBefore.size + 2, 'blockers opened exactly one pipe');
     t.deepEqual(await tg.exit(), { code: 0, signal: null });
@@ -272,15 +275,15 @@ test('netns pair: TCP between the namespaces, rate limit, loss, cut/restore, cle
   t.false(listNamespaces().includes(pair.ns.b));
 });
 
-
 test('netns pairs left by an exiting or SIGKILLed test process are removed', async (t) => {
   const helper = path.join(__dirname, 'helpers', 'netns.js');
   const script = (subnet: string, end: string) =>
-    `require(${JSON.stringify(helper)}).NetPair.create({ subnet: '${subnet}' })` +
-    `.then((p) => { console.log(p.ns.a + ' ' + p.ns.b); ${end} });`;
+    `require(${JSON.stringify(helper)}).NetPair.create({ subnet: '${subnet}' })` + `.then((p) => { console.log(p.ns.a + ' ' + p.ns.b); ${end} });`;
 
   // normal exit without destroy(): the exit hook deletes them
-  const names1 = execFileSync(process.execPath, ['-e', script('10.201.8.0', 'process.exit(0)')], { encoding: 'utf8' }).trim().split(' ');
+  const names1 = execFileSync(process.execPath, ['-e', script('10.201.8.0', 'process.exit(0)')], { encoding: 'utf8' })
+    .trim()
+    .split(' ');
   t.is(names1.length, 2);
   for (const n of names1) t.false(listNamespaces().includes(n));
 

@@ -139,8 +139,7 @@ export abstract class MigrationMetrics {
     const histogram = (name: string, help: string, buckets: number[]) => new Histogram({ name: p + name, help, buckets, registers });
     const sessionGauge = (name: string, help: string) => new Gauge({ name: p + name, help, labelNames: ['session'] as const, registers });
     const sessionCounter = (name: string, help: string) => new Counter({ name: p + name, help, labelNames: ['session'] as const, registers });
-    const closedCounter = <L extends string>(name: string, help: string, label: L, values: readonly string[]) =>
-      this.closedCounter(name, help, label, values);
+    const closedCounter = <L extends string>(name: string, help: string, label: L, values: readonly string[]) => this.closedCounter(name, help, label, values);
 
     this.migrations = closedCounter('migrations_total', 'Migrations finished, by result (committed, failed, aborted).', 'result', RESULTS);
     this.inProgress = new Gauge({ name: `${p}migrations_in_progress`, help: 'Migrations started and not yet finished.', registers });
@@ -177,17 +176,13 @@ export abstract class MigrationMetrics {
       registers,
     });
 
-
     this.rounds = sessionCounter('rounds_total', 'Copy rounds finished in the session.');
     this.roundDirty = sessionGauge('round_dirty_bytes', 'Bytes found written in the last round (zero pages included).');
     this.transferred = sessionCounter('transferred_bytes_total', 'Page payload bytes sent in the session (after compression).');
-    this.remaining = sessionGauge('remaining_bytes', 'Dirty bytes left when the last round ended: the next round\'s work.');
+    this.remaining = sessionGauge('remaining_bytes', "Dirty bytes left when the last round ended: the next round's work.");
     this.dirtyRate = sessionGauge('dirty_rate_bytes_per_second', 'Rate at which the target dirtied memory during the last round.');
     this.transferRate = sessionGauge('transfer_rate_bytes_per_second', 'Rate at which page bytes were sent during the last round.');
-    this.expectedDowntime = sessionGauge(
-      'expected_downtime_seconds',
-      'Downtime a freeze would cost now: remaining bytes over the measured transfer rate.',
-    );
+    this.expectedDowntime = sessionGauge('expected_downtime_seconds', 'Downtime a freeze would cost now: remaining bytes over the measured transfer rate.');
     this.downtimeTarget = sessionGauge('downtime_target_seconds', 'The downtime target the sender converges towards.');
     this.sessionDowntime = sessionGauge('session_downtime_seconds', 'Final downtime of a finished session.');
     this.perSession = [

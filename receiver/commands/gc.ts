@@ -39,7 +39,10 @@ export async function run(argv: string[]): Promise<number> {
   if (!parsed) return 0;
   const { values } = parsed;
   const olderThanMs = parseDuration(values['older-than'], '--older-than', 3_600_000);
-  const states = (values.state ?? ['failed,aborted']).flatMap((s) => s.split(',')).map((s) => s.trim()).filter(Boolean);
+  const states = (values.state ?? ['failed,aborted'])
+    .flatMap((s) => s.split(','))
+    .map((s) => s.trim())
+    .filter(Boolean);
   for (const s of states) {
     if (!(SESSION_STATES as readonly string[]).includes(s)) throw new UserError(`--state must be one of ${SESSION_STATES.join(', ')}; got '${s}'`);
   }

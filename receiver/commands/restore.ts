@@ -39,7 +39,7 @@ export async function run(argv: string[]): Promise<number> {
   if (!parsed) return 0;
   const { values, positionals } = parsed;
   const id = oneSession(positionals, USAGE);
-  if (process.getuid?.() !== 0) throw new UserError('restore needs root (it creates a process with the image\'s pid and credentials)');
+  if (process.getuid?.() !== 0) throw new UserError("restore needs root (it creates a process with the image's pid and credentials)");
   const store = existingStore(values.images);
   const img = await store.open(id).catch((err: unknown) => {
     throw userFacing(err);

@@ -41,7 +41,13 @@ const log = logger('export');
 export async function exportCore(image: SessionReader, outFile: string, opts: ExportOptions = {}): Promise<ExportSummary> {
   const manifest = await committed(image);
   const plans = await planVmas(image, manifest.layout, opts);
-  if (!opts.force && (await fsp.lstat(outFile).then(() => true, () => false))) {
+  if (
+    !opts.force &&
+    (await fsp.lstat(outFile).then(
+      () => true,
+      () => false,
+    ))
+  ) {
     throw new ExportError('OUT_EXISTS', `${outFile} exists; choose another name or pass --force`);
   }
   const ps = image.pageSize;
@@ -98,7 +104,10 @@ export async function exportCore(image: SessionReader, outFile: string, opts: Ex
 function coreNotes(m: ImageManifest): Buffer {
   for (const t of m.threads) {
     if (t.regs.length !== X86_64_REGS_BYTES) {
-      throw new ExportError('UNSUPPORTED', `core export supports x86_64 only: thread ${t.tid} has ${t.regs.length} bytes of registers, not ${X86_64_REGS_BYTES}`);
+      throw new ExportError(
+        'UNSUPPORTED',
+        `core export supports x86_64 only: thread ${t.tid} has ${t.regs.length} bytes of registers, not ${X86_64_REGS_BYTES}`,
+      );
     }
   }
   const pid = m.meta.pid;

@@ -70,8 +70,7 @@ export async function planVmas(image: SessionReader, layout: Vma[], opts: Conten
   if (missing.length > 0) {
     throw new ExportError(
       'MISSING_FILE',
-      `cannot read the files backing pages the process never wrote:\n  ${missing.join('\n  ')}\n` +
-        'pass --zero-fill-missing to export those pages as zeros',
+      `cannot read the files backing pages the process never wrote:\n  ${missing.join('\n  ')}\n` + 'pass --zero-fill-missing to export those pages as zeros',
     );
   }
   return plans;
@@ -133,7 +132,7 @@ export async function forEachBlock(
 /** Read never-sent pages of the block from the backing file, one pread per run of them. */
 async function fillFromFile(fh: fsp.FileHandle, vma: Vma, addr: number, bytes: Buffer, src: Uint8Array, ps: number): Promise<void> {
   const n = src.length;
-  for (let i = 0; i < n; ) {
+  for (let i = 0; i < n;) {
     if (src[i] !== PageSource.None) {
       i++;
       continue;
@@ -155,7 +154,7 @@ async function fillFromFile(fh: fsp.FileHandle, vma: Vma, addr: number, bytes: B
 /** Calls fn(first, end) for each run of pages in the block that carry bytes worth writing. */
 export function forEachContentRun(src: Uint8Array, fn: (first: number, end: number) => void): void {
   const n = src.length;
-  for (let i = 0; i < n; ) {
+  for (let i = 0; i < n;) {
     if (src[i] !== PageSource.Data && src[i] !== PageSource.File) {
       i++;
       continue;

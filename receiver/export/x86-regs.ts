@@ -2,8 +2,33 @@
 // core file's NT_PRSTATUS: 27 unsigned longs in this order.
 
 export const X86_64_REG_NAMES = [
-  'r15', 'r14', 'r13', 'r12', 'rbp', 'rbx', 'r11', 'r10', 'r9', 'r8', 'rax', 'rcx', 'rdx', 'rsi', 'rdi',
-  'orig_rax', 'rip', 'cs', 'eflags', 'rsp', 'ss', 'fs_base', 'gs_base', 'ds', 'es', 'fs', 'gs',
+  'r15',
+  'r14',
+  'r13',
+  'r12',
+  'rbp',
+  'rbx',
+  'r11',
+  'r10',
+  'r9',
+  'r8',
+  'rax',
+  'rcx',
+  'rdx',
+  'rsi',
+  'rdi',
+  'orig_rax',
+  'rip',
+  'cs',
+  'eflags',
+  'rsp',
+  'ss',
+  'fs_base',
+  'gs_base',
+  'ds',
+  'es',
+  'fs',
+  'gs',
 ] as const;
 
 export type X86Reg = (typeof X86_64_REG_NAMES)[number];

@@ -147,7 +147,20 @@ export function renderSessionReport(input: SessionReportInput): string {
           }),
         );
 
-  const head = ['Round', 'Phase', 'Dirty', 'Zero pages', 'Page bytes', 'Wire bytes', 'Duration', 'Dirty rate', 'Transfer rate', 'Expected downtime', 'Remaining', 'Throttle'];
+  const head = [
+    'Round',
+    'Phase',
+    'Dirty',
+    'Zero pages',
+    'Page bytes',
+    'Wire bytes',
+    'Duration',
+    'Dirty rate',
+    'Transfer rate',
+    'Expected downtime',
+    'Remaining',
+    'Throttle',
+  ];
   const rows = rounds.map((x) =>
     [
       String(x.round),

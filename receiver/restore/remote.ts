@@ -37,7 +37,17 @@ export class Remote {
   }
 
   mapScratch(addr: number): void {
-    this.call(this.stub.pid, 'mmap of the scratch area', K.SYS.mmap, addr, SCRATCH_SIZE, K.PROT_READ | K.PROT_WRITE, K.MAP_PRIVATE | K.MAP_ANONYMOUS | K.MAP_FIXED_NOREPLACE, -1, 0);
+    this.call(
+      this.stub.pid,
+      'mmap of the scratch area',
+      K.SYS.mmap,
+      addr,
+      SCRATCH_SIZE,
+      K.PROT_READ | K.PROT_WRITE,
+      K.MAP_PRIVATE | K.MAP_ANONYMOUS | K.MAP_FIXED_NOREPLACE,
+      -1,
+      0,
+    );
     this.scratchAddr = addr;
   }
 
@@ -61,7 +71,6 @@ export class Remote {
     return Number(this.call(this.stub.pid, `open of ${path}`, K.SYS.openat, K.AT_FDCWD, at, mode | K.O_CLOEXEC, 0));
   }
 }
-
 
 export function u64s(v: bigint[]): Buffer {
   const b = Buffer.alloc(8 * v.length);

@@ -116,7 +116,8 @@ export function restoreFds(r: Remote, files: readonly FdState[], opts: FdRestore
         place(socketFor(r, f, call), f);
         break;
     }
-    if (f.kind !== 'file' && f.kind !== 'chardev' && f.kind !== 'stdio' && status !== 0) call(`fcntl(F_SETFL) of fd ${f.fd}`, K.SYS.fcntl, f.fd, K.F_SETFL, status);
+    if (f.kind !== 'file' && f.kind !== 'chardev' && f.kind !== 'stdio' && status !== 0)
+      call(`fcntl(F_SETFL) of fd ${f.fd}`, K.SYS.fcntl, f.fd, K.F_SETFL, status);
   }
   if (waiting.size > 0) fail(`pipe ${[...waiting.keys()][0]}: one end is missing from the image`);
 
@@ -166,7 +167,7 @@ function isUnboundAddress(family: number, addr: Buffer): boolean {
 }
 
 function writeAll(r: Remote, fd: number, data: Buffer, what: string): void {
-  for (let off = 0; off < data.length; ) {
+  for (let off = 0; off < data.length;) {
     const part = data.subarray(off, off + CHUNK);
     const n = Number(r.call(r.stub.pid, `write of ${what}`, K.SYS.write, fd, r.scratch(part), part.length));
     if (n <= 0) throw new Error(`write of ${what} at ${hex(off)} wrote nothing`);

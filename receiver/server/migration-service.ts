@@ -78,7 +78,9 @@ export class MigrationService implements StreamHost {
     }
     if (!resume || !old.resumable) return false;
     this.slots.claim(id, stream);
-    log.warn(`session ${id}: a resume from ${stream.peer} takes it over from the stream of ${old.peer}, which still held it (a connection gone stale?); ending that stream`);
+    log.warn(
+      `session ${id}: a resume from ${stream.peer} takes it over from the stream of ${old.peer}, which still held it (a connection gone stale?); ending that stream`,
+    );
     this.events.sessionTakenOver(id);
     await old.takenOver(stream.peer);
     return true;

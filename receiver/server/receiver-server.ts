@@ -64,7 +64,9 @@ export class ReceiverServer {
     const health = new HealthService([MIGRATION_SERVICE_NAME]);
     const server = new grpc.Server({ ...RECEIVER_SERVER_OPTIONS, 'grpc.max_receive_message_length': service.limits.maxMessageBytes });
     const security = opts.security ?? PLAINTEXT;
-    server.addService(scannedMigrationDefinition(opts.codec), { Migrate: requireToken(security.token, service.migrate, () => service.events.streamRefused('unauthenticated')) });
+    server.addService(scannedMigrationDefinition(opts.codec), {
+      Migrate: requireToken(security.token, service.migrate, () => service.events.streamRefused('unauthenticated')),
+    });
     server.addService(healthService().service, health.implementation());
 
     const where = formatHostPort(opts.listen);

@@ -150,7 +150,10 @@ function field(status: Map<string, string>, name: string): string {
 function readMm(pid: number, brk: bigint): MmImage {
   const stat = readProc(pid, 'stat');
   // "pid (comm) state ...": comm may hold spaces and ')' - split after the last ')'.
-  const rest = stat.slice(stat.lastIndexOf(')') + 2).trim().split(' ');
+  const rest = stat
+    .slice(stat.lastIndexOf(')') + 2)
+    .trim()
+    .split(' ');
   const f = (n: number): bigint => BigInt(rest[n - 3]); // field n is rest[n - 3] (rest starts at field 3)
   if (rest.length < 49) throw new CaptureError(`/proc/${pid}/stat has ${rest.length + 2} fields, expected 51 or more`);
   return {
@@ -172,7 +175,10 @@ function readMm(pid: number, brk: bigint): MmImage {
 
 /** /proc/PID/limits: one row per RLIMIT_* in resource order (fs/proc/base.c lnames). */
 function readLimits(pid: number): RlimitImage[] {
-  const rows = readProc(pid, 'limits').split('\n').slice(1).filter((l) => l.trim() !== '');
+  const rows = readProc(pid, 'limits')
+    .split('\n')
+    .slice(1)
+    .filter((l) => l.trim() !== '');
   if (rows.length !== RLIMIT_NAMES.length) throw new CaptureError(`/proc/${pid}/limits has ${rows.length} limits, expected ${RLIMIT_NAMES.length}`);
   const value = (s: string): bigint => (s === 'unlimited' ? RLIM_INFINITY : BigInt(s));
   return rows.map((row) => {

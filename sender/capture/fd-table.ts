@@ -103,7 +103,8 @@ function socketState(pid: number, fd: number, flags: number, link: string, opts:
   if (!known) return `a socket of address family ${s.family} (only TCP, UDP and Unix sockets are restored)`;
   if (![SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET].includes(s.type)) return `a socket of type ${s.type} (raw and packet sockets are not restored)`;
   const dropped = s.connected || (s.type !== SOCK_DGRAM && !s.listening && s.localAddress.length > 2 && s.family !== AF_UNIX);
-  if (dropped && !opts.dropConnections) return `a connected socket (${link}): connections cannot move; --drop-connections restores it as one whose peer has gone`;
+  if (dropped && !opts.dropConnections)
+    return `a connected socket (${link}): connections cannot move; --drop-connections restores it as one whose peer has gone`;
   return {
     kind: 'socket',
     fd,
@@ -149,10 +150,18 @@ export function readFdTable(pid: number, opts: FdTableOptions): FdTable {
     if (anon) {
       const name = anon[1];
       const f = info.fields;
-      if (name === '[eventfd]') files.push({ kind: 'eventfd', fd, flags, count: BigInt(f.get('eventfd-count') ?? '0').toString(), semaphore: f.get('eventfd-semaphore') === '1' });
+      if (name === '[eventfd]')
+        files.push({ kind: 'eventfd', fd, flags, count: BigInt(f.get('eventfd-count') ?? '0').toString(), semaphore: f.get('eventfd-semaphore') === '1' });
       else if (name === '[eventpoll]') files.push({ kind: 'epoll', fd, flags, watches: epollWatches(info.text) });
       else if (name === '[timerfd]') {
-        files.push({ kind: 'timerfd', fd, flags, clockid: Number(f.get('clockid') ?? 0), valueNs: timespecNs(f.get('it_value')), intervalNs: timespecNs(f.get('it_interval')) });
+        files.push({
+          kind: 'timerfd',
+          fd,
+          flags,
+          clockid: Number(f.get('clockid') ?? 0),
+          valueNs: timespecNs(f.get('it_value')),
+          intervalNs: timespecNs(f.get('it_interval')),
+        });
       } else if (name === '[signalfd]') files.push({ kind: 'signalfd', fd, flags, mask: BigInt(`0x${f.get('sigmask') ?? '0'}`).toString() });
       else refuse(UNSUPPORTED_ANON[name] ?? `${name} descriptors are not restored`);
       continue;
@@ -178,7 +187,15 @@ export function readFdTable(pid: number, opts: FdTableOptions): FdTable {
     if (memfd) {
       const st = fs.statSync(`/proc/${pid}/fd/${fd}`);
       if (st.size > MAX_MEMFD_BYTES) refuse(`a memfd of ${st.size} bytes (at most ${MAX_MEMFD_BYTES} are restored)`);
-      else files.push({ kind: 'memfd', fd, flags, name: memfd[1], offset: pos, data: opts.withContents ? fs.readFileSync(`/proc/${pid}/fd/${fd}`).toString('base64') : '' });
+      else
+        files.push({
+          kind: 'memfd',
+          fd,
+          flags,
+          name: memfd[1],
+          offset: pos,
+          data: opts.withContents ? fs.readFileSync(`/proc/${pid}/fd/${fd}`).toString('base64') : '',
+        });
       continue;
     }
     if (link.endsWith(' (deleted)')) {
@@ -193,7 +210,17 @@ export function readFdTable(pid: number, opts: FdTableOptions): FdTable {
       continue;
     }
     if (st.isFile()) {
-      files.push({ kind: 'file', fd, flags, path: link, offset: pos, inode: Number(st.ino), dev: Number(st.dev), size: Number(st.size), mtimeNs: st.mtimeNs.toString() });
+      files.push({
+        kind: 'file',
+        fd,
+        flags,
+        path: link,
+        offset: pos,
+        inode: Number(st.ino),
+        dev: Number(st.dev),
+        size: Number(st.size),
+        mtimeNs: st.mtimeNs.toString(),
+      });
     } else if (st.isCharacterDevice()) files.push({ kind: 'chardev', fd, flags, path: link, rdev: Number(st.rdev) });
     else if (st.isDirectory()) refuse('open directories are not restored');
     else refuse('this kind of file is not restored');
@@ -215,7 +242,8 @@ export function readFdTable(pid: number, opts: FdTableOptions): FdTable {
   for (const f of files) {
     if (f.kind !== 'epoll') continue;
     for (const w of f.watches) {
-      if (!files.some((x) => x.fd === w.tfd) || refused.has(w.tfd)) refusals.push({ fd: f.fd, what: 'anon_inode:[eventpoll]', why: `it watches fd ${w.tfd}, which cannot be restored` });
+      if (!files.some((x) => x.fd === w.tfd) || refused.has(w.tfd))
+        refusals.push({ fd: f.fd, what: 'anon_inode:[eventpoll]', why: `it watches fd ${w.tfd}, which cannot be restored` });
     }
   }
   return { files: files.filter((f) => !refused.has(f.fd)), refusals: refusals.sort((a, b) => a.fd - b.fd) };

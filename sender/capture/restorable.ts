@@ -22,7 +22,8 @@ function processProblems(pid: number): string[] {
       // thread gone meanwhile
     }
   }
-  if (children.length > 0) out.push(`it has child processes (${children.slice(0, 8).join(', ')}${children.length > 8 ? ', ...' : ''}): only a single process is restored`);
+  if (children.length > 0)
+    out.push(`it has child processes (${children.slice(0, 8).join(', ')}${children.length > 8 ? ', ...' : ''}): only a single process is restored`);
   const maps = fs.readFileSync(`/proc/${pid}/maps`, 'utf8');
   if (/\s\/SYSV[0-9a-f]+/.test(maps)) out.push('it has SysV shared memory attached: SysV IPC is not restored');
   const locks = fs

@@ -33,9 +33,7 @@ export interface RoundRecord {
 }
 
 export type VerifyResult =
-  | { mode: 'ok'; mismatches: 0; seconds: number }
-  | { mode: 'fixed'; mismatches: number; seconds: number }
-  | { mode: 'skipped'; mismatches: 0; seconds: 0 };
+  { mode: 'ok'; mismatches: 0; seconds: number } | { mode: 'fixed'; mismatches: number; seconds: number } | { mode: 'skipped'; mismatches: 0; seconds: 0 };
 
 export interface MigrationSummary {
   result: 'committed';

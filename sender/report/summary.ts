@@ -8,8 +8,7 @@ export function summaryLines(s: MigrationSummary): string[] {
   const lines = [
     `session ${s.sessionId}: pid ${s.pid} committed to ${s.to}`,
     `rounds:      ${s.precopyRounds} pre-copy + stop-and-copy (stopped: ${s.stopReason}: ${s.stopWhy})`,
-    `downtime:    ${formatSeconds(s.downtimeSeconds)} (target ${formatSeconds(s.downtimeTargetSeconds)}), ` +
-      `frozen ${formatSeconds(s.frozenSeconds)}`,
+    `downtime:    ${formatSeconds(s.downtimeSeconds)} (target ${formatSeconds(s.downtimeTargetSeconds)}), ` + `frozen ${formatSeconds(s.frozenSeconds)}`,
     `total time:  ${formatSeconds(s.totalSeconds)}`,
     `sent:        ${formatBytes(s.bytesSent)} on the wire for ${formatBytes(s.memoryBytes)} of memory (${ratio}x), ` +
       `compression ${s.compressionRatio.toFixed(2)}:1`,

@@ -91,7 +91,18 @@ const SEG_READ = 0;
 const SEG_ZERO = 1;
 
 export class BatchStager {
-  readonly stats: StagerStats = { batches: 0, pages: 0, zeroPages: 0, rawBytes: 0, wireBytes: 0, unreadablePages: 0, procMemPages: 0, readSeconds: 0, encodeSeconds: 0, lz4Skipped: 0 };
+  readonly stats: StagerStats = {
+    batches: 0,
+    pages: 0,
+    zeroPages: 0,
+    rawBytes: 0,
+    wireBytes: 0,
+    unreadablePages: 0,
+    procMemPages: 0,
+    readSeconds: 0,
+    encodeSeconds: 0,
+    lz4Skipped: 0,
+  };
   private readonly maxPages: number;
   private readonly ring: PayloadRing;
   private readonly sampleOut = Buffer.allocUnsafe(SAMPLE_CHUNK_BYTES);

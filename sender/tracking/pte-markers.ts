@@ -30,7 +30,7 @@ export class PagemapReader {
     const fd = (this.fd ??= fs.openSync(`/proc/${this.pid}/pagemap`, 'r'));
     const ps = this.pageSize;
     const out: number[] = [];
-    for (let page = start / ps; page < end / ps; ) {
+    for (let page = start / ps; page < end / ps;) {
       const n = Math.min(CHUNK, end / ps - page);
       const got = fs.readSync(fd, this.buf, 0, n * 8, page * 8) / 8;
       if (got === 0) break; // beyond the address space: nothing there

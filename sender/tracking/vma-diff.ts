@@ -17,15 +17,7 @@ export interface VmaDiff {
 
 /** Every field /proc/PID/maps shows is equal. */
 export function sameVma(a: Vma, b: Vma): boolean {
-  return (
-    a.start === b.start &&
-    a.end === b.end &&
-    a.perms === b.perms &&
-    a.offset === b.offset &&
-    a.dev === b.dev &&
-    a.inode === b.inode &&
-    a.path === b.path
-  );
+  return a.start === b.start && a.end === b.end && a.perms === b.perms && a.offset === b.offset && a.dev === b.dev && a.inode === b.inode && a.path === b.path;
 }
 
 export function diffVmas(before: readonly Vma[], after: readonly Vma[]): VmaDiff {

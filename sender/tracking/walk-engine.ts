@@ -124,7 +124,10 @@ export class WalkEngine {
       let n: number;
       let failure: unknown = null;
       try {
-        n = bytes > ASYNC_WALK_BYTES && remainingBytes(ranges, cursor) > ASYNC_WALK_BYTES ? await this.tracker.walkAsync(ranges, cursor, runs, meta, b.room()) : this.tracker.walk(ranges, cursor, runs, meta, b.room());
+        n =
+          bytes > ASYNC_WALK_BYTES && remainingBytes(ranges, cursor) > ASYNC_WALK_BYTES
+            ? await this.tracker.walkAsync(ranges, cursor, runs, meta, b.room())
+            : this.tracker.walk(ranges, cursor, runs, meta, b.room());
       } catch (err) {
         // What was reported before the failure was write-protected again: it is used first.
         failure = err;

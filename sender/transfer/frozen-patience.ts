@@ -22,7 +22,11 @@ export function patientWhileFrozen(inner: PageTransfer, frozen: () => boolean, m
     if (!frozen()) return call();
     return new Promise<T>((resolve, reject) => {
       const timer = setTimeout(() => {
-        const err = new LinkError(`${inner.description} did not answer within ${ms / 1000}s (${what}) while the target was frozen`, grpc.status.DEADLINE_EXCEEDED, true);
+        const err = new LinkError(
+          `${inner.description} did not answer within ${ms / 1000}s (${what}) while the target was frozen`,
+          grpc.status.DEADLINE_EXCEEDED,
+          true,
+        );
         // Break the link: every other call waiting on it (batches in flight) fails at once too.
         inner.cut(err);
         reject(err);

@@ -13,7 +13,7 @@ export type TransferTarget = { kind: 'grpc'; address: HostPort; security: LinkSe
 export function parseTransferTarget(value: string): TransferTarget {
   if (value.startsWith('dir:')) {
     const dir = value.slice(4);
-    if (dir === '') throw new UserError("--to dir: needs a directory, e.g. --to dir:/var/lib/precopy");
+    if (dir === '') throw new UserError('--to dir: needs a directory, e.g. --to dir:/var/lib/precopy');
     return { kind: 'dir', path: path.resolve(dir) };
   }
   return { kind: 'grpc', address: parseHostPort(value, '--to'), security: PLAINTEXT };

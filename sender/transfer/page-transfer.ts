@@ -8,17 +8,7 @@
 
 import type { ProcessState } from '../../image/process-state';
 import type { Vma } from '../../common/vma';
-import type {
-  CommitResult,
-  PageBatch,
-  Phase,
-  Report,
-  RoundAck,
-  RoundEnd,
-  SessionAccepted,
-  SessionStart,
-  ThreadState,
-} from '../../proto/messages';
+import type { CommitResult, PageBatch, Phase, Report, RoundAck, RoundEnd, SessionAccepted, SessionStart, ThreadState } from '../../proto/messages';
 
 export type { CommitResult, PageBatch, Phase, Report, RoundAck, RoundEnd, SessionAccepted, SessionStart, ThreadState };
 

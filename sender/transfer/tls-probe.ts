@@ -25,7 +25,8 @@ const UNKNOWN_CA = new Set([
 ]);
 
 /** TLS alerts by which a receiver refuses the certificate we presented. */
-const CLIENT_CERT_REFUSED = /ALERT_(UNKNOWN_CA|BAD_CERTIFICATE|CERTIFICATE_UNKNOWN|UNSUPPORTED_CERTIFICATE|CERTIFICATE_EXPIRED|CERTIFICATE_REVOKED|DECRYPT_ERROR|ACCESS_DENIED)$/;
+const CLIENT_CERT_REFUSED =
+  /ALERT_(UNKNOWN_CA|BAD_CERTIFICATE|CERTIFICATE_UNKNOWN|UNSUPPORTED_CERTIFICATE|CERTIFICATE_EXPIRED|CERTIFICATE_REVOKED|DECRYPT_ERROR|ACCESS_DENIED)$/;
 
 /** Node's TLS errors; ERR_TLS_CERT_ALTNAME_INVALID carries the certificate it judged. */
 type TlsError = NodeJS.ErrnoException & { reason?: string; cert?: tls.PeerCertificate };
@@ -103,7 +104,8 @@ export async function tlsProblem(hp: HostPort, security: LinkSecurity, timeoutMs
     return failed(`the receiver's certificate is not for ${name ?? hp.host} (it names ${names}): dial one of those names, or give --tls-server-name`);
   }
   if (code === 'ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED') return failed('the receiver requires a client certificate (give --tls-cert and --tls-key)');
-  if (CLIENT_CERT_REFUSED.test(code)) return failed("the receiver refused this sender's client certificate (check --tls-cert: the receiver's --tls-ca must have signed it)");
+  if (CLIENT_CERT_REFUSED.test(code))
+    return failed("the receiver refused this sender's client certificate (check --tls-cert: the receiver's --tls-ca must have signed it)");
   if (code === 'ERR_SSL_WRONG_VERSION_NUMBER' || code === 'ERR_SSL_PACKET_LENGTH_TOO_LONG') {
     return failed('the receiver does not speak TLS (it runs without --tls-cert/--tls-key)');
   }

@@ -19,7 +19,8 @@ test.after.always(() => pki?.remove());
 
 test('loopback: 127.0.0.0/8, ::1 and localhost; every-interface and other addresses are not', (t) => {
   for (const h of ['127.0.0.1', '127.1.2.3', '::1', '0:0:0:0:0:0:0:1', '::ffff:127.0.0.1', 'localhost', 'LOCALHOST', 'localhost.']) t.true(isLoopback(h), h);
-  for (const h of ['0.0.0.0', '::', '10.1.2.3', '192.168.0.1', '128.0.0.1', '::2', 'fe80::1', 'example.com', 'localhost.example.com', 'mylocalhost']) t.false(isLoopback(h), h);
+  for (const h of ['0.0.0.0', '::', '10.1.2.3', '192.168.0.1', '128.0.0.1', '::2', 'fe80::1', 'example.com', 'localhost.example.com', 'mylocalhost'])
+    t.false(isLoopback(h), h);
 });
 
 const LOOP = { host: '127.0.0.1', port: 7070 };

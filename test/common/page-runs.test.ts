@@ -59,7 +59,12 @@ test('runsToBatches: at most maxPages pages each, long runs split, order kept', 
   const batches = [...runsToBatches(runs, 4, P)];
   t.deepEqual(
     batches.map((b) => [...b.runs]),
-    [[at(0), 4], [at(4), 1, at(10), 1, at(20), 2], [at(22), 4], [at(26), 1]],
+    [
+      [at(0), 4],
+      [at(4), 1, at(10), 1, at(20), 2],
+      [at(22), 4],
+      [at(26), 1],
+    ],
   );
   t.deepEqual(
     batches.map((b) => b.pages),
@@ -75,11 +80,19 @@ test('splitRunBatch: pieces keep their share of the zero hints', (t) => {
   const pieces = splitRunBatch(batch, 3, P);
   t.deepEqual(
     pieces.map((b) => [...b.runs]),
-    [[at(0), 3], [at(3), 3], [at(10), 2]],
+    [
+      [at(0), 3],
+      [at(3), 3],
+      [at(10), 2],
+    ],
   );
   t.deepEqual(
     pieces.map((b) => (b.zeroHint ? [...b.zeroHint] : null)),
-    [[at(2), 1], [at(3), 2], [at(11), 1]],
+    [
+      [at(2), 1],
+      [at(3), 2],
+      [at(11), 1],
+    ],
   );
 });
 

@@ -60,9 +60,12 @@ test('after a real migration, every panel query of the dashboard returns data', 
     const [r] = await prom.query(`precopy_rounds_total{session="${session}"}`);
     t.is(Number(r.value[1]), rounds.length);
     const [sent] = await prom.query(`precopy_transferred_bytes_total{session="${session}"}`);
-    t.is(Number(sent.value[1]), rounds.reduce((a, x) => a + x.wireBytes, 0));
+    t.is(
+      Number(sent.value[1]),
+      rounds.reduce((a, x) => a + x.wireBytes, 0),
+    );
     const [target_] = await prom.query(`precopy_downtime_target_seconds{session="${session}"}`);
-    t.is(Number(target_.value[1]), 0.3, 'the sender\'s default --downtime-ms 300 reached the receiver');
+    t.is(Number(target_.value[1]), 0.3, "the sender's default --downtime-ms 300 reached the receiver");
 
     // The session report of the same migration renders with its charts.
     const html = path.join(dir, 'dash-1.html');
@@ -71,7 +74,7 @@ test('after a real migration, every panel query of the dashboard returns data', 
     t.deepEqual(page.console, []);
     t.is((page.dom.match(/<svg class="chart"/g) ?? []).length, 5);
     t.is((page.dom.match(/<tr><td>/g) ?? []).length, rounds.length);
-    t.regex(page.dom, /<dt>Downtime target<\/dt><dd>300 ms<\/dd>/, 'the report shows the sender\'s downtime target');
+    t.regex(page.dom, /<dt>Downtime target<\/dt><dd>300 ms<\/dd>/, "the report shows the sender's downtime target");
   } catch (err) {
     if (receiver) t.log(`receiver log:\n${receiver.stderr().slice(-8000)}`);
     throw err;

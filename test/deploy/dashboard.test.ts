@@ -41,7 +41,10 @@ test('dashboard JSON has the schema fields Grafana imports', (t) => {
     t.true(['timeseries', 'stat', 'bargauge', 'row'].includes(p.type), `panel ${p.title}: known type ${p.type}`);
     t.is(typeof p.title, 'string');
     const g = p.gridPos;
-    t.true([g.h, g.w, g.x, g.y].every((v: unknown) => Number.isInteger(v) && (v as number) >= 0), `panel ${p.title}: gridPos`);
+    t.true(
+      [g.h, g.w, g.x, g.y].every((v: unknown) => Number.isInteger(v) && (v as number) >= 0),
+      `panel ${p.title}: gridPos`,
+    );
     t.true(g.w >= 1 && g.x + g.w <= 24, `panel ${p.title}: fits the 24-column grid`);
     for (let x = g.x; x < g.x + g.w; x++) {
       for (let y = g.y; y < g.y + g.h; y++) {

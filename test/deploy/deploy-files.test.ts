@@ -136,7 +136,11 @@ test('systemd: the unit runs receiver serve with every variable its environment 
   for (const v of used) t.true(defined.has(v), `${v} is set in the env file`);
   t.regex(unit, /^EnvironmentFile=\/etc\/precopy\/receiver\.env$/m);
   // TLS files handed over as credentials (%d: their directory), one LoadCredential per flag.
-  for (const [flag, name] of [['--tls-cert', 'tls.crt'], ['--tls-key', 'tls.key'], ['--tls-ca', 'ca.crt']]) {
+  for (const [flag, name] of [
+    ['--tls-cert', 'tls.crt'],
+    ['--tls-key', 'tls.key'],
+    ['--tls-ca', 'ca.crt'],
+  ]) {
     t.true(exec.includes(`${flag} %d/${name}`), flag);
     t.regex(unit, new RegExp(`^LoadCredential=${name.replace('.', '\\.')}:/etc/precopy/tls/\\S+$`, 'm'));
   }

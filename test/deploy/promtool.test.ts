@@ -47,7 +47,10 @@ test('promtool check rules rejects a broken rule (the check can fail)', async (t
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'precopy-rules-'));
   try {
     const bad = path.join(dir, 'bad.yml');
-    fs.writeFileSync(bad, fs.readFileSync(path.join(PROM_DIR, 'alerts.yml'), 'utf8').replace('increase(precopy_rounds_total[5m])', 'increase(precopy_rounds_total[5m)'));
+    fs.writeFileSync(
+      bad,
+      fs.readFileSync(path.join(PROM_DIR, 'alerts.yml'), 'utf8').replace('increase(precopy_rounds_total[5m])', 'increase(precopy_rounds_total[5m)'),
+    );
     const r = await promtool('check', 'rules', bad);
     t.not(r.code, 0);
     t.regex(r.out, /FAILED/);

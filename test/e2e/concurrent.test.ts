@@ -67,12 +67,20 @@ test('--max-sessions 2 and three senders: the third is refused with RESOURCE_EXH
   }
   t.regex(receiver.stderr(), /session max-1: started/);
 
-  const third = await runSender(['--pid', String(targets[2].pid), '--to', receiver.address, '--session', 'max-2', '--after', 'stop', '--reconnect-timeout', '5']);
+  const third = await runSender([
+    '--pid',
+    String(targets[2].pid),
+    '--to',
+    receiver.address,
+    '--session',
+    'max-2',
+    '--after',
+    'stop',
+    '--reconnect-timeout',
+    '5',
+  ]);
   t.not(third.code, 0, describeRun(third));
-  t.true(
-    third.stderr.includes(`receiver at ${receiver.address}: too many sessions at once (2; --max-sessions) (RESOURCE_EXHAUSTED)`),
-    describeRun(third),
-  );
+  t.true(third.stderr.includes(`receiver at ${receiver.address}: too many sessions at once (2; --max-sessions) (RESOURCE_EXHAUSTED)`), describeRun(third));
   t.false(/\n\s+at .*\(/.test(third.stderr), 'no stack trace');
   t.log(third.stderr.trim().split('\n').slice(-1)[0]);
   t.false(fs.existsSync(path.join(images, 'max-2')), 'no session was created for it');

@@ -83,7 +83,20 @@ async function overLink(t: ExecutionContext, subnet: string, name: string, extra
       await target.writers(FAST.threads, FAST.rate);
       const session = `conv-${name}-${process.pid}`;
       const run = await runSender(
-        ['--pid', String(target.pid), '--to', receiver.address, '--session', session, '--downtime-ms', String(TARGET_MS), '--after', 'stop', '--insecure', ...extra],
+        [
+          '--pid',
+          String(target.pid),
+          '--to',
+          receiver.address,
+          '--session',
+          session,
+          '--downtime-ms',
+          String(TARGET_MS),
+          '--after',
+          'stop',
+          '--insecure',
+          ...extra,
+        ],
         { spawner },
       );
       t.is(run.code, 0, describeRun(run));
@@ -113,6 +126,10 @@ test.serial('with --auto-converge the same fast writer converges with the downti
   t.is(s.stopReason, 'downtime');
   t.true(s.maxThrottlePercent >= 20, `throttled up to ${s.maxThrottlePercent}%`);
   const throttled = s.rounds.filter((r) => r.throttlePercent > 0).map((r) => r.throttlePercent);
-  t.deepEqual([...throttled].sort((a, b) => a - b), throttled, 'the throttle only grows');
+  t.deepEqual(
+    [...throttled].sort((a, b) => a - b),
+    throttled,
+    'the throttle only grows',
+  );
   t.true(s.downtimeSeconds < TARGET_MS / 1000, `downtime ${s.downtimeSeconds} s under ${TARGET_MS} ms`);
 });

@@ -45,7 +45,9 @@ test('receiver: a sender with the wrong token counts as refused, reason unauthen
   for (const reason of ['unauthenticated', 'too_many_sessions', 'image_too_big']) t.is(await scrape(url, refused(reason)), 0, `${reason} starts at 0`);
   const target = await Target.start({ mib: 4, seed: 71 });
   t.teardown(() => target.kill());
-  const run = await runSender(['--pid', String(target.pid), '--to', receiver.address, '--token-file', tokenFile(tokens, 'sender', 'wrong-token')], { json: false });
+  const run = await runSender(['--pid', String(target.pid), '--to', receiver.address, '--token-file', tokenFile(tokens, 'sender', 'wrong-token')], {
+    json: false,
+  });
   t.is(run.code, 1, run.stderr);
   t.regex(run.stderr, /wrong or missing token/);
   t.is(await scrape(url, refused('unauthenticated')), 1);
@@ -102,19 +104,42 @@ test('sender: a receiver kill and restart mid-migration counts one precopy link 
   // --downtime-ms 1 with a writer running never converges: the sender keeps running (and serving
   // its metrics) until it is told to stop.
   const sender = startSender(
-    ['--pid', String(target.pid), '--to', receiver.address, '--session', `fm-resume-${process.pid}`, '--downtime-ms', '1', '--max-rounds', '10000', '--reconnect-timeout', '30', '--metrics-listen', `127.0.0.1:${metricsPort}`],
+    [
+      '--pid',
+      String(target.pid),
+      '--to',
+      receiver.address,
+      '--session',
+      `fm-resume-${process.pid}`,
+      '--downtime-ms',
+      '1',
+      '--max-rounds',
+      '10000',
+      '--reconnect-timeout',
+      '30',
+      '--metrics-listen',
+      `127.0.0.1:${metricsPort}`,
+    ],
     { json: false },
   );
   let finished = false;
   const done = sender.done.finally(() => (finished = true));
   try {
-    await waitFor(() => roundsStarted(receiver.stderr(), 'PRECOPY').includes(1), 'pre-copy round 1', () => finished);
+    await waitFor(
+      () => roundsStarted(receiver.stderr(), 'PRECOPY').includes(1),
+      'pre-copy round 1',
+      () => finished,
+    );
     t.is(await scrape(url, 'precopy_reconnects_total'), 0);
     const port = receiver.port;
     await receiver.kill();
     receiver = await start(port);
     // A round reaches the new receiver only after the resume was accepted (and counted).
-    await waitFor(() => roundsStarted(receiver.stderr(), 'PRECOPY').length >= 1, 'a round after the resume', () => finished);
+    await waitFor(
+      () => roundsStarted(receiver.stderr(), 'PRECOPY').length >= 1,
+      'a round after the resume',
+      () => finished,
+    );
     const reconnects = await scrape(url, 'precopy_reconnects_total');
     t.is(reconnects, 1);
     t.is(await scrape(url, 'precopy_link_breaks_total{phase="precopy"}'), 1);

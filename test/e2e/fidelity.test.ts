@@ -114,7 +114,13 @@ for (const w of [
   { name: 'many writer threads', id: 'threads', seed: 13, threads: 12, rate: 200_000_000 },
 ]) {
   test(w.name, async (t) => {
-    await migrateWhile(t, w.id, { mib: 128, seed: w.seed }, (tg) => tg.writers(w.threads, w.rate), async () => {});
+    await migrateWhile(
+      t,
+      w.id,
+      { mib: 128, seed: w.seed },
+      (tg) => tg.writers(w.threads, w.rate),
+      async () => {},
+    );
   });
 }
 

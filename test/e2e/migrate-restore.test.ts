@@ -12,7 +12,16 @@ import * as path from 'node:path';
 import { startReceiver, type ReceiverHandle } from '../helpers/receiver';
 import { askFdloop, startFdloop } from '../helpers/fdloop';
 import { describeRun, receiverCli, runSender } from '../helpers/migration-cli';
-import { killRestored, processExists, RESTORE_TARGET, startWorkload, stubProcesses, taskIds, waitStatus, type Status } from '../receiver/restore/helpers/workload';
+import {
+  killRestored,
+  processExists,
+  RESTORE_TARGET,
+  startWorkload,
+  stubProcesses,
+  taskIds,
+  waitStatus,
+  type Status,
+} from '../receiver/restore/helpers/workload';
 
 const images = fs.mkdtempSync(path.join(os.tmpdir(), 'precopy-e2e-restore-'));
 let receiver: ReceiverHandle;
@@ -41,7 +50,20 @@ async function waitGone(pid: number): Promise<void> {
 }
 
 async function migrateAndKill(pid: number, session: string, extra: string[] = []): Promise<void> {
-  const run = await runSender(['--pid', String(pid), '--to', receiver.address, '--session', session, '--restorable', '--after', 'kill', '--downtime-ms', '50', ...extra]);
+  const run = await runSender([
+    '--pid',
+    String(pid),
+    '--to',
+    receiver.address,
+    '--session',
+    session,
+    '--restorable',
+    '--after',
+    'kill',
+    '--downtime-ms',
+    '50',
+    ...extra,
+  ]);
   if (run.code !== 0) throw new Error(`migration failed: ${describeRun(run)}`);
   await waitGone(pid);
 }
@@ -68,12 +90,19 @@ test.serial('the core export of a restorable image carries the XSAVE state: gdb 
   const run = await receiverCli(['export', '--images', images, 'restore-threads', '--format', 'core', '--out', out]);
   t.is(run.code, 0, describeRun(run));
   // The canaries are in memory (g_canary) and, in the avx thread, in ymm8: gdb must show the same.
-  const gdb = execFileSync('gdb', ['--batch', '-nx', RESTORE_TARGET, out, '-ex', 'p/x *(unsigned long long(*)[4])g_canary', '-ex', 'thread apply all p/x $ymm8.v4_int64'], {
-    encoding: 'utf8',
-  });
+  const gdb = execFileSync(
+    'gdb',
+    ['--batch', '-nx', RESTORE_TARGET, out, '-ex', 'p/x *(unsigned long long(*)[4])g_canary', '-ex', 'thread apply all p/x $ymm8.v4_int64'],
+    {
+      encoding: 'utf8',
+    },
+  );
   const canary = /^\$1 = (\{.*\})$/m.exec(gdb)?.[1];
   t.truthy(canary, gdb);
-  t.true(gdb.split('\n').some((l) => /^\$\d+ = /.test(l) && !l.startsWith('$1 ') && l.endsWith(canary!)), `a thread's ymm8 equals the canary\n${gdb}`);
+  t.true(
+    gdb.split('\n').some((l) => /^\$\d+ = /.test(l) && !l.startsWith('$1 ') && l.endsWith(canary!)),
+    `a thread's ymm8 equals the canary\n${gdb}`,
+  );
 });
 
 test.serial('file descriptors: epoll over a timerfd, eventfd and sockets, a pipe with unread bytes, a memfd, a log file', async (t) => {
@@ -114,8 +143,14 @@ test.serial('file descriptors: epoll over a timerfd, eventfd and sockets, a pipe
   // The abstract Unix socket listens again under its name (Node cannot connect to an abstract
   // name of exact length, so the kernel's table says it: __SO_ACCEPTCON, owned by the process).
   const inodes = new Set(fs.readdirSync(`/proc/${pid}/fd`).map((fd) => /^socket:\[(\d+)\]$/.exec(fs.readlinkSync(`/proc/${pid}/fd/${fd}`))?.[1]));
-  const unix = fs.readFileSync(`/proc/${pid}/net/unix`, 'utf8').split('\n').map((l) => l.trim().split(/\s+/));
-  t.true(unix.some((f) => f[3] === '00010000' && inodes.has(f[6]) && f[7] === `@precopy-fdloop-${w.port}`), 'listening Unix socket');
+  const unix = fs
+    .readFileSync(`/proc/${pid}/net/unix`, 'utf8')
+    .split('\n')
+    .map((l) => l.trim().split(/\s+/));
+  t.true(
+    unix.some((f) => f[3] === '00010000' && inodes.has(f[6]) && f[7] === `@precopy-fdloop-${w.port}`),
+    'listening Unix socket',
+  );
   // The O_APPEND log goes on where it was.
   await new Promise((r) => setTimeout(r, 1200));
   const lines = fs.readFileSync(log, 'utf8').trim().split('\n');

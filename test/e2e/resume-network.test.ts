@@ -45,7 +45,23 @@ async function migrateOver(t: ExecutionContext, s: Scenario): Promise<void> {
     const session = `resume-net-${s.name}-${process.pid}`;
     // --downtime-ms 1: never converges while the writer runs; stop-and-copy after 3 rounds a series.
     const sender = startSender(
-      ['--pid', String(target.pid), '--to', receiver.address, '--insecure', '--session', session, '--after', 'stop', '--downtime-ms', '1', '--max-rounds', '3', '--reconnect-timeout', '60'],
+      [
+        '--pid',
+        String(target.pid),
+        '--to',
+        receiver.address,
+        '--insecure',
+        '--session',
+        session,
+        '--after',
+        'stop',
+        '--downtime-ms',
+        '1',
+        '--max-rounds',
+        '3',
+        '--reconnect-timeout',
+        '60',
+      ],
       { spawner: (cmd, args) => pair.spawn('a', cmd, args, { env: { ...env, PRECOPY_LOG: 'info' } }) },
     );
     let finished = false;

@@ -34,8 +34,26 @@ test('receiver killed and restarted three times (round 0, a later round, stop-an
     // --downtime-ms 1 never converges while the writer runs: after --max-rounds 3 rounds of a
     // series (a resume starts a new series), stop-and-copy.
     const sender = startSender(
-      ['--pid', String(target.pid), '--to', receiver.address, '--session', session, '--after', 'stop', '--downtime-ms', '1', '--max-rounds', '3', '--reconnect-timeout', '60'],
-      { spawner: (cmd, args) => spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, PRECOPY_LOG: process.env.RESUME_DEBUG ? 'debug' : 'info' } }) },
+      [
+        '--pid',
+        String(target.pid),
+        '--to',
+        receiver.address,
+        '--session',
+        session,
+        '--after',
+        'stop',
+        '--downtime-ms',
+        '1',
+        '--max-rounds',
+        '3',
+        '--reconnect-timeout',
+        '60',
+      ],
+      {
+        spawner: (cmd, args) =>
+          spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, PRECOPY_LOG: process.env.RESUME_DEBUG ? 'debug' : 'info' } }),
+      },
     );
     let finished = false;
     const done = sender.done.finally(() => (finished = true));
@@ -46,17 +64,29 @@ test('receiver killed and restarted three times (round 0, a later round, stop-an
     };
 
     // 1. During round 0: some batches written, most of 256 MiB still to come.
-    await waitFor(() => roundsStarted(receiver.stderr(), 'PRECOPY').includes(0), 'round 0', () => finished);
+    await waitFor(
+      () => roundsStarted(receiver.stderr(), 'PRECOPY').includes(0),
+      'round 0',
+      () => finished,
+    );
     await new Promise((r) => setTimeout(r, 300));
     await restart('during round 0');
 
     // 2. During a later pre-copy round (the second one the new receiver sees: the first re-sends
     //    what round 0 lost), while the target's writer runs.
-    await waitFor(() => roundsStarted(receiver.stderr(), 'PRECOPY').length >= 2, 'a later pre-copy round', () => finished);
+    await waitFor(
+      () => roundsStarted(receiver.stderr(), 'PRECOPY').length >= 2,
+      'a later pre-copy round',
+      () => finished,
+    );
     await restart('during a later pre-copy round');
 
     // 3. At the start of stop-and-copy: the target is frozen.
-    await waitFor(() => roundsStarted(receiver.stderr(), 'STOP_AND_COPY').length > 0, 'stop-and-copy', () => finished);
+    await waitFor(
+      () => roundsStarted(receiver.stderr(), 'STOP_AND_COPY').length > 0,
+      'stop-and-copy',
+      () => finished,
+    );
     await restart('at the start of stop-and-copy (target frozen)');
 
     const run = await done;
@@ -78,12 +108,29 @@ test('receiver gone for good: the sender gives up after --reconnect-timeout, tar
       const receiver = await startReceiver({ images, env: { PRECOPY_LOG: 'debug' } });
       const session = `resume-gone-${timeout}-${process.pid}`;
       const sender = startSender(
-        ['--pid', String(target.pid), '--to', receiver.address, '--session', session, '--downtime-ms', '1', '--max-rounds', '1000', '--reconnect-timeout', timeout],
+        [
+          '--pid',
+          String(target.pid),
+          '--to',
+          receiver.address,
+          '--session',
+          session,
+          '--downtime-ms',
+          '1',
+          '--max-rounds',
+          '1000',
+          '--reconnect-timeout',
+          timeout,
+        ],
         { json: false },
       );
       let finished = false;
       const done = sender.done.finally(() => (finished = true));
-      await waitFor(() => roundsStarted(receiver.stderr(), 'PRECOPY').includes(1), 'pre-copy round 1', () => finished);
+      await waitFor(
+        () => roundsStarted(receiver.stderr(), 'PRECOPY').includes(1),
+        'pre-copy round 1',
+        () => finished,
+      );
       await receiver.kill();
       const run = await done;
       t.is(run.code, 1, describeRun(run));
@@ -93,12 +140,23 @@ test('receiver gone for good: the sender gives up after --reconnect-timeout, tar
         t.notRegex(run.stderr, /reconnecting/);
       } else {
         t.regex(run.stderr, /reconnecting for up to 2s/);
-        t.regex(run.stderr, new RegExp(`^sender: could not resume session ${session}: receiver at \\S+ unreachable for [\\d.]+s \\(--reconnect-timeout 2s; last: cannot reach receiver at \\S+ \\(connection refused\\)\\)$`, 'm'), describeRun(run));
+        t.regex(
+          run.stderr,
+          new RegExp(
+            `^sender: could not resume session ${session}: receiver at \\S+ unreachable for [\\d.]+s \\(--reconnect-timeout 2s; last: cannot reach receiver at \\S+ \\(connection refused\\)\\)$`,
+            'm',
+          ),
+          describeRun(run),
+        );
       }
       t.log(`--reconnect-timeout ${timeout}: ${run.stderr.trim().split('\n').pop()}`);
       t.true(isAlive(target.pid));
       t.is(tracerPid(target.pid), 0, 'not traced');
-      t.deepEqual(threadStates(target.pid).filter((x) => x.state === 'T' || x.state === 't'), [], 'no thread left stopped');
+      t.deepEqual(
+        threadStates(target.pid).filter((x) => x.state === 'T' || x.state === 't'),
+        [],
+        'no thread left stopped',
+      );
       t.is((await target.check()).bad, 0, 'its pages are consistent');
     }
   } finally {

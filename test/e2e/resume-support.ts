@@ -23,7 +23,14 @@ export function roundsStarted(log: string, phase: 'PRECOPY' | 'STOP_AND_COPY'): 
 
 /** The migration committed after `minReconnects` resumes at least, and the image equals the
  *  stopped target's memory; prints the figures. */
-export async function assertResumedAndFaithful(t: ExecutionContext, run: SenderRun, images: string, session: string, pid: number, minReconnects: number): Promise<void> {
+export async function assertResumedAndFaithful(
+  t: ExecutionContext,
+  run: SenderRun,
+  images: string,
+  session: string,
+  pid: number,
+  minReconnects: number,
+): Promise<void> {
   t.is(run.code, 0, describeRun(run));
   const s = run.summary;
   if (!s) return;

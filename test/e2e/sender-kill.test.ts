@@ -161,61 +161,69 @@ async function killOnce(t: ExecutionContext, target: Target, plan: Plan, session
 }
 
 for (let batch = 0; batch < BATCHES; batch++) {
-  test.serial(`sender SIGKILLed at ${KILLS} random moments: the target runs on unharmed, the sessions are aborted (batch ${batch + 1}/${BATCHES})`, async (t) => {
-    t.timeout(10 * 60_000); // a hang guard for the whole batch (ava's own is 2 min of silence)
-    const seed = SEED + batch;
-    t.log(`seed ${seed} (PRECOPY_SEED=${SEED} repeats this run)`);
-    const rnd = prng(seed);
-    const target = await Target.start({ mib: MIB, seed: 80 + batch });
-    const kills: Kill[] = [];
-    const watch = new SessionWatch(images, kills);
-    const started = performance.now();
-    try {
-      await target.writers(WRITERS, WRITE_RATE);
-      // Every plan as often, in a random order.
-      const order = Array.from({ length: KILLS }, (_, i) => PLANS[i % PLANS.length]).sort(() => rnd() - 0.5);
-      for (const [i, plan] of order.entries()) {
-        const session = `kill-${process.pid}-${batch}-${i}`;
-        const kill = await killOnce(t, target, plan, session, Math.floor(rnd() * plan.maxDelayMs));
-        kills.push(kill);
-        await assertUnharmed(t, target, { writers: true, label: `kill ${i} (aimed at ${plan.aim}, landed in ${kill.landed})` });
+  test.serial(
+    `sender SIGKILLed at ${KILLS} random moments: the target runs on unharmed, the sessions are aborted (batch ${batch + 1}/${BATCHES})`,
+    async (t) => {
+      t.timeout(10 * 60_000); // a hang guard for the whole batch (ava's own is 2 min of silence)
+      const seed = SEED + batch;
+      t.log(`seed ${seed} (PRECOPY_SEED=${SEED} repeats this run)`);
+      const rnd = prng(seed);
+      const target = await Target.start({ mib: MIB, seed: 80 + batch });
+      const kills: Kill[] = [];
+      const watch = new SessionWatch(images, kills);
+      const started = performance.now();
+      try {
+        await target.writers(WRITERS, WRITE_RATE);
+        // Every plan as often, in a random order.
+        const order = Array.from({ length: KILLS }, (_, i) => PLANS[i % PLANS.length]).sort(() => rnd() - 0.5);
+        for (const [i, plan] of order.entries()) {
+          const session = `kill-${process.pid}-${batch}-${i}`;
+          const kill = await killOnce(t, target, plan, session, Math.floor(rnd() * plan.maxDelayMs));
+          kills.push(kill);
+          await assertUnharmed(t, target, { writers: true, label: `kill ${i} (aimed at ${plan.aim}, landed in ${kill.landed})` });
+        }
+      } finally {
+        await watch.settle(30_000);
+        await target.kill();
       }
-    } finally {
-      await watch.settle(30_000);
-      await target.kill();
-    }
 
-    // The receiver's view: aborted after --abandon-after; committed (and verifying) only when the
-    // kill came after the commit; no session at all only when the sender died before opening one.
-    for (const k of kills) {
-      if (k.landed === 'after commit' || (k.landed === 'freeze' && k.state === 'committed')) {
-        t.is(k.state, 'committed', `${k.session} (${k.landed})`);
-        const verify = await receiverCli(['verify', '--images', images, k.session]);
-        t.is(verify.code, 0, `${k.session}: ${verify.stdout}${verify.stderr}`);
-      } else if (k.state === undefined) {
-        t.true(k.landed === 'set-up' || k.landed === 'arming', `${k.session} (${k.landed}): the receiver has no such session`);
-      } else {
-        const said = receiverLines(k.session);
-        t.is(k.state, 'aborted', `${k.session} (${k.landed}); the receiver said:\n${said}`);
+      // The receiver's view: aborted after --abandon-after; committed (and verifying) only when the
+      // kill came after the commit; no session at all only when the sender died before opening one.
+      for (const k of kills) {
+        if (k.landed === 'after commit' || (k.landed === 'freeze' && k.state === 'committed')) {
+          t.is(k.state, 'committed', `${k.session} (${k.landed})`);
+          const verify = await receiverCli(['verify', '--images', images, k.session]);
+          t.is(verify.code, 0, `${k.session}: ${verify.stdout}${verify.stderr}`);
+        } else if (k.state === undefined) {
+          t.true(k.landed === 'set-up' || k.landed === 'arming', `${k.session} (${k.landed}): the receiver has no such session`);
+        } else {
+          const said = receiverLines(k.session);
+          t.is(k.state, 'aborted', `${k.session} (${k.landed}); the receiver said:\n${said}`);
+        }
       }
-    }
 
-    const per: Record<string, number> = {};
-    for (const k of kills) per[k.landed] = (per[k.landed] ?? 0) + 1;
-    const covered = (names: Landed[]) => names.some((n) => per[n] > 0);
-    t.true(covered(['set-up', 'arming']), 'a kill during set-up or arming');
-    t.true(covered(['round 0']), 'a kill during round 0');
-    t.true(covered(['later rounds']), 'a kill during a later round');
-    t.true(covered(['throttling']), 'a kill while throttling');
-    t.true(covered(['freeze', 'after commit']), 'a kill during the stop-and-copy');
-    t.true(kills.some((k) => k.frozen), 'a kill with the target frozen');
-    const toAbort = kills.filter((k) => k.state === 'aborted' && k.settledAt !== undefined).map((k) => (k.settledAt! - k.killedAt) / 1000);
-    t.log(`kills per phase: ${JSON.stringify(per)}`);
-    t.log(`${kills.filter((k) => k.frozen).length} kills with the target frozen, ${kills.filter((k) => k.midInjection).length} with the arm helper mid-injection`);
-    t.log(
-      `sessions: ${toAbort.length} aborted (kill to aborted: ${Math.min(...toAbort).toFixed(2)}-${Math.max(...toAbort).toFixed(2)} s with --abandon-after 1), ` +
-        `${kills.filter((k) => k.state === 'committed').length} committed, ${kills.filter((k) => k.state === undefined).length} never opened`,
-    );
-    t.log(`${KILLS} kills in ${((performance.now() - started) / 1000).toFixed(1)} s`);
-  });
+      const per: Record<string, number> = {};
+      for (const k of kills) per[k.landed] = (per[k.landed] ?? 0) + 1;
+      const covered = (names: Landed[]) => names.some((n) => per[n] > 0);
+      t.true(covered(['set-up', 'arming']), 'a kill during set-up or arming');
+      t.true(covered(['round 0']), 'a kill during round 0');
+      t.true(covered(['later rounds']), 'a kill during a later round');
+      t.true(covered(['throttling']), 'a kill while throttling');
+      t.true(covered(['freeze', 'after commit']), 'a kill during the stop-and-copy');
+      t.true(
+        kills.some((k) => k.frozen),
+        'a kill with the target frozen',
+      );
+      const toAbort = kills.filter((k) => k.state === 'aborted' && k.settledAt !== undefined).map((k) => (k.settledAt! - k.killedAt) / 1000);
+      t.log(`kills per phase: ${JSON.stringify(per)}`);
+      t.log(
+        `${kills.filter((k) => k.frozen).length} kills with the target frozen, ${kills.filter((k) => k.midInjection).length} with the arm helper mid-injection`,
+      );
+      t.log(
+        `sessions: ${toAbort.length} aborted (kill to aborted: ${Math.min(...toAbort).toFixed(2)}-${Math.max(...toAbort).toFixed(2)} s with --abandon-after 1), ` +
+          `${kills.filter((k) => k.state === 'committed').length} committed, ${kills.filter((k) => k.state === undefined).length} never opened`,
+      );
+      t.log(`${KILLS} kills in ${((performance.now() - started) / 1000).toFixed(1)} s`);
+    },
+  );
 }

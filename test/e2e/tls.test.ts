@@ -19,7 +19,17 @@ import { healthService, type HealthCheckResponse } from '../../proto/health';
 import { makePki, type Pki } from '../helpers/pki';
 import { startReceiver, type ReceiverHandle } from '../helpers/receiver';
 import { Target } from '../helpers/target';
-import { RECEIVER_CLI, SENDER_CLI, assertImageEqualsMemory, describeRun, exportRaw, killStopped, receiverCli, runSender, tempDir } from '../helpers/migration-cli';
+import {
+  RECEIVER_CLI,
+  SENDER_CLI,
+  assertImageEqualsMemory,
+  describeRun,
+  exportRaw,
+  killStopped,
+  receiverCli,
+  runSender,
+  tempDir,
+} from '../helpers/migration-cli';
 import { assertUnharmed } from './target-health';
 
 let pki: Pki;
@@ -126,7 +136,13 @@ test.serial('TLS: a wrong CA, a wrong server name and plaintext are refused clea
 test.serial('mutual TLS: no client certificate or one from another CA is refused, the right one works', async (t) => {
   await withReceiver(t, [...tlsReceiver(), '--tls-ca', pki.ca], 'TLS, client certificates required', async (r, images) => {
     const failed = `^sender: TLS handshake with receiver at ${where(r)} failed: `;
-    await migrateRefused(t, r, images, ['--tls-ca', pki.ca], new RegExp(`${failed}the receiver requires a client certificate \\(give --tls-cert and --tls-key\\)`, 'm'));
+    await migrateRefused(
+      t,
+      r,
+      images,
+      ['--tls-ca', pki.ca],
+      new RegExp(`${failed}the receiver requires a client certificate \\(give --tls-cert and --tls-key\\)`, 'm'),
+    );
     await migrateRefused(
       t,
       r,
@@ -161,10 +177,15 @@ test.serial('token: missing or wrong token refused UNAUTHENTICATED, the right on
     await migrateOk(t, r, images, ['--token-file', tokens.right]);
   });
   // Token and mutual TLS together.
-  await withReceiver(t, [...tlsReceiver(), '--tls-ca', pki.ca, '--token-file', tokens.right], 'TLS, client certificates required, token required', async (r, images) => {
-    await migrateRefused(t, r, images, ['--tls-ca', pki.ca, ...clientCert()], /wrong or missing token \(UNAUTHENTICATED/);
-    await migrateOk(t, r, images, ['--tls-ca', pki.ca, ...clientCert(), '--token-file', tokens.right]);
-  });
+  await withReceiver(
+    t,
+    [...tlsReceiver(), '--tls-ca', pki.ca, '--token-file', tokens.right],
+    'TLS, client certificates required, token required',
+    async (r, images) => {
+      await migrateRefused(t, r, images, ['--tls-ca', pki.ca, ...clientCert()], /wrong or missing token \(UNAUTHENTICATED/);
+      await migrateOk(t, r, images, ['--tls-ca', pki.ca, ...clientCert(), '--token-file', tokens.right]);
+    },
+  );
 });
 
 /** A CLI run that must end by itself (a refused start), with a time limit in case it does not. */
@@ -179,18 +200,58 @@ test.serial('plaintext off loopback needs --insecure; contradictions and bad fil
   const serve = (...args: string[]) => cli(RECEIVER_CLI, ['serve', '--images', images, ...args]);
   const migrate = (...args: string[]) => cli(SENDER_CLI, ['migrate', '--pid', '1', ...args]);
   const cases: [string, { code: number | null; stderr: string }, string][] = [
-    ['receiver on 0.0.0.0', serve('--listen', '0.0.0.0:7070'), 'receiver: refusing to serve plaintext on 0.0.0.0:7070: give --tls-cert and --tls-key, or --insecure'],
+    [
+      'receiver on 0.0.0.0',
+      serve('--listen', '0.0.0.0:7070'),
+      'receiver: refusing to serve plaintext on 0.0.0.0:7070: give --tls-cert and --tls-key, or --insecure',
+    ],
     ['receiver on ::', serve('--listen', '[::]:7070'), 'receiver: refusing to serve plaintext on [::]:7070: give --tls-cert and --tls-key, or --insecure'],
-    ['sender to 10.1.2.3', migrate('--to', '10.1.2.3:7070'), "sender: refusing to send plaintext to 10.1.2.3:7070: give --tls-ca (the CA of the receiver's certificate), or --insecure"],
-    ['receiver --insecure with TLS', serve('--insecure', ...tlsReceiver()), 'receiver: --insecure contradicts --tls-cert: give TLS flags or --insecure, not both'],
-    ['sender --insecure with TLS', migrate('--to', '10.1.2.3:7070', '--insecure', '--tls-ca', pki.ca), 'sender: --insecure contradicts --tls-ca: give TLS flags or --insecure, not both'],
+    [
+      'sender to 10.1.2.3',
+      migrate('--to', '10.1.2.3:7070'),
+      "sender: refusing to send plaintext to 10.1.2.3:7070: give --tls-ca (the CA of the receiver's certificate), or --insecure",
+    ],
+    [
+      'receiver --insecure with TLS',
+      serve('--insecure', ...tlsReceiver()),
+      'receiver: --insecure contradicts --tls-cert: give TLS flags or --insecure, not both',
+    ],
+    [
+      'sender --insecure with TLS',
+      migrate('--to', '10.1.2.3:7070', '--insecure', '--tls-ca', pki.ca),
+      'sender: --insecure contradicts --tls-ca: give TLS flags or --insecure, not both',
+    ],
     ['receiver cert without key', serve('--tls-cert', pki.receiverCert), 'receiver: --tls-cert and --tls-key go together: give both or neither'],
-    ['receiver --tls-ca alone', serve('--tls-ca', pki.ca), 'receiver: --tls-ca makes the receiver require client certificates, over TLS: give --tls-cert and --tls-key too'],
-    ['sender client cert without CA', migrate('--to', '127.0.0.1:7070', ...clientCert()), "sender: --tls-cert/--tls-key need --tls-ca (the CA that signed the receiver's certificate)"],
-    ['missing certificate file', serve('--tls-cert', '/nonexistent.crt', '--tls-key', pki.receiverKey), 'receiver: --tls-cert: cannot read /nonexistent.crt: no such file'],
-    ['key of another certificate', serve('--tls-cert', pki.receiverCert, '--tls-key', pki.clientKey), `receiver: --tls-key: ${pki.clientKey} is not the key of the certificate in ${pki.receiverCert}`],
-    ['a key as the CA', migrate('--to', '127.0.0.1:7070', '--tls-ca', pki.clientKey), `sender: --tls-ca: ${pki.clientKey} holds no PEM certificate (-----BEGIN CERTIFICATE-----)`],
-    ['a certificate as the key', serve('--tls-cert', pki.receiverCert, '--tls-key', pki.receiverCert), `receiver: --tls-key: ${pki.receiverCert} is not a PEM private key (or it is encrypted: give an unencrypted key)`],
+    [
+      'receiver --tls-ca alone',
+      serve('--tls-ca', pki.ca),
+      'receiver: --tls-ca makes the receiver require client certificates, over TLS: give --tls-cert and --tls-key too',
+    ],
+    [
+      'sender client cert without CA',
+      migrate('--to', '127.0.0.1:7070', ...clientCert()),
+      "sender: --tls-cert/--tls-key need --tls-ca (the CA that signed the receiver's certificate)",
+    ],
+    [
+      'missing certificate file',
+      serve('--tls-cert', '/nonexistent.crt', '--tls-key', pki.receiverKey),
+      'receiver: --tls-cert: cannot read /nonexistent.crt: no such file',
+    ],
+    [
+      'key of another certificate',
+      serve('--tls-cert', pki.receiverCert, '--tls-key', pki.clientKey),
+      `receiver: --tls-key: ${pki.clientKey} is not the key of the certificate in ${pki.receiverCert}`,
+    ],
+    [
+      'a key as the CA',
+      migrate('--to', '127.0.0.1:7070', '--tls-ca', pki.clientKey),
+      `sender: --tls-ca: ${pki.clientKey} holds no PEM certificate (-----BEGIN CERTIFICATE-----)`,
+    ],
+    [
+      'a certificate as the key',
+      serve('--tls-cert', pki.receiverCert, '--tls-key', pki.receiverCert),
+      `receiver: --tls-key: ${pki.receiverCert} is not a PEM private key (or it is encrypted: give an unencrypted key)`,
+    ],
   ];
   const emptyToken = path.join(pki.dir, 'empty-token');
   fs.writeFileSync(emptyToken, '\n', { mode: 0o600 });
@@ -198,14 +259,27 @@ test.serial('plaintext off loopback needs --insecure; contradictions and bad fil
   const openToken = path.join(pki.dir, 'open-token');
   fs.writeFileSync(openToken, 'secret\n', { mode: 0o644 });
   fs.chmodSync(openToken, 0o644);
-  cases.push(['token readable by others', migrate('--to', '127.0.0.1:7070', '--token-file', openToken), `sender: --token-file: ${openToken} can be read by other users (mode 0644): chmod 600 ${openToken}`]);
-  cases.push(['TLS flags with --to dir:', migrate('--to', `dir:${images}`, '--tls-ca', pki.ca), 'sender: --tls-ca: apply to a receiver address, not to --to dir:']);
+  cases.push([
+    'token readable by others',
+    migrate('--to', '127.0.0.1:7070', '--token-file', openToken),
+    `sender: --token-file: ${openToken} can be read by other users (mode 0644): chmod 600 ${openToken}`,
+  ]);
+  cases.push([
+    'TLS flags with --to dir:',
+    migrate('--to', `dir:${images}`, '--tls-ca', pki.ca),
+    'sender: --tls-ca: apply to a receiver address, not to --to dir:',
+  ]);
 
   for (const [name, run, message] of cases) {
     t.is(run.code, 2, `${name}: ${run.stderr}`);
     t.is(run.stderr, `${message}\n`, name);
   }
-  t.log(`${cases.length} refusals, e.g.\n${cases.slice(0, 3).map((c) => c[2]).join('\n')}`);
+  t.log(
+    `${cases.length} refusals, e.g.\n${cases
+      .slice(0, 3)
+      .map((c) => c[2])
+      .join('\n')}`,
+  );
 
   // With --insecure the receiver serves plaintext on every interface.
   const open = await startReceiver({ images, listen: '0.0.0.0:0', args: ['--insecure'] });

@@ -46,7 +46,11 @@ export async function renderPage(file: string, opts: { screenshot?: string; widt
   try {
     const { stdout, stderr } = await chromium(bin, ['--dump-dom', url], userDataDir);
     if (opts.screenshot) {
-      await chromium(bin, [`--screenshot=${path.resolve(opts.screenshot)}`, `--window-size=${opts.width ?? 1200},${opts.height ?? 1600}`, '--hide-scrollbars', url], userDataDir);
+      await chromium(
+        bin,
+        [`--screenshot=${path.resolve(opts.screenshot)}`, `--window-size=${opts.width ?? 1200},${opts.height ?? 1600}`, '--hide-scrollbars', url],
+        userDataDir,
+      );
     }
     // e.g. [123:123:1125/185139.620769:INFO:CONSOLE:1] "Uncaught ReferenceError: ...", source: file:///... (1)
     const consoleLines = stderr.split('\n').filter((l) => /:CONSOLE[:(]/.test(l));

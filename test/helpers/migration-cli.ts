@@ -196,7 +196,8 @@ export function privateFileCopies(pid: number): { start: number; end: number; pe
   for (const line of fs.readFileSync(`/proc/${pid}/smaps`, 'utf8').split('\n')) {
     const head = /^([0-9a-f]+)-([0-9a-f]+) (\S+) [0-9a-f]+ \S+ (\d+)\s*(.*)$/.exec(line);
     if (head) {
-      cur = head[4] !== '0' && head[3][3] === 'p' ? { start: parseInt(head[1], 16), end: parseInt(head[2], 16), perms: head[3], path: head[5], anonKiB: 0 } : null;
+      cur =
+        head[4] !== '0' && head[3][3] === 'p' ? { start: parseInt(head[1], 16), end: parseInt(head[2], 16), perms: head[3], path: head[5], anonKiB: 0 } : null;
       continue;
     }
     const anon = /^Anonymous:\s+(\d+) kB/.exec(line);

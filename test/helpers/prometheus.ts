@@ -105,12 +105,7 @@ export class Prometheus {
     fs.writeFileSync(configFile, config);
     const proc = spawn(
       bin,
-      [
-        `--config.file=${configFile}`,
-        `--storage.tsdb.path=${path.join(dir, 'data')}`,
-        `--web.listen-address=127.0.0.1:${port}`,
-        `--log.level=warn`,
-      ],
+      [`--config.file=${configFile}`, `--storage.tsdb.path=${path.join(dir, 'data')}`, `--web.listen-address=127.0.0.1:${port}`, `--log.level=warn`],
       { stdio: ['ignore', 'ignore', 'pipe'] },
     );
     running.add(proc);

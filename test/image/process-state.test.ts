@@ -3,15 +3,7 @@
 
 import test from 'ava';
 import { freezeForRestore } from '../../native';
-import {
-  decodeProcessState,
-  encodeProcessState,
-  LIMITS,
-  PROCESS_STATE_VERSION,
-  type ProcessState,
-  ProcessStateError,
-  REG,
-} from '../../image/process-state';
+import { decodeProcessState, encodeProcessState, LIMITS, PROCESS_STATE_VERSION, type ProcessState, ProcessStateError, REG } from '../../image/process-state';
 import { captureProcessState } from '../../sender/capture/capture-process-state';
 import { startWorkload } from '../receiver/restore/helpers/workload';
 
@@ -43,10 +35,19 @@ test.serial('a captured state round-trips through encode/decode exactly', async 
   t.is(s.version, PROCESS_STATE_VERSION);
   t.is(s.threads[0].tid, s.pid);
   t.true(s.threads.length >= 6, 'workers, avx, sleeper, joinee, main');
-  t.true(s.threads.every((x) => x.rseq !== null && x.robustList.len === 24n && x.clearChildTid !== 0n), 'glibc registered rseq, robust list, tid address in every thread');
-  t.true(s.threads.every((x) => x.regs.readBigInt64LE(REG.orig_rax * 8) === -1n), 'orig_rax = -1 in stored regs');
+  t.true(
+    s.threads.every((x) => x.rseq !== null && x.robustList.len === 24n && x.clearChildTid !== 0n),
+    'glibc registered rseq, robust list, tid address in every thread',
+  );
+  t.true(
+    s.threads.every((x) => x.regs.readBigInt64LE(REG.orig_rax * 8) === -1n),
+    'orig_rax = -1 in stored regs',
+  );
   t.true(s.sigactions[9].flags !== 0n || s.sigactions[9].handler !== 0n, 'SIGUSR1 (10) has a handler');
-  t.true(s.threads.some((x) => x.syscallRestart.decision !== 'none'), 'some thread was caught in a sleep');
+  t.true(
+    s.threads.some((x) => x.syscallRestart.decision !== 'none'),
+    'some thread was caught in a sleep',
+  );
   t.true(s.mm.auxv.length > 0 && s.mm.auxv.length % 16 === 0);
   t.is(s.rlimits.length, 16);
   const back = decodeProcessState(encodeProcessState(s));

@@ -28,7 +28,11 @@ export const ROUNDS: Record<string, Round> = {
   // 8 batches.
   r0: { round: 0, phase: 'PRECOPY', batches: chunked(shuffled(all, 3), 12).map((addrs) => ({ addrs, gen: 0, zeros: new Set([A + 7 * PS, B + 8 * PS]) })) },
   // 4 batches: 40 pages rewritten, two of them now zero.
-  r1: { round: 1, phase: 'STOP_AND_COPY', batches: chunked(shuffled(all, 5).slice(0, 40), 10).map((addrs) => ({ addrs, gen: 1, zeros: new Set([A + PS, B]) })) },
+  r1: {
+    round: 1,
+    phase: 'STOP_AND_COPY',
+    batches: chunked(shuffled(all, 5).slice(0, 40), 10).map((addrs) => ({ addrs, gen: 1, zeros: new Set([A + PS, B]) })),
+  },
   // 1 batch: a verify fix-up after a commit.
   r2fix: { round: 2, phase: 'VERIFY_FIX', batches: [{ addrs: [A + 3 * PS, B + 20 * PS], gen: 2, zeros: new Set() }] },
 };

@@ -114,7 +114,14 @@ async function crashAndCheck(
 }
 
 /** Resume the victim and finish the migration; the result must verify and equal the model. */
-async function resumeAndFinish(t: import('ava').ExecutionContext, store: ImageStore, dir: string, durable: (keyof typeof ROUNDS)[], rest: Step[], all: (keyof typeof ROUNDS)[]): Promise<void> {
+async function resumeAndFinish(
+  t: import('ava').ExecutionContext,
+  store: ImageStore,
+  dir: string,
+  durable: (keyof typeof ROUNDS)[],
+  rest: Step[],
+  all: (keyof typeof ROUNDS)[],
+): Promise<void> {
   const img = await store.resume('victim');
   t.deepEqual(await img.heldDigest(), await img.digest(), 'the running digest rebuilt on resume is the digest from disk');
   const model = simulate(durable);
@@ -133,35 +140,65 @@ async function resumeAndFinish(t: import('ava').ExecutionContext, store: ImageSt
 }
 
 test('crash between rounds: reopened at the last durable round, resumable', async (t) => {
-  const { store, dir } = await crashAndCheck(t, 'round-durable@1', ['r0', 'r1', 'commit'], { state: 'receiving', lastDurableRound: 0, durable: ['r0'], verifyOk: false });
+  const { store, dir } = await crashAndCheck(t, 'round-durable@1', ['r0', 'r1', 'commit'], {
+    state: 'receiving',
+    lastDurableRound: 0,
+    durable: ['r0'],
+    verifyOk: false,
+  });
   await resumeAndFinish(t, store, dir, ['r0'], ['r1', 'commit'], ['r0', 'r1']);
 });
 
 test('crash in the middle of a round (writes in flight): the previous round is the durable state', async (t) => {
   // write-pages is reached once per batch: r0 has 8 batches, so @11 is the third batch of r1.
-  const { store, dir } = await crashAndCheck(t, 'write-pages@11', ['r0', 'r1', 'commit'], { state: 'receiving', lastDurableRound: 0, durable: ['r0'], verifyOk: false });
+  const { store, dir } = await crashAndCheck(t, 'write-pages@11', ['r0', 'r1', 'commit'], {
+    state: 'receiving',
+    lastDurableRound: 0,
+    durable: ['r0'],
+    verifyOk: false,
+  });
   await resumeAndFinish(t, store, dir, ['r0'], ['r1', 'commit'], ['r0', 'r1']);
 });
 
 test('crash in round 0 before anything is durable: an empty receiving session', async (t) => {
-  const { store, dir } = await crashAndCheck(t, 'write-pages@4', ['r0', 'r1', 'commit'], { state: 'receiving', lastDurableRound: -1, durable: [], verifyOk: false });
+  const { store, dir } = await crashAndCheck(t, 'write-pages@4', ['r0', 'r1', 'commit'], {
+    state: 'receiving',
+    lastDurableRound: -1,
+    durable: [],
+    verifyOk: false,
+  });
   await resumeAndFinish(t, store, dir, [], ['r0', 'r1', 'commit'], ['r0', 'r1']);
 });
 
 test('crash after the round data is synced but before its state: previous round', async (t) => {
-  const { store, dir } = await crashAndCheck(t, 'round-data-synced@2', ['r0', 'r1', 'commit'], { state: 'receiving', lastDurableRound: 0, durable: ['r0'], verifyOk: false });
+  const { store, dir } = await crashAndCheck(t, 'round-data-synced@2', ['r0', 'r1', 'commit'], {
+    state: 'receiving',
+    lastDurableRound: 0,
+    durable: ['r0'],
+    verifyOk: false,
+  });
   await resumeAndFinish(t, store, dir, ['r0'], ['r1', 'commit'], ['r0', 'r1']);
 });
 
 test('crash after the bitmaps are written but before the state: previous round, orphan bitmaps removed on resume', async (t) => {
-  const { store, dir } = await crashAndCheck(t, 'round-bitmaps-written@2', ['r0', 'r1', 'commit'], { state: 'receiving', lastDurableRound: 0, durable: ['r0'], verifyOk: false });
+  const { store, dir } = await crashAndCheck(t, 'round-bitmaps-written@2', ['r0', 'r1', 'commit'], {
+    state: 'receiving',
+    lastDurableRound: 0,
+    durable: ['r0'],
+    verifyOk: false,
+  });
   const victim = path.join(store.dir, 'victim');
   t.true((await bitmapFiles(victim)).length > (await referencedGenerations(victim)).length, 'the crashed round left an unreferenced generation');
   await resumeAndFinish(t, store, dir, ['r0'], ['r1', 'commit'], ['r0', 'r1']);
 });
 
-test('crash after a round\'s data is synced: the digest rebuilt on resume covers the pages on disk, new content included', async (t) => {
-  const { store, dir } = await crashAndCheck(t, 'round-data-synced@2', ['r0', 'r1', 'commit'], { state: 'receiving', lastDurableRound: 0, durable: ['r0'], verifyOk: false });
+test("crash after a round's data is synced: the digest rebuilt on resume covers the pages on disk, new content included", async (t) => {
+  const { store, dir } = await crashAndCheck(t, 'round-data-synced@2', ['r0', 'r1', 'commit'], {
+    state: 'receiving',
+    lastDurableRound: 0,
+    durable: ['r0'],
+    verifyOk: false,
+  });
   // On disk: r0's pages (the durable bitmaps), each data page with the last bytes written at its
   // address — r1's where r1 wrote data in place before the crash, r0's elsewhere.
   const onDisk = simulate(['r0']);
@@ -175,13 +212,23 @@ test('crash after a round\'s data is synced: the digest rebuilt on resume covers
 
 for (const point of ['commit-digest-checked', 'commit-manifest-tmp', 'commit-manifest-renamed']) {
   test(`crash during commit at ${point}: still receiving, never verifies, commits after resume`, async (t) => {
-    const { store, dir } = await crashAndCheck(t, point, ['r0', 'r1', 'commit'], { state: 'receiving', lastDurableRound: 1, durable: ['r0', 'r1'], verifyOk: false });
+    const { store, dir } = await crashAndCheck(t, point, ['r0', 'r1', 'commit'], {
+      state: 'receiving',
+      lastDurableRound: 1,
+      durable: ['r0', 'r1'],
+      verifyOk: false,
+    });
     await resumeAndFinish(t, store, dir, ['r0', 'r1'], ['commit'], ['r0', 'r1']);
   });
 }
 
 test('crash right after the commit: the image is committed and valid', async (t) => {
-  const { store, dir } = await crashAndCheck(t, 'commit-done', ['r0', 'r1', 'commit'], { state: 'committed', lastDurableRound: 1, durable: ['r0', 'r1'], verifyOk: true });
+  const { store, dir } = await crashAndCheck(t, 'commit-done', ['r0', 'r1', 'commit'], {
+    state: 'committed',
+    lastDurableRound: 1,
+    durable: ['r0', 'r1'],
+    verifyOk: true,
+  });
   const ro = await store.open('victim');
   await assertExportEquals(t, ro, simulate(['r0', 'r1']), path.join(dir, 'export'));
   await ro.close();

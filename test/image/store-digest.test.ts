@@ -13,12 +13,7 @@ import { Model, PS, figures, meta, prng, sendBatch, tempDir, vma } from './store
 
 /** The address ranges pages may live in: across a 1 GiB window boundary, over several 2 MiB
  *  hash-table chunks, and in a window of their own. */
-const UNIVERSE: Vma[] = [
-  vma(0x555555554000, 16),
-  vma(0x7f0000000000, 40),
-  vma(0x7f0040000000 - 20 * PS, 48),
-  vma(0x7f1000000000 - 7 * PS, 1100),
-];
+const UNIVERSE: Vma[] = [vma(0x555555554000, 16), vma(0x7f0000000000, 40), vma(0x7f0040000000 - 20 * PS, 48), vma(0x7f1000000000 - 7 * PS, 1100)];
 
 interface Run {
   rand: () => number;

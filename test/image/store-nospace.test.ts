@@ -59,8 +59,11 @@ test('disk full: NO_SPACE fails that session only', async (t) => {
   const ro = await store.open('small');
   t.true((await ro.verify()).ok);
   await ro.close();
-  t.deepEqual((await store.list()).map((s) => [s.meta.sessionId, s.state]), [
-    ['small', 'committed'],
-    ['big', 'failed'],
-  ]);
+  t.deepEqual(
+    (await store.list()).map((s) => [s.meta.sessionId, s.state]),
+    [
+      ['small', 'committed'],
+      ['big', 'failed'],
+    ],
+  );
 });

@@ -59,13 +59,7 @@ test('pages in any order, overwritten across rounds with mmap/munmap/mremap/mpro
 
   // Round 1: munmap C; mprotect splits A in three; mremap B to D (re-sent there); mmap E; some
   // pages rewritten, a zero page becomes data, a data page becomes zero; a discard (dontneed).
-  const l1 = [
-    vma(A, 16),
-    vma(A + 16 * PS, 16, { perms: 'r--p' }),
-    vma(A + 32 * PS, 32),
-    vma(D, 32),
-    vma(E, 8, { perms: 'rw-s' }),
-  ];
+  const l1 = [vma(A, 16), vma(A + 16 * PS, 16, { perms: 'r--p' }), vma(A + 32 * PS, 32), vma(D, 32), vma(E, 8, { perms: 'rw-s' })];
   await img.beginRound(1, 'PRECOPY', l1);
   model.setLayout(l1);
   await sendBatch(img, model, pagesOf(D, 32), 1, new Set([D + 15 * PS]));
@@ -184,7 +178,12 @@ test('commit drops pages outside the final layout and stores thread registers', 
   model.setLayout(final);
   const want = model.digest();
   const regs = Buffer.alloc(216, 7);
-  const res = await img.commit({ layout: final, threads: [{ tid: 4242, regs, fpregs: Buffer.alloc(512, 1) }], imageDigest: want.digest, imagePages: want.pages });
+  const res = await img.commit({
+    layout: final,
+    threads: [{ tid: 4242, regs, fpregs: Buffer.alloc(512, 1) }],
+    imageDigest: want.digest,
+    imagePages: want.pages,
+  });
   t.true(res.ok, res.message);
   t.is(res.imagePages, 4);
   const m = await img.committedManifest();

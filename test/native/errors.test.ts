@@ -12,7 +12,10 @@ import { childNode, threadTracers } from './native-helpers';
 
 async function untouched(t: import('ava').ExecutionContext, tg: Target, fdsBefore: Map<number, string>) {
   t.deepEqual(await tg.fds(), fdsBefore, 'fd table unchanged');
-  t.true(threadTracers(tg.pid).every((x) => x === 0), 'not traced');
+  t.true(
+    threadTracers(tg.pid).every((x) => x === 0),
+    'not traced',
+  );
   t.false(vmFlags(tg.pid, tg.base)?.includes('uw'), 'not registered');
   t.deepEqual(await tg.check(), { bad: 0 });
 }
@@ -55,7 +58,8 @@ test.serial('a missing kernel feature (forced) is listed by the probe and arm re
     }
     t.deepEqual(probeKernel().missing, []);
     await untouched(t, tg, fdsBefore);
-  }));
+  }),
+);
 
 test.serial('a dead pid: "no such process N" (ESRCH) from arm and freeze', async (t) => {
   let pid = 0;
@@ -95,7 +99,8 @@ test.serial('a thread id, ourselves, an already traced process: refused with the
       f.thaw();
     }
     await untouched(t, tg, fdsBefore);
-  }));
+  }),
+);
 
 test.serial('a process we may not trace (privileges dropped): "permission denied: need root or CAP_SYS_PTRACE"', (t) =>
   withTarget({ mib: 2 }, async (tg) => {
@@ -121,4 +126,5 @@ test.serial('a process we may not trace (privileges dropped): "permission denied
     await untouched(t, tg, fdsBefore);
     // the same call works with privileges: the refusal was about permission
     arm(tg.pid).close();
-  }));
+  }),
+);

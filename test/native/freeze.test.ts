@@ -54,13 +54,18 @@ test.serial('freeze stops every thread: memory does not change while frozen; tha
     } finally {
       f.thaw();
     }
-    t.deepEqual(threadTracers(tg.pid), taskIds(tg.pid).map(() => 0), 'thaw detached every thread');
+    t.deepEqual(
+      threadTracers(tg.pid),
+      taskIds(tg.pid).map(() => 0),
+      'thaw detached every thread',
+    );
     const c = readMem(tg.pid, tg.base, size);
     await waitFor('writers resume after thaw', () => !readMem(tg.pid, tg.base, size).equals(c));
     await tg.ping();
     t.true((await tg.stopWriters()) > 0);
     t.deepEqual(await tg.check(), { bad: 0 });
-  }));
+  }),
+);
 
 test.serial('freeze catches threads created while it runs', (t) =>
   withTarget({ mib: 8 }, async (tg) => {
@@ -95,7 +100,8 @@ test.serial('freeze catches threads created while it runs', (t) =>
     t.is((await tg.info()).threads, 49);
     await tg.stopWriters();
     t.deepEqual(await tg.check(), { bad: 0 });
-  }));
+  }),
+);
 
 test.serial('thawStopped leaves every thread group-stopped (T) and untraced; SIGCONT resumes', (t) =>
   withTarget({ mib: 8 }, async (tg) => {
@@ -106,14 +112,18 @@ test.serial('thawStopped leaves every thread group-stopped (T) and untraced; SIG
     const frozenMem = readMem(tg.pid, tg.base, size);
     f.thawStopped();
     await waitFor('group stop', () => threadStates(tg.pid).every((s) => s.state === 'T'));
-    t.deepEqual(threadTracers(tg.pid), taskIds(tg.pid).map(() => 0));
+    t.deepEqual(
+      threadTracers(tg.pid),
+      taskIds(tg.pid).map(() => 0),
+    );
     await sleep(50);
     t.true(readMem(tg.pid, tg.base, size).equals(frozenMem), 'no write between freeze and the stop');
     process.kill(tg.pid, 'SIGCONT');
     await waitFor('writers resume after SIGCONT', () => !readMem(tg.pid, tg.base, size).equals(frozenMem));
     await tg.stopWriters();
     t.deepEqual(await tg.check(), { bad: 0 });
-  }));
+  }),
+);
 
 test.serial('a frozen target killed meanwhile: thaw copes, and its parent still gets the exit status', async (t) => {
   // We are both the target's parent (Target spawned it) and its tracer: the tracer's wait must not

@@ -61,7 +61,11 @@ test.serial('arming leaves the target healthy: fds, blocked reader, sleeper, wri
       [],
       'no thread left stopped',
     );
-    t.deepEqual(threadTracers(tg.pid), tids.map(() => 0), 'no thread left traced');
+    t.deepEqual(
+      threadTracers(tg.pid),
+      tids.map(() => 0),
+      'no thread left traced',
+    );
 
     // Every thread runs on: each blocks and wakes again (voluntary context switches grow).
     const before = voluntarySwitches(tg.pid);
@@ -79,7 +83,8 @@ test.serial('arming leaves the target healthy: fds, blocked reader, sleeper, wri
     t.true(stats.maxOvershootUs < 1_000_000, `worst sleep overshoot ${stats.maxOvershootUs} us`);
     t.true((await tg.stopWriters()) > 0);
     t.deepEqual(await tg.check(), { bad: 0 }, 'multi-threaded writer lost no write and tore no page');
-  }));
+  }),
+);
 
 test.serial('arming restores the registers of blocked threads exactly', (t) =>
   withTarget({ mib: 4 }, async (tg) => {
@@ -92,7 +97,12 @@ test.serial('arming restores the registers of blocked threads exactly', (t) =>
     const snapshot = () => {
       const f = freeze(tg.pid);
       try {
-        return new Map(f.threads().filter((th) => parked.includes(th.tid)).map((th) => [th.tid, Buffer.concat([th.regs, th.fpregs])]));
+        return new Map(
+          f
+            .threads()
+            .filter((th) => parked.includes(th.tid))
+            .map((th) => [th.tid, Buffer.concat([th.regs, th.fpregs])]),
+        );
       } finally {
         f.thaw();
       }
@@ -104,7 +114,8 @@ test.serial('arming restores the registers of blocked threads exactly', (t) =>
     for (const tid of parked) t.true(after.get(tid)!.equals(before.get(tid)!), `registers of thread ${tid} changed`);
     await tg.ping();
     t.deepEqual(await tg.check(), { bad: 0 });
-  }));
+  }),
+);
 
 test.serial('a leader blocked in clock_nanosleep sleeps on to its deadline through arming', async (t) => {
   const t0 = Date.now();
@@ -173,7 +184,8 @@ test.serial('a stopped target (SIGSTOP) is armed and stays stopped', (t) =>
     t.true(r.count >= 1);
     tr.close();
     t.deepEqual(await tg.check(), { bad: 0 });
-  }));
+  }),
+);
 
 test.serial('real-time signals queued while arming and freezing are each delivered exactly once', async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'precopy-signals-'));

@@ -63,7 +63,8 @@ test.serial('SIGKILL of an armed tracker: registration dropped, target writes on
     await assertRecovered(t, tg, fdsBefore, 'armed');
     await tg.ping();
     t.is((await tg.sleepStats()).errors, 0);
-  }));
+  }),
+);
 
 test.serial('SIGKILL of a tracker holding the target frozen: the kernel detaches, target runs on', (t) =>
   withTarget({ mib: 16 }, async (tg) => {
@@ -76,7 +77,8 @@ test.serial('SIGKILL of a tracker holding the target frozen: the kernel detaches
     );
     await child.kill();
     await assertRecovered(t, tg, fdsBefore, 'frozen');
-  }));
+  }),
+);
 
 for (const mode of ['freeze-loop', 'arm-loop']) {
   test.serial(`SIGKILL of a tracker at random points of a ${mode}`, (t) =>
@@ -93,5 +95,6 @@ for (const mode of ['freeze-loop', 'arm-loop']) {
       }
       await tg.ping();
       t.is((await tg.sleepStats()).errors, 0);
-    }));
+    }),
+  );
 }

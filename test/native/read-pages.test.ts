@@ -37,7 +37,8 @@ for (const [name, read] of variants) {
         if (!into.subarray(i * PAGE, (i + 1) * PAGE).equals(want)) wrong = i;
       }
       t.is(wrong, -1, `range ${wrong}: wrong bytes (or a failed range not zero-filled)`);
-    }));
+    }),
+  );
 }
 
 test.serial('readPages: multi-page ranges partly unmapped or PROT_NONE fail whole; others land in place', (t) =>
@@ -69,7 +70,8 @@ test.serial('readPages: multi-page ranges partly unmapped or PROT_NONE fail whol
     t.true(into.subarray(24 * PAGE, 26 * PAGE).equals(Buffer.alloc(2 * PAGE)));
     t.true(into.subarray(26 * PAGE, 26 * PAGE + 100).equals(memB.subarray(3 * PAGE + 10, 3 * PAGE + 110)));
     t.is(into[26 * PAGE + 100], 0xaa, 'nothing written past the ranges');
-  }));
+  }),
+);
 
 test.serial('readPages errors: dead pid, buffer too small, bad ranges', async (t) => {
   let pid = 0;

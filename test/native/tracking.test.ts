@@ -44,7 +44,8 @@ test.serial('tracking is exact: every page written between two scans is reported
     } finally {
       tr.close();
     }
-  }));
+  }),
+);
 
 test.serial('tracking on transparent huge pages: written 4K pages exact, a zapped huge page reported whole', (t) =>
   withTarget({ mib: 16, thp: true, seed: 5 }, async (tg) => {
@@ -58,7 +59,10 @@ test.serial('tracking on transparent huge pages: written 4K pages exact, a zappe
       tr.register(start, end);
       const armed = walk(tr, { start, end, flags: WP_SCAN, categoryMask: PAGE_IS_WRITTEN, returnMask: POPULATED | PAGE_IS_HUGE });
       t.is(pagesOf(armed.regions, start).size, tg.pages);
-      t.true(armed.regions.some((r) => r.categories & PAGE_IS_HUGE), 'arming scan sees huge pages');
+      t.true(
+        armed.regions.some((r) => r.categories & PAGE_IS_HUGE),
+        'arming scan sees huge pages',
+      );
 
       // Writes spread over huge pages 0-2 and 4-7; huge page 3 (pages 1536-2047) is zapped.
       const zapped = new Set(Array.from({ length: 512 }, (_, i) => 1536 + i));
@@ -78,7 +82,8 @@ test.serial('tracking on transparent huge pages: written 4K pages exact, a zappe
     } finally {
       tr.close();
     }
-  }));
+  }),
+);
 
 test.serial('no write is lost while writer threads run: copying reported pages rebuilds memory exactly', (t) =>
   withTarget({ mib: 32, seed: 3 }, async (tg) => {
@@ -111,14 +116,14 @@ test.serial('no write is lost while writer threads run: copying reported pages r
       t.true(writtenByThreads > 0 && reported > 0, `writers wrote ${writtenByThreads} pages, rounds reported ${reported}`);
       const mem = readMem(tg.pid, start, size);
       let firstDiff = -1;
-      for (let p = 0; p < tg.pages && firstDiff < 0; p++)
-        if (image.compare(mem, p * PAGE, (p + 1) * PAGE, p * PAGE, (p + 1) * PAGE) !== 0) firstDiff = p;
+      for (let p = 0; p < tg.pages && firstDiff < 0; p++) if (image.compare(mem, p * PAGE, (p + 1) * PAGE, p * PAGE, (p + 1) * PAGE) !== 0) firstDiff = p;
       t.is(firstDiff, -1, `page ${firstDiff} differs: a write was not reported`);
       t.deepEqual(await tg.check(), { bad: 0 });
     } finally {
       tr.close();
     }
-  }));
+  }),
+);
 
 test.serial('a VMA mapped after arming is invisible until registered, then tracked', (t) =>
   withTarget({ mib: 4 }, async (tg) => {
@@ -145,7 +150,8 @@ test.serial('a VMA mapped after arming is invisible until registered, then track
     } finally {
       tr.close();
     }
-  }));
+  }),
+);
 
 test.serial('scanAsync reports what scan reports and fails cleanly on a closed tracker', (t) =>
   withTarget({ mib: 8 }, async (tg) => {
@@ -172,7 +178,8 @@ test.serial('scanAsync reports what scan reports and fails cleanly on a closed t
     const err = await t.throwsAsync(tr.scanAsync({ start, end, ...DIRTY }, vec), { instanceOf: NativeError });
     t.is(err?.code, 'EBADF');
     t.throws(() => tr.scan({ start, end, ...DIRTY }, new BigUint64Array(2)), { instanceOf: RangeError });
-  }));
+  }),
+);
 
 test.serial('a target without CAP_SYS_PTRACE (uid 65534) is armed with a user-mode-only uffd and tracked', async (t) => {
   // vm.unprivileged_userfaultfd = 0 refuses a plain userfaultfd() in such a process: arming
@@ -218,7 +225,7 @@ test.serial('a scan with room for more than 512 regions keeps walk_end after eve
       const vec = new BigUint64Array(3 * 1024);
       const seen: number[] = [];
       let calls = 0;
-      for (let pos = start; pos < end; ) {
+      for (let pos = start; pos < end;) {
         const r = tr.scan({ start: pos, end, ...DIRTY }, vec);
         calls++;
         for (let i = 0; i < r.count; i++) {
@@ -235,4 +242,5 @@ test.serial('a scan with room for more than 512 regions keeps walk_end after eve
     } finally {
       tr.close();
     }
-  }));
+  }),
+);

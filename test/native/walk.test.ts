@@ -123,7 +123,8 @@ test.serial('walk: dirty pages of several VMAs exact, within the page budget and
     } finally {
       tr.close();
     }
-  }));
+  }),
+);
 
 test.serial('walk: regions reported before a failing range stay in out; the cursor names the failing range', (t) =>
   withTarget({ mib: 8, seed: 32 }, async (tg) => {
@@ -164,7 +165,8 @@ test.serial('walk: regions reported before a failing range stay in out; the curs
     } finally {
       tr.close();
     }
-  }));
+  }),
+);
 
 test.serial('walkAsync reports what walk reports; bad arguments and a closed tracker fail clearly', (t) =>
   withTarget({ mib: 8, seed: 33 }, async (tg) => {
@@ -198,4 +200,5 @@ test.serial('walkAsync reports what walk reports; bad arguments and a closed tra
     t.is(closed?.code, 'EBADF');
     const closedAsync = await t.throwsAsync(tr.walkAsync(ranges, cursor, runs, meta, 16), { instanceOf: NativeError });
     t.is(closedAsync?.code, 'EBADF');
-  }));
+  }),
+);

@@ -11,7 +11,13 @@ const proto = migrationDefinition('proto-loader').Migrate;
 const fast = migrationDefinition('fast').Migrate;
 
 const BATCHES: Record<string, PageBatch> = {
-  'raw pages': { runs: [0x7ffd12340000, 3, 0x7ffd12350000, 1], zeroMap: Buffer.alloc(0), encoding: 'RAW', rawLength: 16384, payload: Buffer.alloc(16384, 0xab) },
+  'raw pages': {
+    runs: [0x7ffd12340000, 3, 0x7ffd12350000, 1],
+    zeroMap: Buffer.alloc(0),
+    encoding: 'RAW',
+    rawLength: 16384,
+    payload: Buffer.alloc(16384, 0xab),
+  },
   'lz4 with zero pages': { runs: [0x1000, 9], zeroMap: Buffer.from([0x05, 0x01]), encoding: 'LZ4', rawLength: 6 * 4096, payload: Buffer.from('lz4 bytes') },
   'only zero pages': { runs: [0x555555554000, 16], zeroMap: Buffer.from([0xff, 0xff]), encoding: 'RAW', rawLength: 0, payload: Buffer.alloc(0) },
   'addresses near 2^53': { runs: [2 ** 53 - 4096 * 8, 2], zeroMap: Buffer.alloc(0), encoding: 'RAW', rawLength: 8192, payload: Buffer.alloc(8192, 1) },

@@ -2,15 +2,7 @@
 // the auto-converge throttle schedule. Figures are made up; no clock, no process.
 
 import test from 'ava';
-import {
-  bandwidth,
-  decide,
-  expectedDowntime,
-  nextThrottle,
-  noProgress,
-  type ConvergenceOptions,
-  type RoundMeasure,
-} from '../../sender/convergence';
+import { bandwidth, decide, expectedDowntime, nextThrottle, noProgress, type ConvergenceOptions, type RoundMeasure } from '../../sender/convergence';
 
 const PAGE = 4096;
 const MiB = 1 << 20;

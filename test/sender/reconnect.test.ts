@@ -57,8 +57,14 @@ test('backoff: 0.25 s doubling to 5 s, jittered ±20%', (t) => {
   t.is(backoffMs(5, mid), 16 * FIRST_DELAY_MS);
   t.is(backoffMs(6, mid), MAX_DELAY_MS);
   t.is(backoffMs(50, mid), MAX_DELAY_MS);
-  t.is(backoffMs(1, () => 0), 0.8 * FIRST_DELAY_MS);
-  t.is(backoffMs(50, () => 1), 1.2 * MAX_DELAY_MS);
+  t.is(
+    backoffMs(1, () => 0),
+    0.8 * FIRST_DELAY_MS,
+  );
+  t.is(
+    backoffMs(50, () => 1),
+    1.2 * MAX_DELAY_MS,
+  );
 });
 
 test('a broken link is retried until the receiver takes the session back', async (t) => {
@@ -73,7 +79,10 @@ test('a broken link is retried until the receiver takes the session back', async
 test('gives up after the timeout, naming the receiver and the last error', async (t) => {
   const tr = scripted([lost()]);
   const err = await t.throwsAsync(reconnect(tr, START, 0.5, new AbortController().signal), { instanceOf: UserError });
-  t.regex(err!.message, /^could not resume session s1: receiver at test:1 unreachable for [\d.]+s \(--reconnect-timeout 0.5s; last: connection to receiver at test:1 lost/);
+  t.regex(
+    err!.message,
+    /^could not resume session s1: receiver at test:1 unreachable for [\d.]+s \(--reconnect-timeout 0.5s; last: connection to receiver at test:1 lost/,
+  );
   t.true(tr.calls >= 2);
 });
 

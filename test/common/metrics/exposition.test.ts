@@ -37,7 +37,9 @@ function parseExposition(text: string): Map<string, Family> {
 }
 
 const value = (fams: Map<string, Family>, name: string, labels: Record<string, string> = {}) =>
-  (fams.get(name) ?? fams.get(name.replace(/_(bucket|sum|count)$/, '')))?.samples.find((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v))?.value;
+  (fams.get(name) ?? fams.get(name.replace(/_(bucket|sum|count)$/, '')))?.samples.find(
+    (s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v),
+  )?.value;
 
 const round = (over: Partial<RoundFiguresIn> = {}): RoundFiguresIn => ({
   dirtyPages: 1000,
@@ -160,9 +162,7 @@ test('a fed session shows its figures, global counters add up', async (t) => {
 test('hostile figures and unknown results neither throw nor corrupt counters', async (t) => {
   const m = new ReceiverMetrics();
   m.sessionStarted({ sessionId: 'h', pageSize: NaN, downtimeTargetSeconds: -1 });
-  t.notThrows(() =>
-    m.roundEnded('h', round({ dirtyPages: -5, zeroPages: NaN, rawBytes: -1, wireBytes: Infinity, durationSeconds: -3, remainingBytes: NaN })),
-  );
+  t.notThrows(() => m.roundEnded('h', round({ dirtyPages: -5, zeroPages: NaN, rawBytes: -1, wireBytes: Infinity, durationSeconds: -3, remainingBytes: NaN })));
   m.roundEnded('nobody', round()); // a RoundEnd for a session never started: global figures only
   m.sessionEnded('h', { result: 'exploded', downtimeSeconds: NaN, totalSeconds: -1, verifyMismatches: -7 });
   const f = parseExposition(await m.text());
@@ -221,7 +221,13 @@ test('session label values are capped: extra sessions count only in global figur
   m.sessionStarted({ sessionId: 'newcomer', pageSize: 4096 });
   m.roundEnded('newcomer', round());
   f = parseExposition(await m.text());
-  t.deepEqual(f.get('precopy_rounds_total')!.samples.map((s) => s.labels.session).sort(), ['flood-0', 'flood-2', 'newcomer']);
+  t.deepEqual(
+    f
+      .get('precopy_rounds_total')!
+      .samples.map((s) => s.labels.session)
+      .sort(),
+    ['flood-0', 'flood-2', 'newcomer'],
+  );
   t.is(m.labelledSessions().length, 3);
   m.close();
 });

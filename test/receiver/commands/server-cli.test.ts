@@ -24,7 +24,16 @@ test('receiver serve --help explains the flags and their defaults', (t) => {
   const r = cli(['serve', '--help']);
   t.is(r.code, 0, r.stderr);
   t.regex(r.stdout, /^usage: receiver serve/);
-  for (const s of ['--listen HOST:PORT', 'default 127.0.0.1:7070', '--images DIR', './precopy-images', '--metrics-listen HOST:PORT', '--abandon-after', '--shutdown-grace', 'receiver listening on HOST:PORT']) {
+  for (const s of [
+    '--listen HOST:PORT',
+    'default 127.0.0.1:7070',
+    '--images DIR',
+    './precopy-images',
+    '--metrics-listen HOST:PORT',
+    '--abandon-after',
+    '--shutdown-grace',
+    'receiver listening on HOST:PORT',
+  ]) {
     t.true(r.stdout.includes(s), `help mentions ${s}`);
   }
 });

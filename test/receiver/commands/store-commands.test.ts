@@ -50,7 +50,10 @@ test('list prints a table of sessions, or JSON', async (t) => {
   t.regex(r.stdout, /^busy\s+4242\s+target\s+receiving\s+8\.00 KiB\s+1\s/m);
   t.regex(r.stdout, /^dead\s+.*failed\s+0 B\s+0\s+.*connection dropped$/m);
   const j = receiver('list', '--images', dir, '--json');
-  t.deepEqual((JSON.parse(j.stdout) as { meta: { sessionId: string } }[]).map((s) => s.meta.sessionId), ['done', 'busy', 'dead']);
+  t.deepEqual(
+    (JSON.parse(j.stdout) as { meta: { sessionId: string } }[]).map((s) => s.meta.sessionId),
+    ['done', 'busy', 'dead'],
+  );
   const missing = receiver('list', '--images', path.join(dir, 'nope'));
   t.is(missing.status, 2);
   t.regex(missing.stderr, /^receiver: --images: .* is not a directory\n$/);

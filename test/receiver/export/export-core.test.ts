@@ -109,7 +109,12 @@ test('core export refuses an uncommitted session and an existing output file', a
   const exists = await t.throwsAsync(exportCore(img, path.join(dir, 'x.core')));
   t.is((exists as ExportError).code, 'OUT_EXISTS');
   t.is(await fsp.readFile(path.join(dir, 'x.core'), 'utf8'), 'keep me');
-  t.deepEqual(await exportCore(img, path.join(dir, 'x.core'), { force: true }), { vmas: 0, bytes: 0, pages: { data: 0, zero: 0, file: 0, none: 0 }, out: path.join(dir, 'x.core') });
+  t.deepEqual(await exportCore(img, path.join(dir, 'x.core'), { force: true }), {
+    vmas: 0,
+    bytes: 0,
+    pages: { data: 0, zero: 0, file: 0, none: 0 },
+    out: path.join(dir, 'x.core'),
+  });
   t.regex(execFileSync('readelf', ['-h', path.join(dir, 'x.core')], { encoding: 'utf8' }), /CORE/);
   await img.close();
 });

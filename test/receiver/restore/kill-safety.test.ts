@@ -41,7 +41,10 @@ for (const mode of ['frozen', 'capturing']) {
         child.stdout!.once('data', (d: Buffer) => (d.toString().startsWith('ready') ? resolve() : reject(new Error(`child said ${d}`))));
         child.once('exit', (c) => reject(new Error(`child exited ${c}`)));
       });
-      t.true(taskIds(w.pid).every((tid) => procStatus(w.pid, tid).State.startsWith('t')), 'frozen: every thread in a tracing stop');
+      t.true(
+        taskIds(w.pid).every((tid) => procStatus(w.pid, tid).State.startsWith('t')),
+        'frozen: every thread in a tracing stop',
+      );
       if (mode === 'capturing') await new Promise((r) => setTimeout(r, 30)); // well inside a capture loop
       child.kill('SIGKILL');
       await until('capture helper gone', () => captureHelpers(w.pid).length === 0);
@@ -53,7 +56,10 @@ for (const mode of ['frozen', 'capturing']) {
         'the target runs on',
       );
       for (const k of ['worker_errors', 'sum_errors', 'avx_errors', 'sleep_errors']) t.is(s[k], '0', k);
-      t.false(taskIds(w.pid).some((tid) => /^[tT]/.test(procStatus(w.pid, tid).State)), 'no thread left stopped');
+      t.false(
+        taskIds(w.pid).some((tid) => /^[tT]/.test(procStatus(w.pid, tid).State)),
+        'no thread left stopped',
+      );
     } finally {
       w.child.kill('SIGKILL');
       await w.exited;

@@ -54,7 +54,10 @@ test.serial('a missing mapped file: refused naming the path; nothing started', a
   fs.writeFileSync(file, crypto.randomBytes(64 * 1024));
   const w = await startWorkload(['--workers', '1', '--map-file', file]);
   const cap = await captureAndKill(w);
-  t.true(cap.memory.vmas.some((v) => v.file?.path === file), 'the image maps the file');
+  t.true(
+    cap.memory.vmas.some((v) => v.file?.path === file),
+    'the image maps the file',
+  );
   fs.unlinkSync(file);
   await refused(t, restoreProcess(cap.state, cap.memory), new RegExp(`mapped file ${file} is missing`));
   t.false(processExists(w.pid));

@@ -22,12 +22,17 @@ test.serial('a multi-threaded workload restored with the same pid and tids runs 
 
   // Through the wire format, as the image store will carry it.
   const state = decodeProcessState(encodeProcessState(cap.state));
-  t.deepEqual(state.threads.map((x) => x.tid).sort((a, b) => a - b), tidsBefore);
+  t.deepEqual(
+    state.threads.map((x) => x.tid).sort((a, b) => a - b),
+    tidsBefore,
+  );
 
   const restored = await restoreProcess(state, cap.memory);
   try {
     t.is(restored.pid, w.pid);
-    t.log(`restored ${tidsBefore.length} threads, ${(cap.memory.bytes / 1048576).toFixed(1)} MiB of pages: ${restored.steps.map((s) => `${s.step} ${s.ms.toFixed(1)}`).join(', ')} ms`);
+    t.log(
+      `restored ${tidsBefore.length} threads, ${(cap.memory.bytes / 1048576).toFixed(1)} MiB of pages: ${restored.steps.map((s) => `${s.step} ${s.ms.toFixed(1)}`).join(', ')} ms`,
+    );
     t.deepEqual(restored.warnings, []);
     t.deepEqual(taskIds(w.pid), tidsBefore, 'same thread ids');
     for (const tid of tidsBefore) {

@@ -45,6 +45,9 @@ test('a link cut while its round is made durable: every session is released and 
   }
   const stuck = ids.filter((id) => states.get(id) === 'receiving');
   t.deepEqual(stuck, [], `sessions never abandoned: ${stuck.join(', ')}`);
-  t.true(ids.every((id) => states.get(id) === 'aborted'), JSON.stringify([...states]));
+  t.true(
+    ids.every((id) => states.get(id) === 'aborted'),
+    JSON.stringify([...states]),
+  );
   t.log(`${ATTEMPTS} links cut around their RoundEnd: ${[...states.values()].filter((s) => s === 'aborted').length} sessions aborted`);
 });

@@ -26,7 +26,18 @@ import type { OutgoingSenderMessage, Vma } from '../../../proto/messages';
 import { migrationDefinition, serializeSenderMessage } from '../../../proto/service';
 import { validSessionId } from '../../../image/input-checks';
 import { startReceiver } from '../../helpers/receiver';
-import { assertImageEquals, commitOf, exchange, grpcCode, lz4Block, migrateClient, pageBatch, roundEnd, sessionStart, sessionWithRoundZero } from './server-client';
+import {
+  assertImageEquals,
+  commitOf,
+  exchange,
+  grpcCode,
+  lz4Block,
+  migrateClient,
+  pageBatch,
+  roundEnd,
+  sessionStart,
+  sessionWithRoundZero,
+} from './server-client';
 import { Model, PS, pagesOf, vma } from '../../image/store-helpers';
 
 // PRECOPY_FUZZ_MESSAGES=N runs a longer soak.
@@ -145,7 +156,12 @@ const BYTE_MUTATIONS: Array<(r: Rng, b: Buffer) => Buffer> = [
   // garbage appended
   (r, b) => Buffer.concat([b, r.bytes(1 + r.int(64))]),
   // a huge length where a length was
-  (r, b) => Buffer.concat([b.subarray(0, 1), varint(r.pick([2 ** 31, 2 ** 32 - 1, 2 ** 53, 64 << 20, b.length + 1])), b.subarray(1 + r.int(Math.max(1, b.length - 1)))]),
+  (r, b) =>
+    Buffer.concat([
+      b.subarray(0, 1),
+      varint(r.pick([2 ** 31, 2 ** 32 - 1, 2 ** 53, 64 << 20, b.length + 1])),
+      b.subarray(1 + r.int(Math.max(1, b.length - 1))),
+    ]),
   // wrong wire type on the first tag, or on a random byte
   (r, b) => {
     const c = Buffer.from(b);
@@ -419,7 +435,12 @@ test('fuzzing: 10,000+ random, mutated and reordered messages; the receiver surv
   await Promise.all(Array.from({ length: PARALLEL_STREAMS }, worker));
   const seconds = (performance.now() - t0) / 1000;
   t.log(`${fuzzed} fuzzed messages (${sent} sent in all) over ${streams} streams in ${seconds.toFixed(1)} s`);
-  t.log(`stream endings: ${[...codes].sort((a, b) => b[1] - a[1]).map(([c, k]) => `${c} ${k}`).join(', ')}`);
+  t.log(
+    `stream endings: ${[...codes]
+      .sort((a, b) => b[1] - a[1])
+      .map(([c, k]) => `${c} ${k}`)
+      .join(', ')}`,
+  );
   t.true(fuzzed >= FUZZED_MESSAGES);
   t.deepEqual(unexpected, [], 'no stream ended with an internal error');
   t.notRegex(receiver.stderr(), /internal error|Uncaught|FATAL/, 'the receiver logged no unexpected exception');
@@ -434,7 +455,9 @@ test('fuzzing: 10,000+ random, mutated and reordered messages; the receiver surv
   t.true(result.ok, result.message);
 
   const peak = rssBytes(receiver.pid, 'VmHWM');
-  t.log(`receiver peak RSS ${(peak / 2 ** 20).toFixed(0)} MiB (bound ${PEAK_RSS_BOUND / 2 ** 20} MiB), now ${(rssBytes(receiver.pid, 'VmRSS') / 2 ** 20).toFixed(0)} MiB`);
+  t.log(
+    `receiver peak RSS ${(peak / 2 ** 20).toFixed(0)} MiB (bound ${PEAK_RSS_BOUND / 2 ** 20} MiB), now ${(rssBytes(receiver.pid, 'VmRSS') / 2 ** 20).toFixed(0)} MiB`,
+  );
   t.true(peak < PEAK_RSS_BOUND, `peak RSS ${peak} bytes`);
 
   // Confinement: the parent holds what it held; the images directory holds only session directories.

@@ -19,14 +19,23 @@ test('--max-image-bytes 8M and a 32 MiB target: the sender stops with the reason
 
   const run = await runSender(['--pid', String(target.pid), '--to', receiver.address, '--session', 'too-big', '--after', 'stop']);
   t.not(run.code, 0, describeRun(run));
-  t.regex(run.stderr, new RegExp(`receiver at ${receiver.address}: session too-big: image would exceed 8\\.00 MiB \\(--max-image-bytes\\): it holds \\d+ pages, the batch adds \\d+, the limit is 2048 \\(RESOURCE_EXHAUSTED\\)`), describeRun(run));
+  t.regex(
+    run.stderr,
+    new RegExp(
+      `receiver at ${receiver.address}: session too-big: image would exceed 8\\.00 MiB \\(--max-image-bytes\\): it holds \\d+ pages, the batch adds \\d+, the limit is 2048 \\(RESOURCE_EXHAUSTED\\)`,
+    ),
+    describeRun(run),
+  );
   t.false(/\n\s+at .*\(/.test(run.stderr), 'no stack trace');
   t.log(run.stderr.trim().split('\n').slice(-1)[0]);
   t.is(await sessionState(images, 'too-big'), 'failed');
 
   t.true(isAlive(target.pid));
   t.is(tracerPid(target.pid), 0);
-  t.false(threadStates(target.pid).some((s) => s.state === 'T' || s.state === 't'), 'no thread left stopped');
+  t.false(
+    threadStates(target.pid).some((s) => s.state === 'T' || s.state === 't'),
+    'no thread left stopped',
+  );
   t.deepEqual(await target.check(), { bad: 0 });
   t.true((await target.stopWriters()) > 0, 'its writers kept writing');
 });

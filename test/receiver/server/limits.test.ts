@@ -124,7 +124,10 @@ test('--max-image-bytes: pages re-sent are not counted twice; the batch that wou
   await link.send({ pages: pageBatch(new Model(), pagesOf(A + 15 * PS, 2), 2) }).catch(() => undefined);
   const err = await link.whenEnded();
   t.is(err?.code, grpc.status.RESOURCE_EXHAUSTED);
-  t.is(err?.message, `receiver at ${receiver.address}: session img-1: image would exceed 64.0 KiB (--max-image-bytes): it holds 16 pages, the batch adds 1, the limit is 16 (RESOURCE_EXHAUSTED)`);
+  t.is(
+    err?.message,
+    `receiver at ${receiver.address}: session img-1: image would exceed 64.0 KiB (--max-image-bytes): it holds 16 pages, the batch adds 1, the limit is 16 (RESOURCE_EXHAUSTED)`,
+  );
   t.log(err?.message);
   t.is(await sessionState(images, 'img-1'), 'failed');
 });
@@ -170,7 +173,7 @@ function emptyEntries(field: number, inner: number, entries: number): Buffer {
 test('message scan: entries cheap to send and costly to decode are counted on the wire', (t) => {
   t.is(oversized(serializeSenderMessage({ pages: pageBatch(new Model(), pagesOf(A, 4), 1) })), null);
   t.is(oversized(serializeSenderMessage({ roundStart: { round: 0, phase: 'PRECOPY', layout: LAYOUT } })), null);
-  t.is(oversized(Buffer.from([0x12, 0x7f, 0x01])), null, 'bad bytes are the decoder\'s to name');
+  t.is(oversized(Buffer.from([0x12, 0x7f, 0x01])), null, "bad bytes are the decoder's to name");
   t.is(oversized(emptyEntries(2, 3, MAX_VMAS)), null, 'MAX_VMAS entries pass');
   t.deepEqual(oversized(emptyEntries(2, 3, MAX_VMAS + 1)), { msg: 'oversized', error: `RoundStart layout has ${MAX_VMAS + 1} entries, more than ${MAX_VMAS}` });
   t.deepEqual(oversized(emptyEntries(6, 2, 70_000)), { msg: 'oversized', error: 'Commit threads has 70000 entries, more than 65536' });

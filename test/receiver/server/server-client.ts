@@ -55,7 +55,13 @@ export async function sessionWithRoundZero(address: string, id: string, layout: 
   const link = await MigrationLink.connect(address);
   await link.start(sessionStart(id));
   await link.send({ roundStart: { round: 0, phase: 'PRECOPY', layout } });
-  await link.send({ pages: pageBatch(model, layout.flatMap((v) => pagesOf(v.start, (v.end - v.start) / PS)), 1) });
+  await link.send({
+    pages: pageBatch(
+      model,
+      layout.flatMap((v) => pagesOf(v.start, (v.end - v.start) / PS)),
+      1,
+    ),
+  });
   await link.endRound(roundEnd(0));
   return { link, model };
 }

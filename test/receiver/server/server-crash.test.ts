@@ -86,7 +86,13 @@ async function crashAt(t: ExecutionContext, point: string): Promise<void> {
     await sendRound1(link, model);
     return link.commit(commitOf(model));
   })();
-  const [outcome, exit] = await Promise.all([scenario.then(() => 'finished', () => 'cut'), first.exited]);
+  const [outcome, exit] = await Promise.all([
+    scenario.then(
+      () => 'finished',
+      () => 'cut',
+    ),
+    first.exited,
+  ]);
   await link.close();
   t.is(exit.signal, 'SIGKILL', `the receiver must have crashed at ${point}: ${first.stderr()}`);
   t.is(outcome, 'cut');

@@ -23,7 +23,10 @@ test('a process holding only restorable fds passes, and its table holds each kin
   const kinds = files.map((f) => f.kind);
   for (const k of ['stdio', 'eventfd', 'timerfd', 'pipe', 'memfd', 'signalfd', 'chardev', 'file', 'socket', 'epoll'] as const) t.true(kinds.includes(k), k);
   const byKind = <K extends (typeof files)[number]['kind']>(k: K) => files.filter((f) => f.kind === k) as Extract<(typeof files)[number], { kind: K }>[];
-  t.deepEqual(byKind('eventfd').map((e) => [e.count, e.semaphore]), [['3', true]]);
+  t.deepEqual(
+    byKind('eventfd').map((e) => [e.count, e.semaphore]),
+    [['3', true]],
+  );
   const [timer] = byKind('timerfd');
   t.is(timer.clockid, 1);
   t.is(timer.intervalNs, '20000000');
@@ -40,8 +43,14 @@ test('a process holding only restorable fds passes, and its table holds each kin
   const sockets = byKind('socket');
   const tcp = sockets.find((s) => s.family === 2 && s.type === 1)!;
   t.like(tcp, { listening: true, backlog: 17, reuseAddr: true, dropped: false });
-  t.like(sockets.find((s) => s.family === 2 && s.type === 2)!, { listening: false, dropped: false });
-  t.like(sockets.find((s) => s.family === 1)!, { listening: true, backlog: 5 });
+  t.like(
+    sockets.find((s) => s.family === 2 && s.type === 2)!,
+    { listening: false, dropped: false },
+  );
+  t.like(
+    sockets.find((s) => s.family === 1)!,
+    { listening: true, backlog: 5 },
+  );
   const [epoll] = byKind('epoll');
   t.is(epoll.watches.length, 5);
   for (const wt of epoll.watches) t.is(BigInt(wt.data), 0x1000000000n + BigInt(wt.tfd));
@@ -60,7 +69,10 @@ const refusals: [string, string[], RegExp][] = [
 ];
 for (const [name, flags, why] of refusals) {
   test(`refused before anything is touched: ${name}`, async (t) => {
-    const w = await startFdloop(path.join(tmp, `log-${name}`), flags.map((f) => (f === 'LOCK' ? path.join(tmp, `lock-${name}`) : f)));
+    const w = await startFdloop(
+      path.join(tmp, `log-${name}`),
+      flags.map((f) => (f === 'LOCK' ? path.join(tmp, `lock-${name}`) : f)),
+    );
     t.teardown(() => w.kill());
     const err = t.throws(() => checkRestorable(w.pid, { dropConnections: false }));
     t.regex(err!.message, new RegExp(`^process ${w.pid} cannot be restored at the destination: `));

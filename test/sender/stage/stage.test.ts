@@ -80,7 +80,11 @@ test.serial('staged batches decode (lz4 or raw) to exactly the target bytes; zer
       t.is(r0.wrong, 0);
       const encodings = new Set(r0.staged.map((b) => b.encoding));
       t.deepEqual([...encodings].sort(), ['LZ4', 'RAW'], 'both encodings exercised (PRNG pages do not compress, the stack does)');
-      const zeroRound0 = r0.staged.flatMap((b) => decode(b).filter((p) => p.zero).map((p) => p.addr));
+      const zeroRound0 = r0.staged.flatMap((b) =>
+        decode(b)
+          .filter((p) => p.zero)
+          .map((p) => p.addr),
+      );
       t.deepEqual(indexesIn(new Set(zeroRound0.filter((a) => a >= tg.base && a < tg.pageAddr(tg.pages))), tg.base, tg.pages), range(10, 20));
       t.true(stager.stats.zeroPages >= 10);
 
@@ -140,7 +144,10 @@ test.serial('a range unmapped between scan and read is dropped from the batch an
       const b = await stager.stage(batches[0]);
       t.deepEqual(b.unreadable, [gone, 16], 'exactly the unmapped run is reported');
       const kept = pagesOfRuns(b.runs);
-      t.false([...kept].some((a) => a >= gone && a < gone + 16 * PAGE), 'and is not in the batch');
+      t.false(
+        [...kept].some((a) => a >= gone && a < gone + 16 * PAGE),
+        'and is not in the batch',
+      );
       t.is(b.pages, batches[0].pages - 16);
       t.false(sent.has(gone), 'nor recorded as sent');
       for (const p of decode(b)) if (!p.bytes.equals(readMem(tg.pid, p.addr, PAGE))) t.fail(`page 0x${p.addr.toString(16)} differs`);
@@ -218,7 +225,11 @@ test('SentPages: digest equals a recomputation from scratch after overwrites and
   t.is(sent.pages(), model.size);
   t.is(sent.digest(), digestOf(addrs, hashes, addrs.length), 'incremental digest = digest from scratch');
   const all = [...pagesOfRuns(sent.runs())].sort((a, b) => a - b);
-  t.deepEqual(all, [...model.keys()].sort((a, b) => a - b), 'runs() lists exactly the held pages');
+  t.deepEqual(
+    all,
+    [...model.keys()].sort((a, b) => a - b),
+    'runs() lists exactly the held pages',
+  );
   for (const [a, h] of model) if (sent.hashAt(a) !== h) t.fail(`hash of 0x${a.toString(16)}`);
   const lo = base + 1000 * PAGE;
   const hi = base + 2100 * PAGE;
@@ -235,10 +246,15 @@ test('SentPages: digest equals a recomputation from scratch after overwrites and
 test.serial('released batches give their payload buffers back: no new buffer per batch; held ones stay intact', (t) =>
   withTarget({ mib: 16, seed: 25 }, async (tg) => {
     await staging(tg, { compress: 'lz4', maxPages: 256 }, async (tp, stager) => {
-      const held = await stageAndCheck(t, tg, stager, (async function* () {
-        let n = 0;
-        for await (const b of tp.initialRuns(256)) if (n++ < 2) yield b;
-      })());
+      const held = await stageAndCheck(
+        t,
+        tg,
+        stager,
+        (async function* () {
+          let n = 0;
+          for await (const b of tp.initialRuns(256)) if (n++ < 2) yield b;
+        })(),
+      );
       t.is(held.wrong, 0);
       const heldBytes = held.staged.map((b) => Buffer.from(b.payload));
       let batches = 0;

@@ -117,7 +117,8 @@ test('device mappings: VM_IO/VM_PFNMAP from smaps VmFlags are not memory; others
   t.false(isMemoryToCopy(card));
 });
 
-const vma = (start: number, end: number, perms = 'rw-p', path = '') => toVma(parseMaps(`${start.toString(16)}-${end.toString(16)} ${perms} 00000000 00:00 0 ${path}\n`)[0]);
+const vma = (start: number, end: number, perms = 'rw-p', path = '') =>
+  toVma(parseMaps(`${start.toString(16)}-${end.toString(16)} ${perms} 00000000 00:00 0 ${path}\n`)[0]);
 
 test('diffVmas: added, removed, changed (grown, mprotect, replaced object), unchanged', (t) => {
   const P = 0x1000;

@@ -204,7 +204,10 @@ test.serial('a PROT_NONE area holding data is sent once, not scanned while PROT_
       const addr = await tg.mmap(8, 'none'); // filled, then PROT_NONE
       const r = await round(tp);
       t.deepEqual(indexesIn(r.pages, addr, 8), range(0, 8), 'its data is sent when first seen');
-      t.true(r.layout.some((v) => v.start === addr && v.perms === '---p'), 'it is in the layout');
+      t.true(
+        r.layout.some((v) => v.start === addr && v.perms === '---p'),
+        'it is in the layout',
+      );
       t.false(vmFlags(tg.pid, addr)!.includes('uw'), 'not registered (a big reservation would cost every scan)');
       t.deepEqual(indexesIn((await round(tp)).pages, addr, 8), [], 'not again');
       await tg.mprotect(addr, 8, 'rw');

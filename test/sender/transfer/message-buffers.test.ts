@@ -6,7 +6,13 @@ import type { PageBatch } from '../../../proto/messages';
 import { MessageBuffers } from '../../../sender/transfer/message-buffers';
 import { decodePagesMessage, encodePagesMessage } from '../../../proto/page-codec';
 
-const batch = (fill: number): PageBatch => ({ runs: [0x7f0000000000, 256], zeroMap: Buffer.alloc(0), encoding: 'RAW', rawLength: 1 << 20, payload: Buffer.alloc(1 << 20, fill) });
+const batch = (fill: number): PageBatch => ({
+  runs: [0x7f0000000000, 256],
+  zeroMap: Buffer.alloc(0),
+  encoding: 'RAW',
+  rawLength: 1 << 20,
+  payload: Buffer.alloc(1 << 20, fill),
+});
 
 test('a page batch encoded into a reused buffer decodes to itself; given back, the buffer is reused', (t) => {
   const pool = new MessageBuffers(2);
