@@ -5,10 +5,11 @@
 //   3. downtime      downtime and convergence at 0-400 MB/s of dirtying, with and without verify
 //   4. alternatives  gcore's and criu's pause on the same kind of target
 //   5. resources     sender peak RSS and CPU (from section 1's runs)
+//   6. restore       receiver restore of a --restorable image vs reading its pages from the store
 // Writes bench/results.json, table.txt and chart.svg; prints the table. How to read it:
 // bench/README.md.
 //
-//   node dist/bench/run.js [--only throughput,scan,downtime,alternatives] [--runs N] [--configs 1,5] [--node-flags F] [--out DIR]
+//   node dist/bench/run.js [--only throughput,scan,downtime,alternatives,restore] [--runs N] [--configs 1,5] [--node-flags F] [--out DIR]
 
 import { mkdirSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
@@ -25,10 +26,11 @@ import { renderChart } from './report/chart';
 import { alternativesResult, judgeGoals, renderResults, resourcesOf, type BenchResults } from './report/results';
 import { runAlternatives } from './sections/alternatives';
 import { runDowntime } from './sections/downtime';
+import { runRestore } from './sections/restore';
 import { runScan } from './sections/scan';
 import { THROUGHPUT_CONFIGS, runThroughput } from './sections/throughput';
 
-const SECTIONS = ['throughput', 'scan', 'downtime', 'alternatives'] as const;
+const SECTIONS = ['throughput', 'scan', 'downtime', 'alternatives', 'restore'] as const;
 type Section = (typeof SECTIONS)[number];
 
 const USAGE = `usage: node dist/bench/run.js [--only SECTION,...] [--runs N] [--configs N,...] [--node-flags F] [--out DIR]
@@ -81,11 +83,13 @@ runMain('bench', async () => {
   const ctx: BenchContext = { bins: await buildBaselines(path.join(REPO_ROOT, 'bench', 'out')), runs, progress };
 
   try {
-    // 1./5. throughput and resources; 2. scan; 3. downtime; 4. alternatives (uses 3's figures).
+    // 1./5. throughput and resources; 2. scan; 3. downtime; 4. alternatives (uses 3's figures);
+    // 6. restore, last: its store read tunes this process's GC for page buffers (ImageStore).
     const throughput = want('throughput') ? await runThroughput(ctx, configs) : undefined;
     const scan = want('scan') ? await runScan(ctx) : undefined;
     const downtime = want('downtime') ? await runDowntime(ctx) : undefined;
     const alternatives = want('alternatives') ? alternativesResult(await runAlternatives(ctx), downtime) : undefined;
+    const restore = want('restore') ? await runRestore(ctx) : undefined;
     const partial: Omit<BenchResults, 'goals'> = {
       startedAt,
       seconds: (performance.now() - t0) / 1000,
@@ -103,6 +107,7 @@ runMain('bench', async () => {
       downtime,
       alternatives,
       resources: throughput ? resourcesOf(throughput) : undefined,
+      restore,
     };
     const results: BenchResults = { ...partial, goals: judgeGoals(partial) };
     const table = renderResults(results);

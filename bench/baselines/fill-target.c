@@ -2,13 +2,18 @@
 // content of a chosen kind, optionally at the start of a much bigger MAP_NORESERVE reservation
 // (the sparse 64 GiB case of the scan benchmark). Like test/workloads/bin/target it prints a
 // ready line, then answers one command per line on stdin; it exits on stdin EOF or when its
-// parent dies.
+// parent dies. It closes every descriptor above 2 it inherited (a restorable image refuses a
+// pipe end shared with another process, and the bench's own parent may leak some).
 //
-//   fill-target [--mib N] [--fill random|text] [--reserve-gib G] [--seed S]
+//   fill-target [--mib N] [--fill random|text] [--reserve-gib G] [--seed S] [--linger S]
 //     random: every byte from a PRNG (incompressible)
 //     text:   each page: its index, then 2 KiB of English-like words and newlines, then zeros
 //             (lz4 compresses it several-fold; no page is all zeros). The text halves come
 //             from a pool of 4096 generated ones: filling 4 GiB word by word takes too long.
+//     linger: on stdin EOF, stay S seconds more before exiting (default 0). For the restore
+//             section: the copy that `receiver restore` starts reads EOF from its new stdin
+//             (/dev/null) and must still be running when the restore command exits; the limit
+//             bounds how long a copy the bench could not kill (bench SIGKILLed) outlives it.
 //   ready pid=P base=0x... pages=N reserve_pages=M pagesize=4096
 // commands:
 //   dirty COUNT   write 8 bytes into COUNT pages picked at random in the populated area → ok pages=COUNT
@@ -22,6 +27,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <time.h>
 #include <unistd.h>
 
 #define PS 4096UL
@@ -60,12 +66,13 @@ static void genText(unsigned char *p) {
 }
 
 int main(int argc, char **argv) {
-  unsigned long mib = 64, reserveGib = 0, seed = 1;
+  unsigned long mib = 64, reserveGib = 0, seed = 1, linger = 0;
   int text = 0;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (strcmp(argv[i], "--mib") == 0) mib = strtoul(argv[i + 1], NULL, 0);
     else if (strcmp(argv[i], "--reserve-gib") == 0) reserveGib = strtoul(argv[i + 1], NULL, 0);
     else if (strcmp(argv[i], "--seed") == 0) seed = strtoul(argv[i + 1], NULL, 0);
+    else if (strcmp(argv[i], "--linger") == 0) linger = strtoul(argv[i + 1], NULL, 0);
     else if (strcmp(argv[i], "--fill") == 0) {
       if (strcmp(argv[i + 1], "text") == 0) text = 1;
       else if (strcmp(argv[i + 1], "random") != 0) goto usage;
@@ -73,6 +80,7 @@ int main(int argc, char **argv) {
       goto usage;
   }
   prctl(PR_SET_PDEATHSIG, SIGKILL);
+  close_range(3, ~0U, 0);
   rng ^= seed * 0xd1342543de82ef95ULL;
   size_t bytes = mib << 20;
   size_t mapped = reserveGib ? reserveGib << 30 : bytes;
@@ -117,8 +125,10 @@ int main(int argc, char **argv) {
     }
     fflush(stdout);
   }
+  // --linger: sleep() may return early (a stop and continue): loop until the time is up.
+  for (time_t until = time(NULL) + (time_t)linger; time(NULL) < until;) sleep((unsigned)(until - time(NULL)));
   return 0;
 usage:
-  fprintf(stderr, "usage: fill-target [--mib N] [--fill random|text] [--reserve-gib G] [--seed S]\n");
+  fprintf(stderr, "usage: fill-target [--mib N] [--fill random|text] [--reserve-gib G] [--seed S] [--linger S]\n");
   return 2;
 }

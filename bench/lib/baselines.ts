@@ -2,7 +2,8 @@
 //   pvr-read     the raw limit of round 0 (process_vm_readv into a reused buffer)
 //   disk-write   the disk's limit of round 0 (O_DIRECT writes + fdatasync where the images go)
 //   pm-scan      the raw limits of a dirty round (PAGEMAP_SCAN ioctl; /proc/PID/pagemap read)
-//   fill-target  the target of the throughput and scan sections (see fill-target.ts)
+//   fill-target  the target of the throughput, scan and restore sections (see fill-target.ts)
+//   cache-evict  takes an image's files out of the page cache (restore section: a cold read)
 // Each prints one line of key=value figures.
 
 import { execFile } from 'node:child_process';
@@ -14,7 +15,7 @@ import { REPO_ROOT } from '../../test/helpers/target';
 const run = promisify(execFile);
 
 export const BASELINE_SOURCES = path.join(REPO_ROOT, 'bench', 'baselines');
-const PROGRAMS = ['pvr-read', 'disk-write', 'pm-scan', 'fill-target'] as const;
+const PROGRAMS = ['pvr-read', 'disk-write', 'pm-scan', 'fill-target', 'cache-evict'] as const;
 export type Program = (typeof PROGRAMS)[number];
 export type Programs = Record<Program, string>;
 
@@ -86,4 +87,10 @@ export async function pmScan(bin: string, pid: number, mode: 'wp' | 'pagemap', r
   if (opts.vec !== undefined) args.push('--vec', String(opts.vec));
   const f = await figures(bin, [...args, ...ranges.map(([s, e]) => `${hex(s)}:${hex(e)}`)]);
   return { seconds: f.seconds, pages: f.pages, calls: f.calls };
+}
+
+/** Take the files out of the page cache (fdatasync + POSIX_FADV_DONTNEED each); pages still cached after it. */
+export async function cacheEvict(bin: string, files: string[]): Promise<{ bytes: number; cachedPagesBefore: number; cachedPagesAfter: number }> {
+  const f = await figures(bin, files);
+  return { bytes: f.bytes, cachedPagesBefore: f.cached_before, cachedPagesAfter: f.cached_after };
 }

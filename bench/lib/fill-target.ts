@@ -13,6 +13,8 @@ export interface FillTargetOptions {
   fill: Fill;
   /** Map this many GiB (MAP_NORESERVE) and populate only the first `mib` MiB. */
   reserveGib?: number;
+  /** On stdin EOF, stay this many seconds before exiting (a restored copy: its stdin is /dev/null). */
+  lingerSeconds?: number;
 }
 
 export class FillTarget {
@@ -34,6 +36,7 @@ export class FillTarget {
   static async start(bin: string, opts: FillTargetOptions): Promise<FillTarget> {
     const args = ['--mib', String(opts.mib), '--fill', opts.fill];
     if (opts.reserveGib) args.push('--reserve-gib', String(opts.reserveGib));
+    if (opts.lingerSeconds) args.push('--linger', String(opts.lingerSeconds));
     const proc = spawn(bin, args, { stdio: ['pipe', 'pipe', 'pipe'] });
     const stop = onCleanup(() => proc.kill('SIGKILL'));
     let stderr = '';
@@ -56,6 +59,20 @@ export class FillTarget {
       this.replies.push((l) => (l.startsWith('ok') ? resolve(l) : reject(new Error(`fill-target: ${l}`))));
       this.proc.stdin.write(`dirty ${count}\n`);
     });
+  }
+
+  /** Resolves once it has exited and been reaped (its pid is free), whoever killed it. */
+  exited(): Promise<void> {
+    if (this.proc.exitCode !== null || this.proc.signalCode !== null) {
+      this.stop(); // forget the undo step: nothing left to kill
+      return Promise.resolve();
+    }
+    return new Promise((resolve) =>
+      this.proc.once('exit', () => {
+        this.stop();
+        resolve();
+      }),
+    );
   }
 
   /** SIGKILL it and wait until it is gone. */

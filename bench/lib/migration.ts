@@ -2,7 +2,8 @@
 // usage hook preloaded), to a real `receiver serve` on loopback or to an images directory
 // (`--to dir:`). Returns the sender's JSON summary, the sender's peak RSS and CPU, the receiver's
 // CPU during the run and the stop-and-copy breakdown from the sender's debug log; the committed
-// image is deleted afterwards (4 GiB images add up).
+// image is deleted afterwards (4 GiB images add up), unless the caller keeps it to use it (the
+// restore section) and removes it itself.
 
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -25,6 +26,9 @@ const USAGE_HOOK = path.join(__dirname, 'usage-hook.js');
 let nodeFlags: string[] = [];
 export function setNodeFlags(flags: string[]): void {
   nodeFlags = flags;
+}
+export function getNodeFlags(): string[] {
+  return nodeFlags;
 }
 
 /** A scratch images directory, removed at the end of the bench whatever happens. */
@@ -66,6 +70,10 @@ export interface MigrationRun {
   receiverThreads: { main: number; others: number };
   /** Stop-and-copy steps from the sender's debug log ("stop-and-copy: commit 358.0 ms"), ms. */
   downtimeSteps: Record<string, number>;
+  /** The session id the image was committed under. */
+  session: string;
+  /** Remove the image now (with keepImage; otherwise it is gone already). Also runs at cleanup. */
+  removeImage: () => void;
 }
 
 export interface MigrateArgs {
@@ -74,6 +82,8 @@ export interface MigrateArgs {
   to: BenchReceiver | { dir: string };
   /** More sender flags (--no-verify, --compress none, --downtime-ms ...). */
   flags?: string[];
+  /** Leave the committed image in place for the caller, who removes it (run.removeImage()). */
+  keepImage?: boolean;
 }
 
 let sessions = 0;
@@ -90,6 +100,7 @@ export async function migrateOnce(a: MigrateArgs): Promise<MigrationRun> {
   const receiverPid = a.to instanceof BenchReceiver ? a.to.handle.pid : 0;
   const r0 = receiverPid ? cpuSeconds(receiverPid) : NaN;
   const rt0 = receiverPid ? threadCpu(receiverPid) : { main: NaN, others: NaN };
+  let kept = false;
   try {
     const args = [...nodeFlags, '--require', USAGE_HOOK, SENDER_CLI, 'migrate', '--pid', String(a.pid), '--to', to, '--session', session, '--json', ...(a.flags ?? [])];
     const child = spawn(process.execPath, args, {
@@ -107,15 +118,18 @@ export async function migrateOnce(a: MigrateArgs): Promise<MigrationRun> {
     if (code !== 0) throw new Error(`sender migrate exited ${code}:\n${err.split('\n').slice(-15).join('\n')}`);
     const summary = JSON.parse(out) as MigrationSummary;
     const usage = JSON.parse(readFileSync(usageFile, 'utf8')) as ProcessUsage;
+    kept = a.keepImage ?? false;
     return {
       summary,
       sender: { ...usage, cpuSeconds: usage.userSeconds + usage.systemSeconds },
       receiverCpuSeconds: receiverPid ? cpuSeconds(receiverPid) - r0 : NaN,
       receiverThreads: receiverPid ? threadDelta(rt0, threadCpu(receiverPid)) : { main: NaN, others: NaN },
       downtimeSteps: downtimeSteps(err),
+      session,
+      removeImage,
     };
   } finally {
-    removeImage();
+    if (!kept) removeImage();
   }
 }
 

@@ -5,6 +5,7 @@ import type { ScanResult } from '../sections/scan';
 import type { DowntimeResult } from '../sections/downtime';
 import type { ThreadStats, ThroughputResult } from '../sections/throughput';
 import type { ToolFigure } from '../sections/alternatives';
+import type { RestoreResult } from '../sections/restore';
 import { DOWNTIME_TARGET_MS } from '../sections/downtime';
 import type { Stat } from '../lib/stats';
 import { fmtNum, fmtStat, renderTable } from './text-table';
@@ -53,6 +54,7 @@ export interface BenchResults {
   downtime?: DowntimeResult[];
   alternatives?: AlternativesResult;
   resources?: Resources[];
+  restore?: RestoreResult[];
   goals: Goal[];
 }
 
@@ -228,6 +230,43 @@ export function renderResults(r: BenchResults): string {
           'peak RSS = VmHWM of the sender process at exit; CPU = user + system, all threads; by thread: main = the JS thread,',
           'others = libuv pool (reads, fs writes), V8 GC helpers, native worker threads'
         ],
+      ),
+    );
+  }
+  if (r.restore) {
+    const rows = r.restore;
+    const rowName = (x: RestoreResult) => `${x.config.name}, ${x.cache === 'fresh' ? 'image just written' : 'image in page cache'}`;
+    const labels = [...new Set(rows.flatMap((x) => Object.keys(x.steps)))];
+    const left = Math.max(...rows.map((x) => x.cachedPagesAfterEvict).filter(Number.isFinite));
+    out.push(
+      renderTable(
+        '6. Restore: receiver restore of a --restorable image (dir:, no network) until the process runs, vs reading the same pages from the store',
+        ['image', 'restore s', 'fill ms', 'other steps ms', 'outside steps ms', 'store read s', 'restore GB/s', 'fill / store read'],
+        rows.map((x) => [
+          rowName(x),
+          fmtStat(x.restoreSeconds, 2),
+          fmtStat(x.fillMs, 0),
+          fmtStat(x.otherStepsMs, 1),
+          fmtStat(x.outsideStepsMs, 0),
+          fmtStat(x.storeReadSeconds, 3),
+          fmtStat(x.restoreGBps),
+          fmtNum(x.fillOverStoreRead, 2, 'x'),
+        ]),
+        [
+          'restore = `receiver restore --json` from its spawn to its exit (the process runs then); fill = its step that reads the image and writes the process;',
+          'other steps = the sum of its other steps; outside steps = the rest of the command (node start-up, modules, opening the image);',
+          'store read = every page of the image read with the store (readPages, 8 MiB at a time) into one reused buffer; restore GB/s = image bytes / restore s;',
+          'image just written = the first read of a new image (not in the page cache, as right after a migration: the store writes with O_DIRECT), one image for',
+          `the restore and one for the store read, both of the same target (at most ${fmtNum(left, 0)} of their pages were cached); image in page cache = the same read again`,
+        ],
+      ),
+      renderTable(
+        '   where the restore goes (the steps of receiver restore --json, median ms)',
+        ['step', ...rows.map(rowName)],
+        [...labels, 'outside steps'].map((l) => [
+          l,
+          ...rows.map((x) => fmtNum(l === 'outside steps' ? x.outsideStepsMs.median : (x.steps[l]?.median ?? NaN), l === 'fill' || l === 'outside steps' ? 0 : 1)),
+        ]),
       ),
     );
   }
