@@ -64,7 +64,8 @@ runMain('link-throughput', async () => {
   const gib = parseIntFlag(values.gib, '--gib', 2, 1, 64);
   const batchBytes = parseIntFlag(values['batch-kib'], '--batch-kib', 4096, 4, 60 << 10) * 1024;
   const sink = parseEnumFlag(values.sink, '--sink', 'discard', ['discard', 'receiver'] as const);
-  const windows: Window[] = values.window === 'both' ? ['default', 'raised'] : [parseEnumFlag(values.window, '--window', 'raised', ['default', 'raised'] as const)];
+  const windows: Window[] =
+    values.window === 'both' ? ['default', 'raised'] : [parseEnumFlag(values.window, '--window', 'raised', ['default', 'raised'] as const)];
   const encoding = parseEnumFlag(values.encoding, '--encoding', 'raw', ['raw', 'lz4'] as const);
   const runs = parseIntFlag(values.runs, '--runs', 3, 1, 20);
   if (sink === 'receiver' && windows.includes('default')) throw new Error('--window default needs --sink discard (the receiver always raises it)');
@@ -79,8 +80,14 @@ runMain('link-throughput', async () => {
       const med = (f: (s: Sample) => number) => [...samples].map(f).sort((a, b) => a - b)[Math.floor(samples.length / 2)];
       const g = samples.map((s) => s.gbps);
       process.stdout.write(
-        `${window.padEnd(8)} ${codec.padEnd(13)} ${med((s) => s.gbps).toFixed(2).padStart(5)} (${Math.min(...g).toFixed(2)}-${Math.max(...g).toFixed(2)})` +
-          `${''.padEnd(10)}${med((s) => s.clientCpuPerGiB).toFixed(3).padStart(7)}${''.padEnd(12)}${med((s) => s.serverCpuPerGiB).toFixed(3).padStart(7)}\n`,
+        `${window.padEnd(8)} ${codec.padEnd(13)} ${med((s) => s.gbps)
+          .toFixed(2)
+          .padStart(5)} (${Math.min(...g).toFixed(2)}-${Math.max(...g).toFixed(2)})` +
+          `${''.padEnd(10)}${med((s) => s.clientCpuPerGiB)
+            .toFixed(3)
+            .padStart(7)}${''.padEnd(12)}${med((s) => s.serverCpuPerGiB)
+            .toFixed(3)
+            .padStart(7)}\n`,
       );
     }
   }

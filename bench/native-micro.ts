@@ -22,7 +22,7 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 /** Whole walk of [start, end) with a 64 Ki-region vec; returns pages reported. */
 async function walk(tr: Tracker, args: ScanArgs, vec: BigUint64Array, async: boolean): Promise<number> {
   let pages = 0;
-  for (let start = args.start; start < args.end; ) {
+  for (let start = args.start; start < args.end;) {
     const r = async ? await tr.scanAsync({ ...args, start }, vec) : tr.scan({ ...args, start }, vec);
     for (let i = 0; i < r.count; i++) pages += Number(vec[3 * i + 1] - vec[3 * i]) / PAGE;
     start = r.walkEnd;

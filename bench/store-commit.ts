@@ -29,8 +29,18 @@ const BASE = 0x7f0000000000;
 const ROUND0_BATCH = 256;
 
 const figures = (round: number, pages: number): RoundEnd => ({
-  round, dirtyPages: pages, zeroPages: 0, rawBytes: pages * PS, wireBytes: pages * PS, durationSeconds: 0,
-  dirtyRateBytesPerSecond: 0, transferRateBytesPerSecond: 0, expectedDowntimeSeconds: 0, remainingBytes: 0, throttlePercent: 0, batches: 1,
+  round,
+  dirtyPages: pages,
+  zeroPages: 0,
+  rawBytes: pages * PS,
+  wireBytes: pages * PS,
+  durationSeconds: 0,
+  dirtyRateBytesPerSecond: 0,
+  transferRateBytesPerSecond: 0,
+  expectedDowntimeSeconds: 0,
+  remainingBytes: 0,
+  throttlePercent: 0,
+  batches: 1,
 });
 
 /** One batch of `count` distinct random pages of [0, pages), 1 in 8 a zero page (test helpers' batchOf). */
@@ -76,8 +86,14 @@ runMain('store-commit', async () => {
     const pages = (gib * 2 ** 30) / PS;
     const layout: Vma[] = [{ start: BASE, end: BASE + pages * PS, perms: 'rw-p', offset: 0, path: '', fileBacked: false, inode: 0, dev: '00:00' }];
     let img = await store.create({
-      sessionId: 'bench', sourceHost: 'bench', pid: 1, pageSize: PS, kernel: os.release(), command: 'bench',
-      memoryBytes: pages * PS, createdAt: new Date().toISOString(),
+      sessionId: 'bench',
+      sourceHost: 'bench',
+      pid: 1,
+      pageSize: PS,
+      kernel: os.release(),
+      command: 'bench',
+      memoryBytes: pages * PS,
+      createdAt: new Date().toISOString(),
     });
     await img.beginRound(0, 'PRECOPY', layout);
     const w0 = process.hrtime.bigint();

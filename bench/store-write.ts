@@ -80,8 +80,18 @@ runMain('store-write', async () => {
     await Promise.all(inflight);
     const t1 = process.hrtime.bigint();
     await img.endRound({
-      round: 0, dirtyPages: pages, zeroPages: 0, rawBytes: pages * PS, wireBytes: pages * PS, durationSeconds: 0,
-      dirtyRateBytesPerSecond: 0, transferRateBytesPerSecond: 0, expectedDowntimeSeconds: 0, remainingBytes: 0, throttlePercent: 0, batches: 0,
+      round: 0,
+      dirtyPages: pages,
+      zeroPages: 0,
+      rawBytes: pages * PS,
+      wireBytes: pages * PS,
+      durationSeconds: 0,
+      dirtyRateBytesPerSecond: 0,
+      transferRateBytesPerSecond: 0,
+      expectedDowntimeSeconds: 0,
+      remainingBytes: 0,
+      throttlePercent: 0,
+      batches: 0,
     });
     const t2 = process.hrtime.bigint();
     const cpu = process.cpuUsage(c0);

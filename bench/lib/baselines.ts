@@ -81,7 +81,13 @@ export interface ScanFigures {
 }
 
 /** One raw dirty round (wp) or pagemap read over the ranges. */
-export async function pmScan(bin: string, pid: number, mode: 'wp' | 'pagemap', ranges: Range[], opts: { maxPages?: number; vec?: number } = {}): Promise<ScanFigures> {
+export async function pmScan(
+  bin: string,
+  pid: number,
+  mode: 'wp' | 'pagemap',
+  ranges: Range[],
+  opts: { maxPages?: number; vec?: number } = {},
+): Promise<ScanFigures> {
   const args = [String(pid), mode];
   if (opts.maxPages !== undefined) args.push('--max-pages', String(opts.maxPages));
   if (opts.vec !== undefined) args.push('--vec', String(opts.vec));

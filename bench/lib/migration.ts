@@ -102,7 +102,21 @@ export async function migrateOnce(a: MigrateArgs): Promise<MigrationRun> {
   const rt0 = receiverPid ? threadCpu(receiverPid) : { main: NaN, others: NaN };
   let kept = false;
   try {
-    const args = [...nodeFlags, '--require', USAGE_HOOK, SENDER_CLI, 'migrate', '--pid', String(a.pid), '--to', to, '--session', session, '--json', ...(a.flags ?? [])];
+    const args = [
+      ...nodeFlags,
+      '--require',
+      USAGE_HOOK,
+      SENDER_CLI,
+      'migrate',
+      '--pid',
+      String(a.pid),
+      '--to',
+      to,
+      '--session',
+      session,
+      '--json',
+      ...(a.flags ?? []),
+    ];
     const child = spawn(process.execPath, args, {
       stdio: ['ignore', 'pipe', 'pipe'],
       // debug: the stop-and-copy laps (a dozen lines per migration, no per-batch lines).
@@ -142,7 +156,11 @@ export function downtimeSteps(log: string): Record<string, number> {
   const out: Record<string, number> = {};
   for (const m of log.matchAll(/stop-and-copy: (.+?) ([\d.]+) ms$/gm)) {
     // Drop the counts from labels ("freeze (1 threads)", "12 dirty pages") so runs line up.
-    const label = m[1].replace(/\(.*?\)/g, '').replace(/\d+/g, '').replace(/\s+/g, ' ').trim();
+    const label = m[1]
+      .replace(/\(.*?\)/g, '')
+      .replace(/\d+/g, '')
+      .replace(/\s+/g, ' ')
+      .trim();
     out[label] = (out[label] ?? 0) + Number(m[2]);
   }
   return out;

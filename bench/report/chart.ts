@@ -94,7 +94,7 @@ export function renderChart(r: BenchResults): string {
     const rates = [...new Set(r.downtime.map((d) => d.rateMBps))];
     const alt = r.alternatives?.tools.filter((t) => t.available) ?? [];
     panels.push({
-      title: '3./4. Downtime of a 1 GiB target by dirty rate, and the alternatives\' pause',
+      title: "3./4. Downtime of a 1 GiB target by dirty rate, and the alternatives' pause",
       unit: 'ms',
       log: true,
       groups: [

@@ -116,7 +116,12 @@ export function judgeGoals(r: Omit<BenchResults, 'goals'>): Goal[] {
   const d20 = ourDowntimeMs(r.downtime, 20);
   if (r.downtime) goals.push({ goal: 'downtime <= 25 ms, 1 GiB at 20 MB/s, no verify', measured: `${fmtNum(d20, 1)} ms`, met: d20 <= 25 });
   const big = r.resources?.find((x) => x.gib === 4 && x.default);
-  if (big) goals.push({ goal: 'sender peak RSS <= 128 MiB at 4 GiB (worst run)', measured: `${fmtNum(big.senderPeakRssMiB.max, 0)} MiB`, met: big.senderPeakRssMiB.max <= 128 });
+  if (big)
+    goals.push({
+      goal: 'sender peak RSS <= 128 MiB at 4 GiB (worst run)',
+      measured: `${fmtNum(big.senderPeakRssMiB.max, 0)} MiB`,
+      met: big.senderPeakRssMiB.max <= 128,
+    });
   return goals;
 }
 
@@ -145,7 +150,7 @@ export function renderResults(r: BenchResults): string {
         ]),
         [
           'GB = 1e9 bytes of pages (zero pages included); dir: = the same sender writing the image directory itself (no network)',
-          'disk limit = the same number of incompressible bytes written with O_DIRECT and fdatasync into the receiver\'s images directory (bench/baselines/disk-write.c)',
+          "disk limit = the same number of incompressible bytes written with O_DIRECT and fdatasync into the receiver's images directory (bench/baselines/disk-write.c)",
         ],
       ),
     );
@@ -188,12 +193,14 @@ export function renderResults(r: BenchResults): string {
           fmtStat(d.frozenMs, 1),
           fmtStat(d.totalSeconds, 1),
           fmtStat(d.sentOverMemory),
-          Object.entries(d.stopReasons).map(([k, v]) => `${k} x${v}`).join(', '),
+          Object.entries(d.stopReasons)
+            .map(([k, v]) => `${k} x${v}`)
+            .join(', '),
         ]),
-        ['downtime = freeze to the receiver\'s commit ack; frozen = freeze to thaw (verify included); rounds = pre-copy rounds before the freeze'],
+        ["downtime = freeze to the receiver's commit ack; frozen = freeze to thaw (verify included); rounds = pre-copy rounds before the freeze"],
       ),
       renderTable(
-        '   where the downtime goes (stop-and-copy steps from the sender\'s debug log, median ms)',
+        "   where the downtime goes (stop-and-copy steps from the sender's debug log, median ms)",
         ['dirty MB/s', 'verify', ...labels],
         r.downtime.map((d) => [String(d.rateMBps), d.verify ? 'yes' : 'no', ...labels.map((l) => fmtNum(d.steps[l]?.median ?? NaN, 1))]),
       ),
@@ -216,7 +223,7 @@ export function renderResults(r: BenchResults): string {
   if (r.resources) {
     out.push(
       renderTable(
-        '5. Sender resources over a whole migration (section 1\'s runs, no verify)',
+        "5. Sender resources over a whole migration (section 1's runs, no verify)",
         ['config', 'sender peak RSS MiB', 'sender CPU s', 'by thread', 'receiver CPU s', 'by thread'],
         r.resources.map((x) => [
           x.name,
@@ -228,7 +235,7 @@ export function renderResults(r: BenchResults): string {
         ]),
         [
           'peak RSS = VmHWM of the sender process at exit; CPU = user + system, all threads; by thread: main = the JS thread,',
-          'others = libuv pool (reads, fs writes), V8 GC helpers, native worker threads'
+          'others = libuv pool (reads, fs writes), V8 GC helpers, native worker threads',
         ],
       ),
     );
@@ -265,11 +272,19 @@ export function renderResults(r: BenchResults): string {
         ['step', ...rows.map(rowName)],
         [...labels, 'outside steps'].map((l) => [
           l,
-          ...rows.map((x) => fmtNum(l === 'outside steps' ? x.outsideStepsMs.median : (x.steps[l]?.median ?? NaN), l === 'fill' || l === 'outside steps' ? 0 : 1)),
+          ...rows.map((x) =>
+            fmtNum(l === 'outside steps' ? x.outsideStepsMs.median : (x.steps[l]?.median ?? NaN), l === 'fill' || l === 'outside steps' ? 0 : 1),
+          ),
         ]),
       ),
     );
   }
-  out.push(renderTable('Goals', ['goal', 'measured', 'met'], r.goals.map((g) => [g.goal, g.measured, g.met ? 'yes' : 'NO'])));
+  out.push(
+    renderTable(
+      'Goals',
+      ['goal', 'measured', 'met'],
+      r.goals.map((g) => [g.goal, g.measured, g.met ? 'yes' : 'NO']),
+    ),
+  );
   return out.join('\n');
 }

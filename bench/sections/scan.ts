@@ -73,7 +73,10 @@ export async function runScan(ctx: BenchContext, layouts = SCAN_LAYOUTS): Promis
       const armMs = ms(t0);
       // The VMAs the dirty scan walks: all but PROT_NONE reservations (never scanned, see
       // tracked-process.ts).
-      const ranges: Range[] = tracked.layout().filter((v) => !v.perms.startsWith('---')).map((v) => [v.start, v.end]);
+      const ranges: Range[] = tracked
+        .layout()
+        .filter((v) => !v.perms.startsWith('---'))
+        .map((v) => [v.start, v.end]);
       const dirtyPages = Math.round(target.pages / 100);
       const senderScan = async () => {
         let pages = 0;
@@ -87,7 +90,14 @@ export async function runScan(ctx: BenchContext, layouts = SCAN_LAYOUTS): Promis
       await target.dirty(dirtyPages);
       await wp({ maxPages: SENDER_MAX_PAGES, vec: SENDER_VEC });
 
-      const f = { sender: [] as number[], refresh: [] as number[], raw: [] as number[], rawFew: [] as number[], pagemap: [] as number[], pages: [] as number[] };
+      const f = {
+        sender: [] as number[],
+        refresh: [] as number[],
+        raw: [] as number[],
+        rawFew: [] as number[],
+        pagemap: [] as number[],
+        pages: [] as number[],
+      };
       for (let run = 0; run < runs; run++) {
         await target.dirty(dirtyPages);
         t0 = process.hrtime.bigint();
@@ -120,7 +130,9 @@ export async function runScan(ctx: BenchContext, layouts = SCAN_LAYOUTS): Promis
         senderOverRaw: ratio(senderMs, rawIoctlMs),
         pagemapOverSender: ratio(pagemapReadMs, senderMs),
       });
-      ctx.progress(`  sender ${senderMs.median.toFixed(2)} ms, raw ioctl ${rawIoctlMs.median.toFixed(2)} ms, pagemap read ${pagemapReadMs.median.toFixed(2)} ms`);
+      ctx.progress(
+        `  sender ${senderMs.median.toFixed(2)} ms, raw ioctl ${rawIoctlMs.median.toFixed(2)} ms, pagemap read ${pagemapReadMs.median.toFixed(2)} ms`,
+      );
     } finally {
       tracked?.close();
       await target.kill();

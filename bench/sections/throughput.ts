@@ -89,7 +89,9 @@ export async function runThroughput(ctx: BenchContext, configs = THROUGHPUT_CONF
             const flags = ['--no-verify', '--compress', c.compress];
             const m = await migrateOnce({ pid: target.pid, to: c.transfer === 'dir' ? { dir: localImages } : receiver, flags });
             per.get(c)!.push(m);
-            ctx.progress(`  run ${run + 1}: ${c.name}: round 0 ${(round0BytesPerSecond(m.summary) / 1e9).toFixed(2)} GB/s (raw ${raw[raw.length - 1].toFixed(2)})`);
+            ctx.progress(
+              `  run ${run + 1}: ${c.name}: round 0 ${(round0BytesPerSecond(m.summary) / 1e9).toFixed(2)} GB/s (raw ${raw[raw.length - 1].toFixed(2)})`,
+            );
           }
         }
       } finally {

@@ -114,10 +114,19 @@ export async function restoreProcess(state: ProcessState, memory: MemorySource, 
           const want = files.get(f.path)!;
           if (st.ino !== want.ino || st.dev !== want.dev) fail(`mapped file ${f.path} was replaced during the restore`);
         }
-        r.call(pid, `mmap of ${f.path} at ${hex(v.start)}`, K.SYS.mmap, v.start, len, prot, (v.shared ? K.MAP_SHARED : K.MAP_PRIVATE) | K.MAP_FIXED, fd, f.offset);
+        r.call(
+          pid,
+          `mmap of ${f.path} at ${hex(v.start)}`,
+          K.SYS.mmap,
+          v.start,
+          len,
+          prot,
+          (v.shared ? K.MAP_SHARED : K.MAP_PRIVATE) | K.MAP_FIXED,
+          fd,
+          f.offset,
+        );
       } else {
-        const flags =
-          (v.kind === 'shared-anon' ? K.MAP_SHARED : K.MAP_PRIVATE) | K.MAP_ANONYMOUS | K.MAP_FIXED | (v.growsDown ? K.MAP_GROWSDOWN : 0);
+        const flags = (v.kind === 'shared-anon' ? K.MAP_SHARED : K.MAP_PRIVATE) | K.MAP_ANONYMOUS | K.MAP_FIXED | (v.growsDown ? K.MAP_GROWSDOWN : 0);
         r.call(pid, `mmap at ${hex(v.start)}`, K.SYS.mmap, v.start, len, prot, flags, -1, 0);
       }
     }
@@ -260,7 +269,10 @@ function moveSpecials(r: Remote, vmas: VmaImage[], stubMaps: MapsLine[], fail: (
   const want = vmas.filter((v) => v.kind === 'special');
   const have = stubMaps.filter((m) => SPECIALS.includes(m.name));
   const sig = (l: Array<{ name: string; start: number; end: number }>): string =>
-    l.map((x) => `${x.name}:${x.end - x.start}`).sort().join(' ');
+    l
+      .map((x) => `${x.name}:${x.end - x.start}`)
+      .sort()
+      .join(' ');
   if (sig(want) !== sig(have)) fail(`the image's vDSO mappings (${sig(want)}) differ from this kernel's (${sig(have)})`);
   const cur = new Map(have.map((m) => [m.name, { start: m.start, end: m.end }]));
   const move = (name: string, to: number): void => {
@@ -319,9 +331,20 @@ function setMm(r: Remote, state: ProcessState, warnings: string[]): void {
   }
   const map = (fd: number): Buffer => {
     const b = Buffer.alloc(K.PRCTL_MM_MAP_SIZE);
-    [mm.startCode, mm.endCode, mm.startData, mm.endData, mm.startBrk, mm.brk, mm.startStack, mm.argStart, mm.argEnd, mm.envStart, mm.envEnd, BigInt(auxvAt)].forEach(
-      (v, i) => b.writeBigUInt64LE(v, i * 8),
-    );
+    [
+      mm.startCode,
+      mm.endCode,
+      mm.startData,
+      mm.endData,
+      mm.startBrk,
+      mm.brk,
+      mm.startStack,
+      mm.argStart,
+      mm.argEnd,
+      mm.envStart,
+      mm.envEnd,
+      BigInt(auxvAt),
+    ].forEach((v, i) => b.writeBigUInt64LE(v, i * 8));
     b.writeUInt32LE(mm.auxv.length, 96);
     b.writeUInt32LE(fd >>> 0, 100); // (u32)-1: leave the exe link alone
     return b;
@@ -403,7 +426,8 @@ function credentials(r: Remote, tid: number, c: Credentials, fail: (m: string) =
   const at = r.scratch(data);
   r.call(tid, what('capset'), K.SYS.capset, at, at + 8);
   for (let cap = 0; cap <= lastCap; cap++)
-    if ((c.capAmb >> BigInt(cap)) & 1n) r.call(tid, what(`ambient raise of capability ${cap}`), K.SYS.prctl, K.PR_CAP_AMBIENT, K.PR_CAP_AMBIENT_RAISE, cap, 0, 0);
+    if ((c.capAmb >> BigInt(cap)) & 1n)
+      r.call(tid, what(`ambient raise of capability ${cap}`), K.SYS.prctl, K.PR_CAP_AMBIENT, K.PR_CAP_AMBIENT_RAISE, cap, 0, 0);
   if (c.securebits !== early) {
     const v = r.raw(tid, K.SYS.prctl, K.PR_SET_SECUREBITS, c.securebits);
     if (v < 0n) {
