@@ -1,3 +1,5 @@
+// (Over 400 lines on purpose: one format, its types next to the checks that decode it as hostile
+// input, field by field.)
 // The state of a process beyond its memory: what a restore needs to make a stopped process run
 // on from the exact instruction where it was frozen (x86_64, same kernel release).
 //

@@ -1,3 +1,5 @@
+// (Over 400 lines on purpose: the restore's steps in the order they must run, each a short
+// function below; the injected-call helpers and the fd table live in their own files.)
 // Restore a committed image into a running process: same pid and tids, every thread resuming at
 // the instruction where it was frozen with all of its registers (XSAVE included), its signal
 // state and the credentials of the source. x86_64, same kernel release as the source.

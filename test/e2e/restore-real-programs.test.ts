@@ -1,3 +1,4 @@
+// (Over 400 lines on purpose: two programs, each with the small client or script it needs.)
 // Real programs nobody here wrote, migrated with --restorable --after kill through a real receiver
 // and started again with `receiver restore` on the same host: redis-server (Debian package
 // redis-server, redis-tools beside it) with thousands of keys, and a python3 program whose state

@@ -1,3 +1,4 @@
+// (Over 400 lines on purpose: one program, each thread's self-check next to the others.)
 // bin/restore_target: the workload the restore tests freeze, kill and restore. It checks its own
 // state all the time and reports through a status file that it rewrites by path (open, write,
 // close, rename) every ~20 ms: a restored process has no file descriptors of the original, so
