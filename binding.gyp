@@ -34,6 +34,7 @@
       "sources": [
         "native/arm_helper_main.cc",
         "native/arm_helper.cc",
+        "native/helper_process.cc",
         "native/inject.cc",
         "native/ptrace_threads.cc",
         "native/proc_files.cc"

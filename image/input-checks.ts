@@ -154,6 +154,9 @@ export function checkThreads(threads: ThreadState[]): ThreadState[] {
     for (const k of ['regs', 'fpregs'] as const) {
       if (!Buffer.isBuffer(t[k]) || t[k].length > MAX_REGS_BYTES) throw invalid(`threads[${i}].${k} must be a Buffer of at most ${MAX_REGS_BYTES} bytes`);
     }
-    return { tid, regs: Buffer.from(t.regs), fpregs: Buffer.from(t.fpregs) };
+    const xs = t.xstate;
+    if (xs !== undefined && (!Buffer.isBuffer(xs) || xs.length > MAX_REGS_BYTES))
+      throw invalid(`threads[${i}].xstate must be a Buffer of at most ${MAX_REGS_BYTES} bytes`);
+    return { tid, regs: Buffer.from(t.regs), fpregs: Buffer.from(t.fpregs), ...(xs && xs.length > 0 ? { xstate: Buffer.from(xs) } : {}) };
   });
 }

@@ -46,7 +46,8 @@ export interface ManifestFile {
   committedAt: string;
   pageSize: number;
   layout: Vma[];
-  threads: { tid: number; regs: string; fpregs: string }[];
+  /** Registers as base64; xstate only when the sender captured the XSAVE area. */
+  threads: { tid: number; regs: string; fpregs: string; xstate?: string }[];
   /** 16 hex digits. */
   imageDigest: string;
   imagePages: number;
@@ -87,7 +88,12 @@ export function decodeManifest(m: ManifestFile, meta: SessionMeta): ImageManifes
     commit: m.commit,
     committedAt: m.committedAt,
     layout: m.layout,
-    threads: m.threads.map((t) => ({ tid: t.tid, regs: Buffer.from(t.regs, 'base64'), fpregs: Buffer.from(t.fpregs, 'base64') })),
+    threads: m.threads.map((t) => ({
+      tid: t.tid,
+      regs: Buffer.from(t.regs, 'base64'),
+      fpregs: Buffer.from(t.fpregs, 'base64'),
+      ...(t.xstate ? { xstate: Buffer.from(t.xstate, 'base64') } : {}),
+    })),
     imageDigest: BigInt(`0x${m.imageDigest}`),
     imagePages: m.imagePages,
     dataPages: m.dataPages,

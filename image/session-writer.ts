@@ -227,7 +227,12 @@ export class SessionWriter extends SessionReader {
         committedAt: now(),
         pageSize: this.pageSize,
         layout,
-        threads: threads.map((t) => ({ tid: t.tid, regs: t.regs.toString('base64'), fpregs: t.fpregs.toString('base64') })),
+        threads: threads.map((t) => ({
+          tid: t.tid,
+          regs: t.regs.toString('base64'),
+          fpregs: t.fpregs.toString('base64'),
+          xstate: t.xstate?.toString('base64'),
+        })),
         imageDigest: digestHex(got.digest),
         imagePages: got.pages,
         dataPages: counts.dataPages,

@@ -2,13 +2,12 @@
 // userfaultfd() into the target, passes the new fd to the addon over a socket (SCM_RIGHTS),
 // injects close() of the target's copy, detaches, and reports.
 #include "arm_helper.h"
+#include "helper_process.h"
 
-#include <dlfcn.h>
 #include <fcntl.h>
 #include <linux/userfaultfd.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/ptrace.h>
@@ -109,16 +108,6 @@ void injectAndSend(pid_t pid, int sock) {
                "close() of the userfaultfd inside process " + std::to_string(pid) + " failed");
 }
 
-// Where the helper executable lives: next to the addon (build/Release/).
-std::string helperPath() {
-  Dl_info info;
-  if (!::dladdr(reinterpret_cast<void*>(&helperPath), &info) || !info.dli_fname)
-    throwSys(ENOENT, "dladdr", "cannot locate the precopy addon to find its arm helper");
-  std::string p = info.dli_fname;
-  size_t slash = p.rfind('/');
-  return (slash == std::string::npos ? std::string(".") : p.substr(0, slash)) + "/" + kArmHelperName;
-}
-
 }  // namespace
 
 void armHelperMain(pid_t pid, int sock) {
@@ -147,37 +136,10 @@ void armHelperMain(pid_t pid, int sock) {
 // target's copy.
 Fd takeUserfaultfd(pid_t pid) {
   checkTargetPid(pid);
-  const std::string helper = helperPath();
-  int sv[2];
-  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) throwErrno(errno, "socketpair", "cannot arm");
-  Fd mine(sv[0]), theirs(sv[1]);
-
-  // The helper finds its end at fd 3 (dup2 clears close-on-exec; avoid dup2(3, 3) keeping it).
-  Fd moved;
-  if (theirs.get() == 3) {
-    moved = Fd(::fcntl(theirs.get(), F_DUPFD_CLOEXEC, 4));
-    if (!moved.valid()) throwErrno(errno, "fcntl", "cannot arm");
-  }
-  const int childEnd = moved.valid() ? moved.get() : theirs.get();
-  posix_spawn_file_actions_t fa;
-  posix_spawnattr_t attr;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_adddup2(&fa, childEnd, 3);
-  posix_spawnattr_init(&attr);
-  sigset_t all;
-  sigfillset(&all);
-  posix_spawnattr_setsigmask(&attr, &all);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
-  const std::string pidArg = std::to_string(pid);
-  char* argv[] = {const_cast<char*>(helper.c_str()), const_cast<char*>(pidArg.c_str()), nullptr};
-  char* envp[] = {nullptr};
-  pid_t child;
-  const int spawnErr = ::posix_spawn(&child, helper.c_str(), &fa, &attr, argv, envp);
-  posix_spawn_file_actions_destroy(&fa);
-  posix_spawnattr_destroy(&attr);
-  if (spawnErr) throwErrno(spawnErr, "posix_spawn", "cannot start " + helper + " (run the build)");
-  theirs.reset();
-  moved.reset();
+  const std::string helper = siblingExecutable(kArmHelperName);
+  Helper h = spawnHelper(helper, {std::to_string(pid)});
+  const pid_t child = h.pid;
+  Fd mine = std::move(h.sock);
 
   Fd uffd;
   HelperReport final = {};

@@ -339,6 +339,28 @@ class TrackerWrap : public Napi::ObjectWrap<TrackerWrap> {
   std::unique_ptr<precopy::Tracker> tracker_;
 };
 
+// ---- register sets ----
+
+Napi::Value bytes(Napi::Env env, const void* p, size_t n) {
+  return Napi::Buffer<uint8_t>::Copy(env, static_cast<const uint8_t*>(p), n);
+}
+Napi::Value u64(Napi::Env env, uint64_t v) {
+  return Napi::BigInt::New(env, v);
+}
+
+Napi::Array threadRegsArray(Napi::Env env, const std::vector<precopy::ThreadRegs>& threads) {
+  Napi::Array out = Napi::Array::New(env, threads.size());
+  for (size_t i = 0; i < threads.size(); i++) {
+    Napi::Object t = Napi::Object::New(env);
+    t.Set("tid", Napi::Number::New(env, threads[i].tid));
+    t.Set("regs", bytes(env, &threads[i].regs, sizeof threads[i].regs));
+    t.Set("fpregs", bytes(env, &threads[i].fpregs, sizeof threads[i].fpregs));
+    if (!threads[i].xstate.empty()) t.Set("xstate", bytes(env, threads[i].xstate.data(), threads[i].xstate.size()));
+    out.Set(static_cast<uint32_t>(i), t);
+  }
+  return out;
+}
+
 // ---- Frozen ----
 
 class FrozenWrap : public Napi::ObjectWrap<FrozenWrap> {
@@ -359,21 +381,7 @@ class FrozenWrap : public Napi::ObjectWrap<FrozenWrap> {
  private:
   Napi::Value Pid(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), frozen_->pid()); }
 
-  Napi::Value Threads(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    const auto& threads = frozen_->threads();
-    Napi::Array out = Napi::Array::New(env, threads.size());
-    for (size_t i = 0; i < threads.size(); i++) {
-      Napi::Object t = Napi::Object::New(env);
-      t.Set("tid", Napi::Number::New(env, threads[i].tid));
-      t.Set("regs", Napi::Buffer<uint8_t>::Copy(env, reinterpret_cast<const uint8_t*>(&threads[i].regs),
-                                                sizeof threads[i].regs));
-      t.Set("fpregs", Napi::Buffer<uint8_t>::Copy(env, reinterpret_cast<const uint8_t*>(&threads[i].fpregs),
-                                                  sizeof threads[i].fpregs));
-      out.Set(static_cast<uint32_t>(i), t);
-    }
-    return out;
-  }
+  Napi::Value Threads(const Napi::CallbackInfo& info) { return threadRegsArray(info.Env(), frozen_->threads()); }
 
   void Thaw(const Napi::CallbackInfo&) { frozen_->thaw(); }
   void ThawStopped(const Napi::CallbackInfo& info) {
@@ -384,25 +392,6 @@ class FrozenWrap : public Napi::ObjectWrap<FrozenWrap> {
 };
 
 // ---- restorable freeze (capture_helper.h) ----
-
-Napi::Value bytes(Napi::Env env, const void* p, size_t n) {
-  return Napi::Buffer<uint8_t>::Copy(env, static_cast<const uint8_t*>(p), n);
-}
-Napi::Value u64(Napi::Env env, uint64_t v) {
-  return Napi::BigInt::New(env, v);
-}
-
-Napi::Array threadRegsArray(Napi::Env env, const std::vector<precopy::ThreadRegs>& threads) {
-  Napi::Array out = Napi::Array::New(env, threads.size());
-  for (size_t i = 0; i < threads.size(); i++) {
-    Napi::Object t = Napi::Object::New(env);
-    t.Set("tid", Napi::Number::New(env, threads[i].tid));
-    t.Set("regs", bytes(env, &threads[i].regs, sizeof threads[i].regs));
-    t.Set("fpregs", bytes(env, &threads[i].fpregs, sizeof threads[i].fpregs));
-    out.Set(static_cast<uint32_t>(i), t);
-  }
-  return out;
-}
 
 Napi::Object captureObject(Napi::Env env, const precopy::ProcessCapture& pc) {
   Napi::Object o = Napi::Object::New(env);

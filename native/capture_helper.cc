@@ -227,7 +227,7 @@ HelperFrozenProcess::HelperFrozenProcess(pid_t pid) : pid_(pid) {
       if (type == kFrozenThread && n == sizeof(WireFrozenThread)) {
         WireFrozenThread w;
         memcpy(&w, buf.data(), sizeof w);
-        threads_.push_back(ThreadRegs{w.tid, w.regs, w.fpregs});
+        threads_.push_back(ThreadRegs{w.tid, w.regs, w.fpregs, {}});  // XSAVE comes with capture()
       } else if ((type == kFrozenDone || type == kError) && n == sizeof(WireStatus)) {
         WireStatus s;
         memcpy(&s, buf.data(), sizeof s);

@@ -3,7 +3,9 @@
 #include "freeze.h"
 
 #include <signal.h>
+#include <elf.h>
 #include <sys/ptrace.h>
+#include <sys/uio.h>
 
 #include "proc_files.h"
 #include "sys_error.h"
@@ -23,7 +25,15 @@ FrozenProcess::FrozenProcess(pid_t pid, bool captureRegisters) {
       if (errno == ESRCH) continue;  // died while frozen (killed): nothing to capture
       throwForPid(errno, "ptrace(PTRACE_GETREGS)", pid, "read registers of");
     }
-    threads_.push_back(r);
+    // The XSAVE area for the core export (gdb shows AVX registers from it); its size is the
+    // kernel's (CPUID 0xD), a few KiB.
+    r.xstate.resize(64 * 1024);
+    struct iovec iov = {r.xstate.data(), r.xstate.size()};
+    if (::ptrace(PTRACE_GETREGSET, t.tid, reinterpret_cast<void*>(NT_X86_XSTATE), &iov) == 0)
+      r.xstate.resize(iov.iov_len);
+    else
+      r.xstate.clear();  // no XSAVE (an old CPU): the FXSAVE area alone goes into the image
+    threads_.push_back(std::move(r));
   }
 }
 

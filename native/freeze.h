@@ -15,6 +15,9 @@ struct ThreadRegs {
   pid_t tid;
   user_regs_struct regs;
   user_fpregs_struct fpregs;
+  // The whole XSAVE area (NT_X86_XSTATE): AVX and later registers, which FXSAVE lacks. Empty when
+  // not captured.
+  std::vector<uint8_t> xstate;
 };
 
 class FrozenProcess {

@@ -357,6 +357,8 @@ export interface ThreadState {
   regs: Buffer;
   /** struct user_fpregs_struct bytes (FXSAVE area, 512). */
   fpregs: Buffer;
+  /** The XSAVE area (NT_X86_XSTATE, AVX and later); absent when not captured. */
+  xstate?: Buffer;
 }
 
 /** A frozen process: every thread ptrace-seized and interrupted (new threads included). */

@@ -112,9 +112,12 @@ function coreNotes(m: ImageManifest): Buffer {
   }
   const pid = m.meta.pid;
   const threads = [...m.threads].sort((a, b) => (a.tid === pid ? -1 : b.tid === pid ? 1 : 0));
-  // A restorable image has every thread's XSAVE area (AVX and beyond): gdb shows it from NT_X86_XSTATE.
+  // Each thread's XSAVE area (AVX and beyond): gdb shows those registers from NT_X86_XSTATE.
   const layout = xsaveLayout(); // the image was taken on this kind of CPU: restore insists on it too
-  const xstate = new Map((m.processState?.threads ?? []).map((t) => [t.tid, xstateForGdb(t.xstate, layout)]));
+  // Every freeze captures it; a restorable image also has it in its process state.
+  const xstate = new Map<number, Buffer>();
+  for (const t of m.threads) if (t.xstate && t.xstate.length > 0) xstate.set(t.tid, xstateForGdb(t.xstate, layout));
+  for (const t of m.processState?.threads ?? []) xstate.set(t.tid, xstateForGdb(t.xstate, layout));
   const out: Buffer[] = [];
   threads.forEach((t, i) => {
     const fpvalid = t.fpregs.length === X86_64_FPREGS_BYTES;

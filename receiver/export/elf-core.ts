@@ -1,7 +1,7 @@
 // ELF64 core file structures for x86_64 Linux, as the kernel's binfmt_elf writes them and as
 // readelf and gdb (BFD) read them: the file header, program headers, and the notes NT_PRSTATUS
 // (struct elf_prstatus), NT_PRPSINFO (struct elf_prpsinfo), NT_FPREGSET (user_fpregs_struct),
-// NT_X86_XSTATE (the XSAVE area, restorable images only) and NT_FILE (mapped files). Pure functions over Buffers; core-export.ts assembles the file.
+// NT_X86_XSTATE (the XSAVE area) and NT_FILE (mapped files). Pure functions over Buffers; core-export.ts assembles the file.
 
 import type { Vma } from '../../common/vma';
 import { X86_64_REGS_BYTES } from './x86-regs';

@@ -355,7 +355,7 @@ export class MigrationStream {
     if (c.imageDigest.length !== 8) throw invalidArgument(`Commit image_digest is ${c.imageDigest.length} bytes, not 8`);
     if (c.threads.length > MAX_THREADS) throw resourceExhausted(`Commit has ${c.threads.length} threads, more than ${MAX_THREADS}`);
     for (const t of c.threads) {
-      if (t.regs.length > MAX_REGS_BYTES || t.fpregs.length > MAX_REGS_BYTES) {
+      if (t.regs.length > MAX_REGS_BYTES || t.fpregs.length > MAX_REGS_BYTES || (t.xstate?.length ?? 0) > MAX_REGS_BYTES) {
         throw resourceExhausted(`Commit registers of thread ${t.tid} exceed ${MAX_REGS_BYTES} bytes`);
       }
     }
@@ -371,7 +371,7 @@ export class MigrationStream {
     const out = await this.session!.commit({
       processState,
       layout: c.layout,
-      threads: c.threads.map((t) => ({ tid: t.tid, regs: t.regs, fpregs: t.fpregs })),
+      threads: c.threads.map((t) => ({ tid: t.tid, regs: t.regs, fpregs: t.fpregs, xstate: t.xstate })),
       imageDigest: digestFromBuffer(c.imageDigest),
       imagePages: c.imagePages,
     });

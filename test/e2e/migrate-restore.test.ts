@@ -3,7 +3,7 @@
 // moved, judged by its own checks. Also: what --restorable refuses before touching anything, an
 // image that holds memory only, and a round trip (the restored process migrated and restored again).
 
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import * as dgram from 'node:dgram';
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -85,11 +85,12 @@ test.serial('threads, AVX registers, signals, locks and TLS go on after a migrat
   t.deepEqual(stubProcesses(), []);
 });
 
-test.serial('the core export of a restorable image carries the XSAVE state: gdb reads the AVX canaries', async (t) => {
-  const out = path.join(images, 'threads.core');
-  const run = await receiverCli(['export', '--images', images, 'restore-threads', '--format', 'core', '--out', out]);
+/** Exports `session` as a core file and has gdb read a thread's ymm8: it must hold the workload's
+ *  AVX canary (g_canary, in memory too), upper half included. */
+async function gdbSeesAvxCanary(t: ExecutionContext, session: string): Promise<void> {
+  const out = path.join(images, `${session}.core`);
+  const run = await receiverCli(['export', '--images', images, session, '--format', 'core', '--out', out]);
   t.is(run.code, 0, describeRun(run));
-  // The canaries are in memory (g_canary) and, in the avx thread, in ymm8: gdb must show the same.
   const gdb = execFileSync(
     'gdb',
     ['--batch', '-nx', RESTORE_TARGET, out, '-ex', 'p/x *(unsigned long long(*)[4])g_canary', '-ex', 'thread apply all p/x $ymm8.v4_int64'],
@@ -103,6 +104,18 @@ test.serial('the core export of a restorable image carries the XSAVE state: gdb 
     gdb.split('\n').some((l) => /^\$\d+ = /.test(l) && !l.startsWith('$1 ') && l.endsWith(canary!)),
     `a thread's ymm8 equals the canary\n${gdb}`,
   );
+}
+
+test.serial('the core export of a restorable image carries the XSAVE state: gdb reads the AVX canaries', async (t) => {
+  await gdbSeesAvxCanary(t, 'restore-threads');
+});
+
+test.serial('so does the core export of a memory-only image (every freeze captures the XSAVE area)', async (t) => {
+  const w = await startWorkload(['--workers', '1', '--mib', '4']);
+  await waitStatus(w.dir, (x) => num(x, 'avx') > 3, 'the AVX thread holds its canaries');
+  const run = await runSender(['--pid', String(w.pid), '--to', receiver.address, '--session', 'memory-avx', '--after', 'kill']);
+  t.is(run.code, 0, describeRun(run));
+  await gdbSeesAvxCanary(t, 'memory-avx');
 });
 
 test.serial('file descriptors: epoll over a timerfd, eventfd and sockets, a pipe with unread bytes, a memfd, a log file', async (t) => {
