@@ -305,17 +305,29 @@ function findHole(ranges: Array<{ start: number; end: number }>, size: number, f
   return fail('no free address range for the restore scratch area');
 }
 
+/**
+ * Page contents, FILL_CHUNK at a time, double-buffered: the next piece is read from the image (in
+ * the thread pool) while this one is written into the process (process_vm_writev, here), since
+ * reading and writing each take about half of a restore's time.
+ */
 async function fill(stub: RestoreStub, memory: MemorySource, vmas: VmaImage[]): Promise<void> {
-  const buf = Buffer.allocUnsafe(FILL_CHUNK);
+  const pieces: Array<[number, number]> = [];
   for (const v of vmas) {
     if (v.kind === 'special') continue;
-    for (const [s, e] of v.data) {
-      for (let at = s; at < e; at += FILL_CHUNK) {
-        const len = Math.min(FILL_CHUNK, e - at);
-        const part = buf.subarray(0, len);
-        await memory.read(at, len, part);
-        stub.writeMemory(at, part);
-      }
+    for (const [s, e] of v.data) for (let at = s; at < e; at += FILL_CHUNK) pieces.push([at, Math.min(FILL_CHUNK, e - at)]);
+  }
+  const bufs = [Buffer.allocUnsafe(FILL_CHUNK), Buffer.allocUnsafe(FILL_CHUNK)];
+  const readPiece = (i: number): Promise<void> => Promise.resolve(memory.read(pieces[i][0], pieces[i][1], bufs[i % 2].subarray(0, pieces[i][1])));
+  let reading = pieces.length > 0 ? readPiece(0) : null;
+  for (let i = 0; i < pieces.length; i++) {
+    await reading;
+    reading = i + 1 < pieces.length ? readPiece(i + 1) : null;
+    // If the write fails, the read in flight must still settle before its buffer goes.
+    try {
+      stub.writeMemory(pieces[i][0], bufs[i % 2].subarray(0, pieces[i][1]));
+    } catch (e) {
+      await reading?.catch(() => undefined);
+      throw e;
     }
   }
 }
