@@ -143,6 +143,8 @@ test.serial('file descriptors: epoll over a timerfd, eventfd and sockets, a pipe
   t.is(await w.ask('readpipe'), 'pipe ok');
   t.is(await w.ask('memfd'), 'memfd ok');
   t.is(await w.ask('eventfd'), 'eventfd ok');
+  // A regular file read up to offset 1000 reads on from there.
+  t.is(await w.ask('fileoff'), 'fileoff ok');
   // The signalfd: SIGUSR1 is counted, not delivered.
   process.kill(pid, 'SIGUSR1');
   await new Promise((r) => setTimeout(r, 100));

@@ -7,6 +7,7 @@
 //   signalfd   SIGUSR1 blocked and counted through the signalfd
 //   /dev/null  open for writing
 //   a file     opened O_APPEND; every 50 ticks a line "tick N" is appended (the progress log)
+//   its binary opened read-only, 1000 bytes read: the offset must be 1000 after a restore
 //   TCP        listening on 127.0.0.1:PORT (the control socket), reuseaddr, backlog 17
 //   UDP        bound to 127.0.0.1:PORT+1; a datagram is echoed back with "udp " in front
 //   Unix       listening on the abstract name "\0precopy-fdloop-PORT", backlog 5
@@ -15,6 +16,7 @@
 //   readpipe  "pipe ok" or "pipe bad": reads the pipe's unread bytes and compares them
 //   memfd     "memfd ok" or "memfd bad": reads the memfd from its offset and compares
 //   eventfd   "eventfd ok" or "eventfd bad": three semaphore reads of 1, then EAGAIN
+//   fileoff   "fileoff ok" or "fileoff bad": the read-only file is at offset 1000 and reads on from there
 // Usage: bin/fdloop PORT LOGFILE [--inotify] [--child] [--lock FILE] [--seccomp] [--outpipe] [--connect]
 // The extra flags add one thing a restore refuses, for the refusal tests. Prints "ready PID" when
 // set up.
@@ -46,7 +48,7 @@
 
 static int errors;
 static unsigned long ticks, sigs;
-static int pipefd[2], memfd, evfd;
+static int pipefd[2], memfd, evfd, selffd;
 static unsigned char pattern[4096];
 
 static void die(const char* what) {
@@ -103,6 +105,13 @@ static const char* readEventfd(void) {
   return check(ok) ? "eventfd ok" : "eventfd bad";
 }
 
+static const char* readOffset(void) {
+  unsigned char a[16], b[16];
+  off_t at = lseek(selffd, 0, SEEK_CUR);
+  ssize_t n = read(selffd, a, sizeof a), m = pread(selffd, b, sizeof b, 1000);
+  return check(at == 1000 && n == 16 && m == 16 && memcmp(a, b, 16) == 0) ? "fileoff ok" : "fileoff bad";
+}
+
 static void serve(int lsock) {
   int c = accept4(lsock, NULL, NULL, SOCK_CLOEXEC);
   if (c < 0) return;
@@ -113,6 +122,7 @@ static void serve(int lsock) {
   else if (n > 0 && strncmp(line, "readpipe", 8) == 0) snprintf(out, sizeof out, "%s\n", readPipe());
   else if (n > 0 && strncmp(line, "memfd", 5) == 0) snprintf(out, sizeof out, "%s\n", readMemfd());
   else if (n > 0 && strncmp(line, "eventfd", 7) == 0) snprintf(out, sizeof out, "%s\n", readEventfd());
+  else if (n > 0 && strncmp(line, "fileoff", 7) == 0) snprintf(out, sizeof out, "%s\n", readOffset());
   else snprintf(out, sizeof out, "unknown\n");
   if (write(c, out, strlen(out)) < 0) errors++;
   close(c);
@@ -142,6 +152,9 @@ int main(int argc, char** argv) {
   int sfd = signalfd(-1, &usr1, SFD_NONBLOCK);
   int devnull = open("/dev/null", O_WRONLY);
   int logfd = open(argv[2], O_WRONLY | O_CREAT | O_APPEND, 0644);
+  unsigned char skip[1000];
+  selffd = open("/proc/self/exe", O_RDONLY);
+  if (selffd < 0 || read(selffd, skip, sizeof skip) != sizeof skip) die("self");
   int lsock = listenTcp(port), usock = bindUdp(port + 1), xsock = listenUnix(port);
   if (evfd < 0 || tfd < 0 || memfd < 0 || sfd < 0 || devnull < 0 || logfd < 0) die("setup");
 
