@@ -21,9 +21,8 @@ function raw(name: string): string | undefined {
 }
 
 /** The full variable name of a fault, for log lines and for tests that set it. */
-export const faultVariable = (
-  name: 'LOSE_WRITES' | 'STORE_CRASH_AT' | 'MISSING_FEATURES' | 'BUFFERED_WRITES' | 'RESTORE_FAIL_AT' | 'HANDOVER_DIE',
-): string => PREFIX + name;
+export const faultVariable = (name: 'LOSE_WRITES' | 'STORE_CRASH_AT' | 'MISSING_FEATURES' | 'BUFFERED_WRITES' | 'RESTORE_FAIL_AT' | 'HANDOVER_DIE'): string =>
+  PREFIX + name;
 
 /** Dirty pages the stop-and-copy round must drop (0: none). */
 export function loseWritesCount(): number {

@@ -101,7 +101,8 @@ export function parseMigrateArgs(argv: string[]): ParsedMigrate | 'help' {
   if (v.pid === undefined) throw usageError('--pid is required', USAGE);
   if (v.to === undefined) throw usageError('--to is required (HOST:PORT of a receiver, or dir:PATH)', USAGE);
   if (v.verify && v['no-verify']) throw new UserError('--verify and --no-verify contradict each other');
-  if (v.handover && v.after !== undefined) throw new UserError('--handover decides what becomes of the source (killed once the destination runs): drop --after');
+  if (v.handover && v.after !== undefined)
+    throw new UserError('--handover decides what becomes of the source (killed once the destination runs): drop --after');
   if (v['drop-connections'] && !v.restorable && !v.handover) throw new UserError('--drop-connections applies only with --restorable or --handover');
   if (v.session !== undefined && !SESSION_ID.test(v.session)) {
     throw new UserError(`--session must be 1-64 characters of A-Z a-z 0-9 . _ - not starting with '.', got '${v.session}'`);

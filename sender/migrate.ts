@@ -170,7 +170,8 @@ class Migration {
         }
       }
       let handover: HandoverFigures | undefined;
-      if (this.opts.handover) handover = await this.handOver(done.downtime, done.verify); // 6. handover
+      if (this.opts.handover)
+        handover = await this.handOver(done.downtime, done.verify); // 6. handover
       else this.afterAction(); //                                        6. after
       return await this.finish(done.decision, done.downtime, done.verify, handover);
     } catch (err) {

@@ -179,7 +179,8 @@ export async function run(argv: string[]): Promise<number> {
   process.stdout.write(`receiver listening on ${formatHostPort(server.address)}\n`);
   log.info(`images in ${opts.imagesDir}; link: ${describeSecurity(opts.security)}`);
   log.info(`limits: ${describeLimits(opts.limits)}`);
-  if (opts.handover.accept) log.info(`handovers accepted${opts.handover.uids ? ` for uids ${[...opts.handover.uids].join(',')}` : ''}; stdio ${opts.handover.stdio}`);
+  if (opts.handover.accept)
+    log.info(`handovers accepted${opts.handover.uids ? ` for uids ${[...opts.handover.uids].join(',')}` : ''}; stdio ${opts.handover.stdio}`);
 
   const signal = await signalled;
   log.info(`${signal}: shutting down (a second signal stops at once)`);

@@ -63,7 +63,13 @@ export class ReceiverServer {
   ) {}
 
   static async start(opts: ReceiverServerOptions): Promise<ReceiverServer> {
-    const service = new MigrationService({ imagesDir: opts.imagesDir, abandonAfterMs: opts.abandonAfterMs, events: opts.events, limits: opts.limits, handover: opts.handover });
+    const service = new MigrationService({
+      imagesDir: opts.imagesDir,
+      abandonAfterMs: opts.abandonAfterMs,
+      events: opts.events,
+      limits: opts.limits,
+      handover: opts.handover,
+    });
     await service.start();
     const health = new HealthService([MIGRATION_SERVICE_NAME]);
     const server = new grpc.Server({ ...RECEIVER_SERVER_OPTIONS, 'grpc.max_receive_message_length': service.limits.maxMessageBytes });

@@ -109,7 +109,11 @@ export class DestHost {
     for (const p of fs.readdirSync('/proc')) {
       if (!/^\d+$/.test(p)) continue;
       try {
-        const nspid = /^NSpid:\s+(.*)$/m.exec(fs.readFileSync(`/proc/${p}/status`, 'utf8'))?.[1].trim().split(/\s+/).map(Number);
+        const nspid = /^NSpid:\s+(.*)$/m
+          .exec(fs.readFileSync(`/proc/${p}/status`, 'utf8'))?.[1]
+          .trim()
+          .split(/\s+/)
+          .map(Number);
         if (nspid?.length === 2 && nspid[1] === inner && fs.readlinkSync(`/proc/${p}/ns/pid`) === ns) return Number(p);
       } catch {
         // exited meanwhile
