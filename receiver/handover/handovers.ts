@@ -13,6 +13,7 @@ import { restoreProcess } from '../restore/restore-process';
 import { handoverRefusal, type HandoverPolicy } from './handover-policy';
 import { readRecord, writeRecord, type StoredRecord } from './handover-record';
 import { liveImageProcess } from './process-facts';
+import { reapWhenDone } from './reap-handed-over';
 
 const log = logger('handover');
 
@@ -67,6 +68,7 @@ export class Handovers {
         process.kill(pid, 'SIGKILL');
         return refused(`the process started but its record could not be written (${(err as Error).message}); killed it`);
       }
+      reapWhenDone(pid, id);
       log.info(`session ${id}: handed over, pid ${pid} runs here (restore ${(restoreSeconds * 1000).toFixed(0)} ms)`);
       return { ok: true, pid, restoreSeconds, message: '' };
     } catch (err) {

@@ -194,3 +194,24 @@ test.serial('the sender killed right after asking: the source stays stopped, `se
   t.truthy(dest.rootPid(w.pid));
   await runsOn(w, t);
 });
+
+test.serial('a receiver with --handover-users refuses a process of another user; --handover refuses --after', async (t) => {
+  const images = fs.mkdtempSync(path.join(os.tmpdir(), 'precopy-hv-users-'));
+  t.teardown(() => fs.rmSync(images, { recursive: true, force: true }));
+  const token = path.join(images, 'token');
+  fs.writeFileSync(token, 'users-test-token\n', { mode: 0o600 });
+  const { startReceiver } = await import('../helpers/receiver');
+  const receiver = await startReceiver({ images, args: ['--token-file', token, '--accept-handover', '--handover-users', 'nobody'] });
+  t.teardown(() => receiver.stop());
+  const w = await startWorkload([]);
+  t.teardown(() => w.child.kill('SIGKILL'));
+  const { runSender } = await import('../helpers/migration-cli');
+  const run = await runSender(['--pid', String(w.pid), '--to', receiver.address, '--handover', '--token-file', token]);
+  t.is(run.code, 1, describeRun(run));
+  t.regex(oneLine(run.stderr)[0] ?? '', /handover refused: uid 0 is not in this receiver's --handover-users/);
+  const after = await runSender(['--pid', String(w.pid), '--to', receiver.address, '--handover', '--after', 'kill', '--token-file', token]);
+  t.is(after.code, 2, describeRun(after));
+  t.regex(after.stderr, /--handover decides what becomes of the source/);
+  t.not(procState(w.pid), 'T');
+  await runsOn(w, t);
+});
