@@ -452,6 +452,7 @@ class Migration {
       security: to.security,
       securityFlags: this.opts.handover!.securityFlags,
       ask: (ms) => link.handover(ms),
+      cut: (why) => link.cut(new Error(why)),
     });
     return {
       destinationPid: out.destinationPid,

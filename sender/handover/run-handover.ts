@@ -29,6 +29,8 @@ export interface HandoverAsk {
   /** The flags to repeat in `sender resolve` (TLS, token). */
   securityFlags: string[];
   ask(timeoutMs: number): Promise<HandoverResult>;
+  /** Break the link as a lost connection would (the test hook below). */
+  cut(why: string): void;
 }
 
 export interface HandoverOutcome {
@@ -47,10 +49,13 @@ export async function runHandover(a: HandoverAsk): Promise<HandoverOutcome> {
   let result: HandoverResult;
   try {
     const answer = a.ask(START_TIMEOUT_MS);
-    // Test-only: die with the ask on its way, before any answer (the hard case of the switch).
-    if (handoverDiePoint() === 'after-ask') {
+    // Test-only: die, or lose the link, with the ask on its way and no answer yet (the hard case
+    // of the switch).
+    const fault = handoverDiePoint();
+    if (fault === 'after-ask' || fault === 'cut-after-ask') {
       await new Promise((r) => setTimeout(r, 50));
-      process.kill(process.pid, 'SIGKILL');
+      if (fault === 'after-ask') process.kill(process.pid, 'SIGKILL');
+      else a.cut('link cut by PRECOPY_FAULT_HANDOVER_DIE=cut-after-ask');
     }
     result = await answer;
   } catch (err) {

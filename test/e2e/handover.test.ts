@@ -215,3 +215,28 @@ test.serial('a receiver with --handover-users refuses a process of another user;
   t.not(procState(w.pid), 'T');
   await runsOn(w, t);
 });
+
+test.serial('the link cut right after asking: the sender learns the decision through Resolve; one copy runs', async (t) => {
+  const dest = await DestHost.create(nextSubnet(), ['--accept-handover']);
+  t.teardown(() => dest.destroy());
+  const w = await startWorkload(['--workers', '2', '--mib', '16']);
+  t.teardown(() => w.child.kill('SIGKILL'));
+  const run = await handover(dest, w.pid, 'hv-cut', { PRECOPY_FAULT_HANDOVER_DIE: 'cut-after-ask' });
+  const record = dest.record('hv-cut');
+  t.log(`record: ${JSON.stringify(record)}`);
+  t.regex(run.stderr, /the link broke after asking for the start .*asking the receiver what it decided/);
+  if (run.code === 0) {
+    // The start went through: the source is gone, the destination runs.
+    t.is(record?.state, 'running');
+    t.is(run.summary!.handover!.destinationPid, w.pid);
+    await until('the source to be gone', () => procState(w.pid) === null);
+    t.truthy(dest.rootPid(w.pid));
+  } else {
+    // The ask was lost with the link: Resolve fenced it off, the source runs on.
+    t.is(record?.state, 'rolled-back', describeRun(run));
+    t.regex(oneLine(run.stderr)[0] ?? '', /source process \d+ runs on/);
+    t.not(procState(w.pid), 'T');
+    t.deepEqual(dest.others(), []);
+  }
+  await runsOn(w, t);
+});
