@@ -18,7 +18,7 @@ import { MigrationService } from './migration-service';
 import { scannedMigrationDefinition } from './message-scan';
 import type { SessionEvents } from './session-events';
 import type { ReceiverLimits } from './session-limits';
-import type { HandoverPolicy } from '../handover/handover-policy';
+import { authenticatedLink, type HandoverPolicy } from '../handover/handover-policy';
 import { resolveHandler } from '../handover/resolve-handler';
 
 const log = logger('server');
@@ -68,7 +68,7 @@ export class ReceiverServer {
       abandonAfterMs: opts.abandonAfterMs,
       events: opts.events,
       limits: opts.limits,
-      handover: opts.handover,
+      handover: withLink(opts.handover, opts.security ?? PLAINTEXT),
     });
     await service.start();
     const health = new HealthService([MIGRATION_SERVICE_NAME]);
@@ -119,6 +119,12 @@ export class ReceiverServer {
     await this.service.settled();
     this.service.close();
   }
+}
+
+/** The policy, with whether this server's link authenticates senders (said by the link itself,
+ *  not by whoever built the policy). */
+function withLink(p: HandoverPolicy | undefined, security: LinkSecurity): HandoverPolicy | undefined {
+  return p && { ...p, authenticated: authenticatedLink(security) };
 }
 
 /** TLS when the receiver has a certificate; with a CA too, client certificates signed by it are required. */
