@@ -48,7 +48,7 @@ import { patientWhileFrozen } from './transfer/frozen-patience';
 import type { Phase, PageTransfer, RoundEnd, SessionStart } from './transfer/page-transfer';
 import type { HandoverFigures, MigrationSummary, RoundRecord, VerifyResult } from './report/figures';
 import { GrpcTransfer } from './transfer/grpc-transfer';
-import { runHandover } from './handover/run-handover';
+import { resolveCommand, runHandover } from './handover/run-handover';
 import { targetUid } from './handover/target-uid';
 import { SILENT_REPORTER, type MigrationReporter } from './report/reporter';
 
@@ -117,6 +117,8 @@ class Migration {
   private sessionId = '';
   private transfer: PageTransfer | null = null;
   private link: GrpcTransfer | null = null;
+  /** During a handover's switch: the `sender resolve` command that would settle it. */
+  private switching: string | null = null;
   private tracked: TrackedProcess | null = null;
   private sent!: SentPages;
   private stager!: BatchStager;
@@ -443,17 +445,22 @@ class Migration {
     this.tracked!.close();
     this.tracked = null;
     const freeze = this.freeze!;
-    freeze.stopDurably();
-    const link = this.link;
-    const out = await runHandover({
+    const ask = {
       pid: this.opts.pid,
       sessionId: this.sessionId,
       address: to.address,
       security: to.security,
       securityFlags: this.opts.handover!.securityFlags,
-      ask: (ms) => link.handover(ms),
-      cut: (why) => link.cut(new Error(why)),
-    });
+    };
+    this.switching = resolveCommand(ask);
+    freeze.stopDurably();
+    const link = this.link;
+    let out;
+    try {
+      out = await runHandover({ ...ask, ask: (ms) => link.handover(ms), cut: (why) => link.cut(new Error(why)) });
+    } finally {
+      this.switching = null;
+    }
     return {
       destinationPid: out.destinationPid,
       freezeToCommitSeconds: downtime,
@@ -644,6 +651,19 @@ class Migration {
 
   private installSignalHandlers(): void {
     const onSignal = (sig: NodeJS.Signals) => {
+      if (this.switching !== null) {
+        // The handover's switch is not interrupted: the source is stopped and only the
+        // receiver's decision may end or continue it. A second signal leaves it stopped.
+        if (this.signal.aborted) {
+          process.stderr.write(
+            `sender: interrupted during the handover; the source process ${this.opts.pid} is left stopped; finish with: ${this.switching}\n`,
+          );
+          process.exit(130);
+        }
+        log.warn(`${sig}: the handover is being decided; waiting for the receiver's answer (a second ${sig} leaves the source stopped)`);
+        this.abortCtl.abort(new UserError(`interrupted by ${sig}`, 130));
+        return;
+      }
       if (this.signal.aborted) {
         // Second signal: do not wait for the receiver any more.
         thawAll(`second ${sig}`);
