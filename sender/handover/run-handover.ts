@@ -47,11 +47,13 @@ export function resolveCommand(a: Pick<HandoverAsk, 'address' | 'sessionId' | 'p
  *  is killed); otherwise throws one line saying what became of the source. */
 export async function runHandover(a: HandoverAsk): Promise<HandoverOutcome> {
   let result: HandoverResult;
+  const fault = handoverDiePoint();
+  // Test-only: die with the source stopped and nothing asked yet.
+  if (fault === 'before-ask') process.kill(process.pid, 'SIGKILL');
   try {
     const answer = a.ask(START_TIMEOUT_MS);
     // Test-only: die, or lose the link, with the ask on its way and no answer yet (the hard case
     // of the switch).
-    const fault = handoverDiePoint();
     if (fault === 'after-ask' || fault === 'cut-after-ask') {
       await new Promise((r) => setTimeout(r, 50));
       if (fault === 'after-ask') process.kill(process.pid, 'SIGKILL');

@@ -240,3 +240,36 @@ test.serial('the link cut right after asking: the sender learns the decision thr
   }
   await runsOn(w, t);
 });
+
+test.serial('the sender killed before asking: the source stays stopped, `sender resolve` continues it; nothing starts later', async (t) => {
+  const dest = await DestHost.create(nextSubnet(), ['--accept-handover']);
+  t.teardown(() => dest.destroy());
+  const w = await startWorkload(['--workers', '2', '--mib', '16']);
+  t.teardown(() => w.child.kill('SIGKILL'));
+  const run = await handover(dest, w.pid, 'hv-early', { PRECOPY_FAULT_HANDOVER_DIE: 'before-ask' });
+  t.is(run.signal, 'SIGKILL', describeRun(run));
+  await new Promise((r) => setTimeout(r, 300));
+  t.is(procState(w.pid), 'T', 'the source stays stopped after the sender died');
+  t.is(dest.record('hv-early'), null, 'nothing was asked');
+  const resolve = await collect(
+    dest.spawnSource(process.execPath, [
+      SENDER_CLI,
+      'resolve',
+      '--to',
+      dest.address,
+      '--session',
+      'hv-early',
+      '--pid',
+      String(w.pid),
+      '--token-file',
+      dest.tokenFile,
+      '--insecure',
+    ]),
+  );
+  t.is(resolve.code, 0, describeRun(resolve));
+  t.regex(resolve.stdout, /was not started at the destination .*source process \d+ continued/);
+  t.is(dest.record('hv-early')?.state, 'rolled-back', 'fenced: a late ask can no longer start it');
+  t.not(procState(w.pid), 'T');
+  await runsOn(w, t);
+  t.deepEqual(dest.others(), []);
+});
