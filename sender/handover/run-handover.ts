@@ -10,7 +10,6 @@ import { formatHostPort, type HostPort } from '../../common/cli';
 import type { LinkSecurity } from '../../common/link-security';
 import { logger } from '../../common/log';
 import type { HandoverResult } from '../../proto/messages';
-import { LinkError } from '../transfer/migration-link';
 import { applyRecord, endSource, resumeSource } from './source-fate';
 import { resolveDecision } from './resolve-loop';
 
@@ -61,8 +60,9 @@ export async function runHandover(a: HandoverAsk): Promise<HandoverOutcome> {
     }
     result = await answer;
   } catch (err) {
-    if (!(err instanceof LinkError)) throw err;
-    return settleUnknown(a, err.message);
+    // Whatever failed once the ask may have left (a broken link, a deadline, anything): only the
+    // receiver's record can say whether the process runs there.
+    return settleUnknown(a, (err as Error).message);
   }
   if (result.ok) {
     endSource(a.pid);
