@@ -21,7 +21,8 @@ function raw(name: string): string | undefined {
 }
 
 /** The full variable name of a fault, for log lines and for tests that set it. */
-export const faultVariable = (name: 'LOSE_WRITES' | 'STORE_CRASH_AT' | 'MISSING_FEATURES' | 'BUFFERED_WRITES'): string => PREFIX + name;
+export const faultVariable = (name: 'LOSE_WRITES' | 'STORE_CRASH_AT' | 'MISSING_FEATURES' | 'BUFFERED_WRITES' | 'RESTORE_FAIL_AT' | 'HANDOVER_DIE'): string =>
+  PREFIX + name;
 
 /** Dirty pages the stop-and-copy round must drop (0: none). */
 export function loseWritesCount(): number {
@@ -47,3 +48,9 @@ export function missingFeatures(): string[] {
 
 /** The image store must not use O_DIRECT. */
 export const bufferedWritesOnly = (): boolean => raw('BUFFERED_WRITES') === '1';
+
+/** The restore step at which a restore must fail (null: none). */
+export const restoreFailStep = (): string | null => raw('RESTORE_FAIL_AT') ?? null;
+
+/** The point of a handover at which the sender must die (null: none). */
+export const handoverDiePoint = (): string | null => raw('HANDOVER_DIE') ?? null;

@@ -28,6 +28,10 @@ export interface SessionStart {
   memoryBytes: number;
   /** The sender's downtime target (0 = not given); for metrics and the session report. */
   downtimeTargetSeconds: number;
+  /** --handover: the sender will ask for the process to be started here after the commit. */
+  handover?: boolean;
+  /** Real uid of the target (the receiver's --handover-users check). */
+  uid?: number;
 }
 
 export interface RoundStart {
@@ -97,7 +101,8 @@ export type SenderMessage =
   | { msg: 'discard'; discard: Discard }
   | { msg: 'roundEnd'; roundEnd: RoundEnd }
   | { msg: 'commit'; commit: Commit }
-  | { msg: 'report'; report: Report };
+  | { msg: 'report'; report: Report }
+  | { msg: 'handover'; handover: Record<string, never> };
 
 /** What the sender may pass: every field optional except the oneof choice (proto3 defaults). */
 export type OutgoingSenderMessage =
@@ -107,7 +112,8 @@ export type OutgoingSenderMessage =
   | { discard: Discard }
   | { roundEnd: Partial<RoundEnd> & { round: number } }
   | { commit: Partial<Commit> }
-  | { report: Partial<Report> };
+  | { report: Partial<Report> }
+  | { handover: Record<string, never> };
 
 export interface SessionAccepted {
   sessionId: string;
@@ -129,7 +135,26 @@ export interface CommitResult {
   message: string;
 }
 
-export type ReceiverMessage =
-  { msg: 'accepted'; accepted: SessionAccepted } | { msg: 'roundAck'; roundAck: RoundAck } | { msg: 'commit'; commit: CommitResult };
+export interface HandoverResult {
+  ok: boolean;
+  pid: number;
+  restoreSeconds: number;
+  message: string;
+}
 
-export type OutgoingReceiverMessage = { accepted: SessionAccepted } | { roundAck: RoundAck } | { commit: CommitResult };
+/** The durable decision of a handover (receiver/handover/handover-record.ts). */
+export type HandoverState = 'starting' | 'running' | 'rolled-back';
+
+export interface HandoverRecord {
+  state: HandoverState;
+  pid: number;
+  reason: string;
+}
+
+export type ReceiverMessage =
+  | { msg: 'accepted'; accepted: SessionAccepted }
+  | { msg: 'roundAck'; roundAck: RoundAck }
+  | { msg: 'commit'; commit: CommitResult }
+  | { msg: 'handover'; handover: HandoverResult };
+
+export type OutgoingReceiverMessage = { accepted: SessionAccepted } | { roundAck: RoundAck } | { commit: CommitResult } | { handover: HandoverResult };

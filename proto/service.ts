@@ -55,3 +55,14 @@ export function serializeSenderMessage(m: OutgoingSenderMessage, codec: LinkCode
 export function migrationClientConstructor(codec: LinkCodec = 'fast'): grpc.ServiceClientConstructor {
   return grpc.makeGenericClientConstructor(migrationDefinition(codec), 'precopy.v1.Migration');
 }
+
+/** The unary Resolve method (a handover's decision record), with proto-loader's codec: it
+ *  carries no pages. */
+export function resolveMethod(): grpc.MethodDefinition<unknown, unknown> {
+  return migrationService().service.Resolve;
+}
+
+/** A client constructor with Resolve only (sender resolve, a sender that lost its stream). */
+export function resolveClientConstructor(): grpc.ServiceClientConstructor {
+  return grpc.makeGenericClientConstructor({ Resolve: resolveMethod() }, 'precopy.v1.Migration');
+}

@@ -11,6 +11,8 @@ import { DEFAULT_RECONNECT_TIMEOUT_SECONDS, migrate, type MigrateOptions } from 
 import { HumanReporter, JsonReporter } from './report/reporter';
 import { SENDER_SECURITY_FLAGS, refuseSecurityFlags, senderSecurity } from '../common/link-security';
 import { parseTransferTarget } from './transfer/open-transfer';
+import { runResolve } from './handover/resolve-command';
+import { securityFlagArgs } from './handover/security-flags';
 
 const USAGE = `usage: sender migrate --pid PID --to HOST:PORT [options]
 
@@ -40,6 +42,11 @@ options:
                           before the target is touched, a process holding anything a restore
                           cannot recreate (named in the error), and capture its threads,
                           signals and file descriptors at the freeze
+  --handover              move the process: once the image is committed, the receiver starts it
+                          on its host and the source is killed (implies --restorable; not with
+                          --after). If the receiver refuses or fails, the source runs on; if
+                          its answer is lost, the source stays stopped until the receiver's
+                          record is known ('sender resolve' settles it later)
   --drop-connections      with --restorable: restore connected sockets as sockets whose peer
                           has gone, instead of refusing them
   --json                  print one JSON document with every figure instead of the table
@@ -59,7 +66,8 @@ exit status: 0 only when the receiver committed a verified image.`;
 const TOP_USAGE = `usage: sender <command> [options]
 
 commands:
-  migrate     live-migrate a process's memory to a receiver (sender migrate --help)`;
+  migrate     live-migrate a process's memory to a receiver (sender migrate --help)
+  resolve     settle the source of a handover whose outcome the sender did not learn (sender resolve --help)`;
 
 const OPTIONS = {
   pid: { type: 'string' },
@@ -75,6 +83,7 @@ const OPTIONS = {
   'no-verify': { type: 'boolean' },
   'reconnect-timeout': { type: 'string' },
   restorable: { type: 'boolean' },
+  handover: { type: 'boolean' },
   'drop-connections': { type: 'boolean' },
   json: { type: 'boolean' },
   'metrics-listen': { type: 'string' },
@@ -92,7 +101,9 @@ export function parseMigrateArgs(argv: string[]): ParsedMigrate | 'help' {
   if (v.pid === undefined) throw usageError('--pid is required', USAGE);
   if (v.to === undefined) throw usageError('--to is required (HOST:PORT of a receiver, or dir:PATH)', USAGE);
   if (v.verify && v['no-verify']) throw new UserError('--verify and --no-verify contradict each other');
-  if (v['drop-connections'] && !v.restorable) throw new UserError('--drop-connections applies only with --restorable');
+  if (v.handover && v.after !== undefined)
+    throw new UserError('--handover decides what becomes of the source (killed once the destination runs): drop --after');
+  if (v['drop-connections'] && !v.restorable && !v.handover) throw new UserError('--drop-connections applies only with --restorable or --handover');
   if (v.session !== undefined && !SESSION_ID.test(v.session)) {
     throw new UserError(`--session must be 1-64 characters of A-Z a-z 0-9 . _ - not starting with '.', got '${v.session}'`);
   }
@@ -100,6 +111,7 @@ export function parseMigrateArgs(argv: string[]): ParsedMigrate | 'help' {
   // Before anything is contacted or attached: a plaintext link off loopback is refused here.
   if (to.kind === 'grpc') to.security = senderSecurity(v, to.address);
   else refuseSecurityFlags(v, 'apply to a receiver address, not to --to dir:');
+  if (v.handover && to.kind !== 'grpc') throw new UserError('--handover needs a receiver (--to HOST:PORT), not an images directory');
   return {
     pid: parseIntFlag(v.pid, '--pid', 0, 1, 2 ** 22),
     to,
@@ -111,7 +123,8 @@ export function parseMigrateArgs(argv: string[]): ParsedMigrate | 'help' {
     autoConverge: v['auto-converge'] ?? false,
     after: parseEnumFlag(v.after, '--after', 'resume', ['resume', 'stop', 'kill'] as const),
     verify: !v['no-verify'],
-    restorable: v.restorable ? { dropConnections: v['drop-connections'] ?? false } : null,
+    restorable: v.restorable || v.handover ? { dropConnections: v['drop-connections'] ?? false } : null,
+    handover: v.handover ? { securityFlags: securityFlagArgs(v) } : null,
     reconnectTimeoutSeconds: parseIntFlag(v['reconnect-timeout'], '--reconnect-timeout', DEFAULT_RECONNECT_TIMEOUT_SECONDS, 0, 86_400),
     json: v.json ?? false,
     metricsListen: v['metrics-listen'] !== undefined ? parseHostPort(v['metrics-listen'], '--metrics-listen') : null,
@@ -138,6 +151,7 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(TOP_USAGE + '\n');
     return command === undefined ? 2 : 0;
   }
+  if (command === 'resolve') return runResolve(rest);
   if (command !== 'migrate') throw new UserError(`unknown command '${command}'\n\n${TOP_USAGE}`);
   const parsed = parseMigrateArgs(rest);
   if (parsed === 'help') {

@@ -46,7 +46,10 @@ import { createTransfer, describeTarget, type TransferTarget } from './transfer/
 import { meteredTransfer } from './transfer/metered-transfer';
 import { patientWhileFrozen } from './transfer/frozen-patience';
 import type { Phase, PageTransfer, RoundEnd, SessionStart } from './transfer/page-transfer';
-import type { MigrationSummary, RoundRecord, VerifyResult } from './report/figures';
+import type { HandoverFigures, MigrationSummary, RoundRecord, VerifyResult } from './report/figures';
+import { GrpcTransfer } from './transfer/grpc-transfer';
+import { resolveCommand, runHandover } from './handover/run-handover';
+import { targetUid } from './handover/target-uid';
 import { SILENT_REPORTER, type MigrationReporter } from './report/reporter';
 
 const log = logger('migrate');
@@ -67,6 +70,9 @@ export interface MigrateOptions {
   /** --restorable: refuse what a restore cannot recreate before touching the target, and
    *  capture the process's state at the freeze. null: a memory image only. */
   restorable?: { dropConnections: boolean } | null;
+  /** --handover (implies restorable): after the commit the receiver starts the process and the
+   *  source is killed (docs/design.md, Handover). securityFlags: repeated in `sender resolve`. */
+  handover?: { securityFlags: string[] } | null;
   /** --reconnect-timeout: seconds to keep reconnecting after a broken link (0: fail at once;
    *  default 120). */
   reconnectTimeoutSeconds?: number;
@@ -110,6 +116,9 @@ class Migration {
   private features!: KernelFeatures;
   private sessionId = '';
   private transfer: PageTransfer | null = null;
+  private link: GrpcTransfer | null = null;
+  /** During a handover's switch: the `sender resolve` command that would settle it. */
+  private switching: string | null = null;
   private tracked: TrackedProcess | null = null;
   private sent!: SentPages;
   private stager!: BatchStager;
@@ -162,8 +171,11 @@ class Migration {
           await this.resume(err); //                                    8. link broken: reconnect, resume
         }
       }
-      this.afterAction(); //                                             6. after
-      return await this.finish(done.decision, done.downtime, done.verify);
+      let handover: HandoverFigures | undefined;
+      if (this.opts.handover)
+        handover = await this.handOver(done.downtime, done.verify); // 6. handover
+      else this.afterAction(); //                                        6. after
+      return await this.finish(done.decision, done.downtime, done.verify, handover);
     } catch (err) {
       throw await this.fail(err); //                                     7. failure
     } finally {
@@ -192,6 +204,8 @@ class Migration {
 
     // The receiver first: if it cannot be reached, the target has not been touched at all.
     let transfer = await createTransfer(opts.to);
+    // The handover's ask goes on the link itself (not through the wrappers below).
+    if (transfer instanceof GrpcTransfer) this.link = transfer;
     if (opts.metricsListen) transfer = await this.startMetrics(transfer, opts.metricsListen);
     // A network link must not keep the target frozen through a cut (a local disk is just slow).
     if (opts.to.kind === 'grpc') transfer = patientWhileFrozen(transfer, () => this.freeze !== null);
@@ -226,6 +240,8 @@ class Migration {
       resume,
       memoryBytes: this.memoryBytes,
       downtimeTargetSeconds: this.conv.downtimeSeconds,
+      handover: !!this.opts.handover,
+      uid: this.opts.handover ? targetUid(this.opts.pid) : 0,
     };
   }
 
@@ -421,7 +437,40 @@ class Migration {
     this.freeze!.afterAction(this.opts.after);
   }
 
-  private async finish(decision: Decision, downtime: number, verify: VerifyResult): Promise<MigrationSummary> {
+  /** The switch: untrack, keep the source stopped durably, ask the receiver to start the process,
+   *  then kill or continue the source (handover/run-handover.ts). */
+  private async handOver(downtime: number, verify: VerifyResult): Promise<HandoverFigures> {
+    const to = this.opts.to;
+    if (to.kind !== 'grpc' || !this.link) throw new UserError('--handover needs a receiver (--to HOST:PORT)');
+    this.tracked!.close();
+    this.tracked = null;
+    const freeze = this.freeze!;
+    const ask = {
+      pid: this.opts.pid,
+      sessionId: this.sessionId,
+      address: to.address,
+      security: to.security,
+      securityFlags: this.opts.handover!.securityFlags,
+    };
+    this.switching = resolveCommand(ask);
+    freeze.stopDurably();
+    const link = this.link;
+    let out;
+    try {
+      out = await runHandover({ ...ask, ask: (ms) => link.handover(ms), cut: (why) => link.cut(new Error(why)) });
+    } finally {
+      this.switching = null;
+    }
+    return {
+      destinationPid: out.destinationPid,
+      freezeToCommitSeconds: downtime,
+      verifySeconds: verify.seconds,
+      restoreSeconds: out.restoreSeconds,
+      totalDowntimeSeconds: now() - freeze.frozenAt / 1000,
+    };
+  }
+
+  private async finish(decision: Decision, downtime: number, verify: VerifyResult, handover?: HandoverFigures): Promise<MigrationSummary> {
     const rawBytesSent = this.records.reduce((a, r) => a + r.rawBytes, 0);
     const bytesSent = this.records.reduce((a, r) => a + r.wireBytes, 0);
     const summary: MigrationSummary = {
@@ -445,7 +494,8 @@ class Migration {
       imageDigest: digestHex(this.sent.digest()),
       compressionRatio: bytesSent > 0 ? rawBytesSent / bytesSent : 1,
       verify,
-      after: this.opts.after,
+      after: handover ? 'kill' : this.opts.after,
+      handover,
       maxThrottlePercent: Math.max(0, ...this.records.map((r) => r.throttlePercent)),
       reconnects: this.reconnects,
     };
@@ -486,7 +536,7 @@ class Migration {
     }
     const message = (explained as Error)?.message ?? String(explained);
     if (this.transfer) {
-      if (this.committed) log.error(`failed after the commit: ${message}`);
+      if (this.committed && !this.opts.handover) log.error(`failed after the commit: ${message}`);
       await this.transfer.abort(message);
       await this.transfer.close();
     }
@@ -601,6 +651,19 @@ class Migration {
 
   private installSignalHandlers(): void {
     const onSignal = (sig: NodeJS.Signals) => {
+      if (this.switching !== null) {
+        // The handover's switch is not interrupted: the source is stopped and only the
+        // receiver's decision may end or continue it. A second signal leaves it stopped.
+        if (this.signal.aborted) {
+          process.stderr.write(
+            `sender: interrupted during the handover; the source process ${this.opts.pid} is left stopped; finish with: ${this.switching}\n`,
+          );
+          process.exit(130);
+        }
+        log.warn(`${sig}: the handover is being decided; waiting for the receiver's answer (a second ${sig} leaves the source stopped)`);
+        this.abortCtl.abort(new UserError(`interrupted by ${sig}`, 130));
+        return;
+      }
       if (this.signal.aborted) {
         // Second signal: do not wait for the receiver any more.
         thawAll(`second ${sig}`);

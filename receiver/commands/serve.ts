@@ -13,6 +13,7 @@ import { SECURITY_FLAGS, describeSecurity, receiverSecurity, type LinkSecurity }
 import { DEFAULT_ABANDON_AFTER_MS } from '../server/migration-service';
 import { DEFAULT_SHUTDOWN_GRACE_MS, ReceiverServer } from '../server/receiver-server';
 import { MAX_MESSAGE_BYTES } from '../server/limits';
+import { NO_HANDOVERS, authenticatedLink, parseHandoverUsers, type HandoverPolicy } from '../handover/handover-policy';
 import { DEFAULT_MAX_SESSIONS, describeLimits, type ReceiverLimits } from '../server/session-limits';
 
 const log = logger('serve');
@@ -45,6 +46,14 @@ stream with RESOURCE_EXHAUSTED and the reason):
   --max-rate SIZE             page bytes per second one session may write; faster senders are
                               slowed through flow control, not refused (default unlimited)
 
+handover (docs/design.md, Handover: the receiver starts the migrated process on this host):
+  --accept-handover           start the process of a 'sender migrate --handover' here once its
+                              image is committed; needs --token-file or mutual TLS (a handover
+                              runs the sender's program here)
+  --handover-users NAME,...   only for processes of these users (names or uids; default any)
+  --stdio FILE                what fds 0, 1 and 2 of a handed-over process become (default
+                              /dev/null), opened for appending
+
 security (plaintext is refused on any address but loopback unless --insecure is given):
   --tls-cert FILE --tls-key FILE  serve TLS with this PEM certificate chain and private key
   --tls-ca FILE               require client certificates signed by this PEM CA (mutual TLS)
@@ -62,6 +71,9 @@ const OPTIONS = {
   'max-image-bytes': { type: 'string' },
   'max-message-bytes': { type: 'string' },
   'max-rate': { type: 'string' },
+  'accept-handover': { type: 'boolean' },
+  'handover-users': { type: 'string' },
+  stdio: { type: 'string' },
   ...SECURITY_FLAGS,
   help: { type: 'boolean', short: 'h' },
 } as const;
@@ -74,12 +86,14 @@ export interface ServeOptions {
   shutdownGraceMs: number;
   limits: ReceiverLimits;
   security: LinkSecurity;
+  handover: HandoverPolicy;
 }
 
 export function parseServeFlags(argv: string[]): ServeOptions | 'help' {
   const { values: v } = parseFlags(argv, OPTIONS, USAGE);
   if (v.help) return 'help';
   const listen = parseHostPort(v.listen ?? '127.0.0.1:7070', '--listen');
+  const security = receiverSecurity(v, listen);
   return {
     listen,
     imagesDir: path.resolve(v.images ?? 'precopy-images'),
@@ -87,7 +101,23 @@ export function parseServeFlags(argv: string[]): ServeOptions | 'help' {
     abandonAfterMs: parseIntFlag(v['abandon-after'], '--abandon-after', DEFAULT_ABANDON_AFTER_MS / 1000, 1, 365 * 86400) * 1000,
     shutdownGraceMs: parseIntFlag(v['shutdown-grace'], '--shutdown-grace', DEFAULT_SHUTDOWN_GRACE_MS / 1000, 0, 3600) * 1000,
     limits: parseLimitFlags(v),
-    security: receiverSecurity(v, listen),
+    security,
+    handover: parseHandoverFlags(v, security),
+  };
+}
+
+function parseHandoverFlags(v: { 'accept-handover'?: boolean; 'handover-users'?: string; stdio?: string }, security: LinkSecurity): HandoverPolicy {
+  if (!v['accept-handover']) {
+    if (v['handover-users'] !== undefined || v.stdio !== undefined) throw new UserError('--handover-users and --stdio apply only with --accept-handover');
+    return NO_HANDOVERS;
+  }
+  // Refused here rather than on every SessionStart: such a receiver could never accept one.
+  if (!authenticatedLink(security)) throw new UserError('--accept-handover needs an authenticated link: --token-file, or --tls-ca (mutual TLS)');
+  return {
+    accept: true,
+    uids: v['handover-users'] === undefined ? null : parseHandoverUsers(v['handover-users']),
+    authenticated: true,
+    stdio: path.resolve(v.stdio ?? '/dev/null'),
   };
 }
 
@@ -130,6 +160,7 @@ export async function run(argv: string[]): Promise<number> {
       events: metrics,
       limits: opts.limits,
       security: opts.security,
+      handover: opts.handover,
     });
   } catch (err) {
     await metricsServer?.close();
@@ -148,6 +179,8 @@ export async function run(argv: string[]): Promise<number> {
   process.stdout.write(`receiver listening on ${formatHostPort(server.address)}\n`);
   log.info(`images in ${opts.imagesDir}; link: ${describeSecurity(opts.security)}`);
   log.info(`limits: ${describeLimits(opts.limits)}`);
+  if (opts.handover.accept)
+    log.info(`handovers accepted${opts.handover.uids ? ` for uids ${[...opts.handover.uids].join(',')}` : ''}; stdio ${opts.handover.stdio}`);
 
   const signal = await signalled;
   log.info(`${signal}: shutting down (a second signal stops at once)`);

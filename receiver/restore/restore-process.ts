@@ -19,6 +19,7 @@ import type { MemorySource, VmaImage } from '../../image/memory-source';
 import { type Credentials, type ProcessState, RLIMIT_NAMES, type ThreadImage } from '../../image/process-state';
 import { errnoName, hex, Remote, RestoreError, SCRATCH_SIZE, u64s } from './remote';
 import { restoreFds } from './restore-fds';
+import { faultVariable, restoreFailStep } from '../../common/fault-injection';
 import * as K from './x86-64';
 
 export { RestoreError };
@@ -56,7 +57,10 @@ export async function restoreProcess(state: ProcessState, memory: MemorySource, 
   const warnings: string[] = [];
   let t0 = performance.now();
   let current = 'checks';
+  const failAt = restoreFailStep();
   const step = (name: string): void => {
+    // Test-only: fail as a step starts, after everything before it was done.
+    if (name === failAt) fail(`${name}: injected failure (${faultVariable('RESTORE_FAIL_AT')})`);
     const now = performance.now();
     steps.push({ step: current, ms: now - t0 });
     current = name;

@@ -8,7 +8,7 @@
 
 import type * as grpc from '@grpc/grpc-js';
 import { Cursor } from '../../proto/page-codec';
-import { migrationDefinition, type IncomingSenderMessage, type LinkCodec } from '../../proto/service';
+import { migrationDefinition, resolveMethod, type IncomingSenderMessage, type LinkCodec } from '../../proto/service';
 import { MAX_VMAS } from '../../image/input-checks';
 import { MAX_RUNS, MAX_THREADS } from './limits';
 
@@ -89,5 +89,5 @@ export function oversized(buf: Buffer): OversizedMessage | null {
 export function scannedMigrationDefinition(codec?: LinkCodec): grpc.ServiceDefinition {
   const base = migrationDefinition(codec).Migrate;
   const decode = base.requestDeserialize as (b: Buffer) => IncomingSenderMessage;
-  return { Migrate: { ...base, requestDeserialize: (b: Buffer): ReceivedMessage => oversized(b) ?? decode(b) } };
+  return { Migrate: { ...base, requestDeserialize: (b: Buffer): ReceivedMessage => oversized(b) ?? decode(b) }, Resolve: resolveMethod() };
 }

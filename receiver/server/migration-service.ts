@@ -16,6 +16,8 @@ import { ImageStore } from '../../image/image-store';
 import { MigrationStream, type MigrateCall, type StreamHost } from './migration-stream';
 import { NO_EVENTS, type SessionEvents } from './session-events';
 import { DEFAULT_LIMITS, SessionSlots, type ReceiverLimits } from './session-limits';
+import { Handovers } from '../handover/handovers';
+import { NO_HANDOVERS, type HandoverPolicy } from '../handover/handover-policy';
 
 const log = logger('server');
 
@@ -26,6 +28,8 @@ export interface MigrationServiceOptions {
   abandonAfterMs?: number;
   events?: SessionEvents;
   limits?: Partial<ReceiverLimits>;
+  /** serve --accept-handover and friends; default: no handovers. */
+  handover?: HandoverPolicy;
 }
 
 export class MigrationService implements StreamHost {
@@ -33,6 +37,7 @@ export class MigrationService implements StreamHost {
   readonly imagesDir: string;
   readonly events: SessionEvents;
   readonly limits: ReceiverLimits;
+  readonly handovers: Handovers;
   private readonly abandonAfterMs: number;
   private readonly slots: SessionSlots<MigrationStream>;
   private readonly streams = new Set<MigrationStream>();
@@ -45,12 +50,16 @@ export class MigrationService implements StreamHost {
     this.abandonAfterMs = opts.abandonAfterMs ?? DEFAULT_ABANDON_AFTER_MS;
     this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
     this.slots = new SessionSlots(this.limits.maxSessions);
+    this.handovers = new Handovers(opts.handover ?? NO_HANDOVERS, opts.imagesDir);
   }
 
   /** Schedule the abandonment of sessions an earlier run left receiving. */
   async start(): Promise<void> {
     let waiting = 0;
-    for (const s of await this.store.list()) {
+    const sessions = await this.store.list();
+    // A handover start an earlier run did not finish is decided before anyone can ask.
+    await this.handovers.recover(sessions.filter((s) => s.state === 'committed').map((s) => s.meta.sessionId));
+    for (const s of sessions) {
       if (s.state !== 'receiving') continue;
       this.sessionLeft(s.meta.sessionId);
       waiting++;

@@ -45,6 +45,7 @@ import { MAX_REGS_BYTES, MAX_THREADS } from './limits';
 import { RateLimit } from './rate-limit';
 import { ImageBudget, type ReceiverLimits } from './session-limits';
 import type { SessionEvents } from './session-events';
+import type { Handovers } from '../handover/handovers';
 import { failedPrecondition, invalidArgument, resourceExhausted, statusName, toStreamError } from './stream-error';
 
 const log = logger('server');
@@ -57,6 +58,7 @@ export interface StreamHost {
   readonly imagesDir: string;
   readonly events: SessionEvents;
   readonly limits: ReceiverLimits;
+  readonly handovers: Handovers;
   /** Before opening session `id`: a slot, or a takeover (false: held by another stream, not taken over). */
   claim(id: string, stream: MigrationStream, resume: boolean): Promise<boolean>;
   /** The stream does not hold session `id` (any more). */
@@ -90,6 +92,8 @@ export class MigrationStream {
   /** Last round made durable (by this stream, or before the resume). */
   private lastRound = -1;
   private reported = false;
+  /** SessionStart asked for a handover (accepted by the policy): a HandoverStart may follow the commit. */
+  private handover = false;
   /** Page writes not finished yet, and the first one that failed. */
   private readonly writes = new Set<Promise<void>>();
   private writeError: unknown = null;
@@ -200,6 +204,8 @@ export class MigrationStream {
         return this.commit(m.commit);
       case 'report':
         return this.report(m.report);
+      case 'handover':
+        return this.startHandover();
       default:
         throw invalidArgument(`unknown message ${(m as { msg: string }).msg}`);
     }
@@ -209,6 +215,12 @@ export class MigrationStream {
     if (this.state !== 'await-start') throw failedPrecondition('a second SessionStart on one stream');
     const id = checkSessionId(s.sessionId);
     const pageSize = checkPageSize(s.pageSize);
+    if (s.handover) {
+      // Before the session is touched, and so before the sender freezes or arms anything.
+      const why = this.host.handovers.refusal(s.uid ?? 0);
+      if (why) throw failedPrecondition(why);
+      this.handover = true;
+    }
     if (await this.host.claim(id, this, s.resume)) this.claimed = id;
     const session = await this.openSession(s, id, pageSize);
     if (this.closed) {
@@ -386,6 +398,15 @@ export class MigrationStream {
     }
     this.state = 'committed';
     log.info(`${this.label}: committed, ${out.imagePages} pages`);
+  }
+
+  /** Start the committed image's process here (docs/design.md, Handover); the answer says
+   *  whether it runs. The decision is durable (handover.json) before it is sent. */
+  private async startHandover(): Promise<void> {
+    if (!this.handover) throw failedPrecondition('HandoverStart on a session that did not ask for a handover in its SessionStart');
+    if (this.state !== 'committed') throw failedPrecondition('HandoverStart before the commit');
+    const result = await this.host.handovers.start(this.session!);
+    await this.reply({ handover: result });
   }
 
   private async report(r: Report): Promise<void> {

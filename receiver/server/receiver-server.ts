@@ -18,6 +18,8 @@ import { MigrationService } from './migration-service';
 import { scannedMigrationDefinition } from './message-scan';
 import type { SessionEvents } from './session-events';
 import type { ReceiverLimits } from './session-limits';
+import { authenticatedLink, type HandoverPolicy } from '../handover/handover-policy';
+import { resolveHandler } from '../handover/resolve-handler';
 
 const log = logger('server');
 
@@ -35,6 +37,8 @@ export interface ReceiverServerOptions {
   security?: LinkSecurity;
   /** --max-sessions, --max-image-bytes, --max-rate, --max-message-bytes (session-limits.ts). */
   limits?: Partial<ReceiverLimits>;
+  /** --accept-handover, --handover-users, --stdio (handover/handover-policy.ts). */
+  handover?: HandoverPolicy;
 }
 
 /** grpc.Server options of the receiver (also used by bench/link-throughput.ts's discarding server). */
@@ -59,13 +63,20 @@ export class ReceiverServer {
   ) {}
 
   static async start(opts: ReceiverServerOptions): Promise<ReceiverServer> {
-    const service = new MigrationService({ imagesDir: opts.imagesDir, abandonAfterMs: opts.abandonAfterMs, events: opts.events, limits: opts.limits });
+    const service = new MigrationService({
+      imagesDir: opts.imagesDir,
+      abandonAfterMs: opts.abandonAfterMs,
+      events: opts.events,
+      limits: opts.limits,
+      handover: withLink(opts.handover, opts.security ?? PLAINTEXT),
+    });
     await service.start();
     const health = new HealthService([MIGRATION_SERVICE_NAME]);
     const server = new grpc.Server({ ...RECEIVER_SERVER_OPTIONS, 'grpc.max_receive_message_length': service.limits.maxMessageBytes });
     const security = opts.security ?? PLAINTEXT;
     server.addService(scannedMigrationDefinition(opts.codec), {
       Migrate: requireToken(security.token, service.migrate, () => service.events.streamRefused('unauthenticated')),
+      Resolve: resolveHandler(service.handovers, security.token),
     });
     server.addService(healthService().service, health.implementation());
 
@@ -108,6 +119,12 @@ export class ReceiverServer {
     await this.service.settled();
     this.service.close();
   }
+}
+
+/** The policy, with whether this server's link authenticates senders (said by the link itself,
+ *  not by whoever built the policy). */
+function withLink(p: HandoverPolicy | undefined, security: LinkSecurity): HandoverPolicy | undefined {
+  return p && { ...p, authenticated: authenticatedLink(security) };
 }
 
 /** TLS when the receiver has a certificate; with a CA too, client certificates signed by it are required. */

@@ -64,9 +64,21 @@ export interface MigrationSummary {
   compressionRatio: number;
   verify: VerifyResult;
   after: 'resume' | 'stop' | 'kill';
+  /** --handover: the process runs at the destination (the source was killed). */
+  handover?: HandoverFigures;
   maxThrottlePercent: number;
   /** Times the link broke and the session was resumed (--reconnect-timeout). */
   reconnects: number;
+}
+
+/** The downtime of a handover, split: freeze to the commit acknowledgement, the verify pass,
+ *  the receiver's restore, and in total from the freeze until the destination process runs. */
+export interface HandoverFigures {
+  destinationPid: number;
+  freezeToCommitSeconds: number;
+  verifySeconds: number;
+  restoreSeconds: number;
+  totalDowntimeSeconds: number;
 }
 
 export function verifyText(v: VerifyResult): string {

@@ -15,6 +15,17 @@ export function summaryLines(s: MigrationSummary): string[] {
     `verify:      ${verifyText(s.verify)}`,
     `after:       target ${s.after === 'resume' ? 'resumed' : s.after === 'stop' ? 'left stopped (SIGSTOP)' : 'killed'}`,
   ];
+  const h = s.handover;
+  if (h) {
+    lines.splice(
+      -1,
+      1,
+      `handover:    pid ${h.destinationPid} runs at the destination; source killed`,
+      `             downtime ${formatSeconds(h.totalDowntimeSeconds)} = freeze to commit ${formatSeconds(h.freezeToCommitSeconds)}, ` +
+        `verify ${formatSeconds(h.verifySeconds)}, restore ${formatSeconds(h.restoreSeconds)}, ` +
+        `the rest ${formatSeconds(Math.max(0, h.totalDowntimeSeconds - h.freezeToCommitSeconds - h.verifySeconds - h.restoreSeconds))}`,
+    );
+  }
   if (s.maxThrottlePercent > 0) lines.splice(2, 0, `throttle:    up to ${s.maxThrottlePercent}% (auto-converge)`);
   if (s.reconnects > 0) lines.splice(-3, 0, `reconnects:  ${s.reconnects} (link broken, session resumed)`);
   return lines;

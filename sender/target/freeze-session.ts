@@ -115,6 +115,13 @@ export class FreezeSession {
     this.thawedAt = performance.now();
   }
 
+  /** A handover: the source stays stopped (SIGSTOP queued, then detached) until the receiver's
+   *  decision is known, even if the sender dies meanwhile (docs/design.md, Handover). */
+  stopDurably(): void {
+    thawTracked(this.frozen, 'stop');
+    this.thawedAt = performance.now();
+  }
+
   /** Failure path: plain thaw, never throws. */
   release(): void {
     if (this.thawedAt) return;

@@ -10,6 +10,7 @@ import { formatHostPort, type HostPort } from '../../common/cli';
 import { LinkError, MigrationLink } from './migration-link';
 import { PLAINTEXT, type LinkSecurity } from '../../common/link-security';
 import type { Vma } from '../../common/vma';
+import type { HandoverResult } from '../../proto/messages';
 import type { CommitInfo, CommitResult, PageBatch, PageTransfer, Phase, Report, RoundAck, RoundEnd, SessionAccepted, SessionStart } from './page-transfer';
 
 export class GrpcTransfer implements PageTransfer {
@@ -79,6 +80,11 @@ export class GrpcTransfer implements PageTransfer {
       imagePages: c.imagePages,
       processState: c.processState ? encodeProcessState(c.processState) : Buffer.alloc(0),
     });
+  }
+
+  /** Ask the receiver to start the committed process (docs/design.md, Handover). */
+  handover(timeoutMs: number): Promise<HandoverResult> {
+    return this.use().handover(timeoutMs);
   }
 
   report(r: Report): Promise<void> {

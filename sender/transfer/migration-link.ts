@@ -23,6 +23,7 @@ import { logger } from '../../common/log';
 import type {
   Commit,
   CommitResult,
+  HandoverResult,
   OutgoingSenderMessage,
   ReceiverMessage,
   Report,
@@ -223,6 +224,12 @@ export class MigrationLink {
     return (await this.next('commit', this.opts.commitTimeoutMs, 'the commit result')).commit;
   }
 
+  /** Ask the receiver to start the committed process (a handover); resolves with its answer. */
+  async handover(timeoutMs: number): Promise<HandoverResult> {
+    await this.send({ handover: {} });
+    return (await this.next('handover', timeoutMs, 'the handover start')).handover;
+  }
+
   async report(r: Partial<Report>): Promise<void> {
     await this.send({ report: r });
   }
@@ -344,11 +351,11 @@ export class MigrationLink {
   }
 }
 
-function channelCredentials({ tls }: LinkSecurity): grpc.ChannelCredentials {
+export function channelCredentials({ tls }: LinkSecurity): grpc.ChannelCredentials {
   return tls ? grpc.credentials.createSsl(tls.ca, tls.key, tls.cert) : grpc.credentials.createInsecure();
 }
 
-function channelOptions({ serverName }: LinkSecurity): grpc.ChannelOptions {
+export function channelOptions({ serverName }: LinkSecurity): grpc.ChannelOptions {
   // The name the receiver's certificate must carry, when it is not the host dialled.
   return serverName ? { ...CHANNEL_OPTIONS, 'grpc.ssl_target_name_override': serverName } : CHANNEL_OPTIONS;
 }

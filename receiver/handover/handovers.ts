@@ -1,0 +1,126 @@
+// The receiver's side of a handover (docs/design.md, Handover): start the committed image's
+// process here when its sender asks, record the decision durably before and after, answer a
+// sender that lost the link (Resolve), and after a restart settle a start the previous run left
+// undecided. One instance per receiver; `busy` keeps a start and a Resolve of one session from
+// interleaving (both check the record, then write it).
+
+import * as fs from 'node:fs';
+import { logger } from '../../common/log';
+import { imageMemory } from '../../image/image-memory';
+import type { SessionReader } from '../../image/session-reader';
+import type { HandoverRecord, HandoverResult } from '../../proto/messages';
+import { restoreProcess } from '../restore/restore-process';
+import { handoverRefusal, type HandoverPolicy } from './handover-policy';
+import { readRecord, writeRecord, type StoredRecord } from './handover-record';
+import { liveImageProcess } from './process-facts';
+import { reapWhenDone } from './reap-handed-over';
+
+const log = logger('handover');
+
+export class Handovers {
+  private readonly busy = new Set<string>();
+
+  constructor(
+    readonly policy: HandoverPolicy,
+    private readonly imagesDir: string,
+  ) {}
+
+  /** Why a handover for a process of `uid` is refused here (null: accepted). */
+  refusal(uid: number): string | null {
+    return handoverRefusal(this.policy, uid);
+  }
+
+  /** Start the committed image of `image` as a process. Never throws: a failure is ok=false and
+   *  a `rolled-back` record (the restore killed whatever it had made). */
+  async start(image: SessionReader): Promise<HandoverResult> {
+    const id = image.id;
+    if (this.busy.has(id)) return refused(`session ${id}: a handover or resolve of it is already in progress`);
+    this.busy.add(id);
+    try {
+      const before = await readRecord(this.imagesDir, id);
+      if (before) return refused(`session ${id} was already handed over (${before.state}${before.reason ? `: ${before.reason}` : ''})`);
+      const manifest = await image.committedManifest();
+      const state = manifest.processState;
+      if (!state) return refused(`session ${id} holds memory only (not --restorable)`);
+      // The uid the SessionStart claimed was checked then; these are the credentials it will run with.
+      const why = this.refusal(state.creds.uid[0]);
+      if (why) return refused(why);
+      const facts = { expectedPid: state.pid, exePath: state.mm.exePath };
+      await writeRecord(this.imagesDir, id, { state: 'starting', pid: 0, reason: '', ...facts });
+      const t0 = performance.now();
+      let pid: number;
+      try {
+        const restored = await restoreProcess(state, imageMemory(image, manifest.layout, state), { stdio: this.policy.stdio });
+        for (const w of restored.warnings) log.warn(`session ${id}: ${w}`);
+        pid = restored.pid;
+      } catch (err) {
+        const reason = (err as Error).message;
+        await writeRecord(this.imagesDir, id, { state: 'rolled-back', pid: 0, reason, ...facts });
+        log.warn(`session ${id}: handover rolled back: ${reason}`);
+        return refused(reason);
+      }
+      const restoreSeconds = (performance.now() - t0) / 1000;
+      try {
+        await writeRecord(this.imagesDir, id, { state: 'running', pid, reason: '', ...facts });
+      } catch (err) {
+        // Undecidable for the sender unless the process goes: the record stays `starting`, and
+        // with no such process a restart (or a Resolve) reads it as rolled back.
+        process.kill(pid, 'SIGKILL');
+        return refused(`the process started but its record could not be written (${(err as Error).message}); killed it`);
+      }
+      reapWhenDone(pid, id);
+      log.info(`session ${id}: handed over, pid ${pid} runs here (restore ${(restoreSeconds * 1000).toFixed(0)} ms)`);
+      return { ok: true, pid, restoreSeconds, message: '' };
+    } catch (err) {
+      return refused(`session ${id}: ${(err as Error).message}`);
+    } finally {
+      this.busy.delete(id);
+    }
+  }
+
+  /**
+   * The decision for session `id`, for a sender that lost the link after asking. No record: the
+   * ask never arrived, and a `rolled-back` record is written now, so that it can no longer start
+   * the process if it still arrives (the sender resumes the source on this answer).
+   */
+  async resolve(id: string): Promise<HandoverRecord> {
+    if (this.busy.has(id)) return { state: 'starting', pid: 0, reason: 'the start is in progress' };
+    this.busy.add(id);
+    try {
+      const r = await readRecord(this.imagesDir, id);
+      if (r) return r.state === 'starting' ? await this.settle(id, r) : { state: r.state, pid: r.pid, reason: r.reason };
+      if (!fs.existsSync(`${this.imagesDir}/${id}`)) return { state: 'rolled-back', pid: 0, reason: `no session ${id} here` };
+      const reason = 'the handover was never asked for on this receiver (resolved by the sender)';
+      await writeRecord(this.imagesDir, id, { state: 'rolled-back', pid: 0, reason, expectedPid: 0, exePath: '' });
+      return { state: 'rolled-back', pid: 0, reason };
+    } finally {
+      this.busy.delete(id);
+    }
+  }
+
+  /** At start-up: every `starting` record an earlier run left is decided from facts. */
+  async recover(ids: string[]): Promise<void> {
+    for (const id of ids) {
+      const r = await readRecord(this.imagesDir, id).catch(() => null);
+      if (r?.state === 'starting') await this.settle(id, r);
+    }
+  }
+
+  /** A `starting` record with no start in progress in this process: the run that wrote it died.
+   *  Its half-made process died with it (the restorer holds it with PTRACE_O_EXITKILL); a process
+   *  that was let go runs on. So: the image's pid alive, not traced, running the image's program
+   *  -> running; anything else -> rolled back. */
+  private async settle(id: string, r: StoredRecord): Promise<HandoverRecord> {
+    const live = await liveImageProcess(r.expectedPid, r.exePath);
+    const next: HandoverRecord = live
+      ? { state: 'running', pid: r.expectedPid, reason: 'decided after a receiver restart: the process runs' }
+      : { state: 'rolled-back', pid: 0, reason: 'the receiver stopped during the start and no process was left running' };
+    await writeRecord(this.imagesDir, id, { ...r, ...next });
+    log.warn(`session ${id}: handover left starting by an earlier run: ${next.state} (${next.reason})`);
+    return next;
+  }
+}
+
+function refused(message: string): HandoverResult {
+  return { ok: false, pid: 0, restoreSeconds: 0, message };
+}

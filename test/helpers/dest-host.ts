@@ -1,0 +1,170 @@
+// A destination "host" on this machine for handover tests: network namespace b of a NetPair plus
+// a PID namespace of its own, with the receiver inside both. The source process stays in the root
+// namespaces with its pid and ports, as it would on another host; the handed-over process gets its
+// pid number inside the new PID namespace. The mount namespace is a copy (only /proc differs), so
+// status files written by path are readable from here.
+//
+// PID 1 of the namespace is `sleep infinity`, not the receiver: when PID 1 exits every process of
+// the namespace dies, and a receiver restart must not take the handed-over process with it.
+
+import { execFileSync, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { NetPair, tool } from './netns';
+import { startReceiver, type ReceiverHandle } from './receiver';
+
+const quote = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
+
+/** Children of pid (root-namespace pids). */
+function children(pid: number): number[] {
+  const out: number[] = [];
+  for (const t of fs.readdirSync(`/proc/${pid}/task`)) {
+    const c = fs.readFileSync(`/proc/${pid}/task/${t}/children`, 'utf8').trim();
+    if (c) out.push(...c.split(/\s+/).map(Number));
+  }
+  return out;
+}
+
+export class DestHost {
+  receiver!: ReceiverHandle;
+  readonly images = fs.mkdtempSync(path.join(os.tmpdir(), 'precopy-handover-'));
+  readonly tokenFile = path.join(this.images, '..', `${path.basename(this.images)}.token`);
+  private constructor(
+    readonly pair: NetPair,
+    readonly port: number,
+    private readonly serveArgs: string[],
+  ) {
+    fs.writeFileSync(this.tokenFile, 'handover-test-token\n', { mode: 0o600 });
+  }
+
+  static async create(subnet: string, serveArgs: string[], env: NodeJS.ProcessEnv = {}): Promise<DestHost> {
+    const pair = await NetPair.create({ subnet });
+    const host = new DestHost(pair, 17000 + Math.floor(Math.random() * 1000), serveArgs);
+    try {
+      host.receiver = await startReceiver({
+        images: host.images,
+        listen: host.address,
+        args: host.receiverArgs(),
+        spawner: (cmd, args) => {
+          const envs = Object.entries(env).map(([k, v]) => `${k}=${quote(v ?? '')}`);
+          const line = `${envs.join(' ')} ${[cmd, ...args].map(quote).join(' ')} & exec sleep infinity`;
+          return pair.spawn('b', 'unshare', ['--pid', '--fork', '--kill-child', '--mount-proc', 'sh', '-c', line]);
+        },
+      });
+    } catch (e) {
+      await host.destroy();
+      throw e;
+    }
+    return host;
+  }
+
+  private receiverArgs(): string[] {
+    return ['--token-file', this.tokenFile, '--insecure', ...this.serveArgs];
+  }
+
+  /** kill -9 the receiver and start another inside the same namespaces (not a child of PID 1:
+   *  started through nsenter, as an operator's restart would be). */
+  async restartReceiver(): Promise<void> {
+    const init = this.init;
+    try {
+      process.kill(this.receiverPid(), 'SIGKILL');
+      await new Promise((r) => setTimeout(r, 200));
+    } catch {
+      // killed already
+    }
+    const first = this.receiver;
+    this.receiver = await startReceiver({
+      images: this.images,
+      listen: this.address,
+      args: this.receiverArgs(),
+      spawner: (cmd, args) => this.pair.spawn('b', 'nsenter', ['-t', String(init), '-p', '-m', '--', cmd, ...args]),
+    });
+    this.firstReceiver = first;
+  }
+
+  /** The receiver PID 1 started (kept for init and cleanup after a restart). */
+  private firstReceiver: ReceiverHandle | null = null;
+
+  get address(): string {
+    return `${this.pair.addr.b}:${this.port}`;
+  }
+
+  /** PID 1 of the namespace (its root-namespace pid). */
+  get init(): number {
+    return children((this.firstReceiver ?? this.receiver).child.pid!)[0];
+  }
+
+  /** The receiver's node process (root-namespace pid). */
+  receiverPid(): number {
+    const parent = this.firstReceiver ? this.receiver.child.pid! : this.init;
+    const node = [parent, ...children(parent)].find((p) => fs.readlinkSync(`/proc/${p}/exe`) === process.execPath);
+    if (node === undefined) throw new Error('no receiver process in the destination namespace');
+    return node;
+  }
+
+  /** The root-namespace pid of the process that has pid `inner` in the destination namespace. */
+  rootPid(inner: number): number | null {
+    const ns = fs.readlinkSync(`/proc/${this.init}/ns/pid`);
+    for (const p of fs.readdirSync('/proc')) {
+      if (!/^\d+$/.test(p)) continue;
+      try {
+        const nspid = /^NSpid:\s+(.*)$/m
+          .exec(fs.readFileSync(`/proc/${p}/status`, 'utf8'))?.[1]
+          .trim()
+          .split(/\s+/)
+          .map(Number);
+        if (nspid?.length === 2 && nspid[1] === inner && fs.readlinkSync(`/proc/${p}/ns/pid`) === ns) return Number(p);
+      } catch {
+        // exited meanwhile
+      }
+    }
+    return null;
+  }
+
+  /** Executables of every process in the destination namespace but PID 1 and the receiver. */
+  others(): string[] {
+    const out: string[] = [];
+    for (const p of execFileSync(tool('ip'), ['netns', 'pids', this.pair.ns.b], { encoding: 'utf8' }).split(/\s+/).filter(Boolean).map(Number)) {
+      if (p === this.receiver.child.pid || p === this.firstReceiver?.child.pid || p === this.init) continue;
+      try {
+        const exe = fs.readlinkSync(`/proc/${p}/exe`);
+        if (exe !== process.execPath) out.push(exe);
+      } catch {
+        // exited meanwhile
+      }
+    }
+    return out;
+  }
+
+  /** Run `node -e script` inside the destination's network namespace. */
+  async nodeInside(script: string): Promise<string> {
+    return (await this.pair.exec('b', process.execPath, ['-e', script])).stdout.trim();
+  }
+
+  /** Spawn a command on the source side of the link (network namespace a). */
+  spawnSource(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}): ChildProcess {
+    return this.pair.spawn('a', cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+  }
+
+  /** The handover record of a session, or null. */
+  /** Rewrite a session's handover record (a receiver that died during the start). */
+  setRecordState(session: string, state: string): void {
+    const file = path.join(this.images, session, 'handover.json');
+    fs.writeFileSync(file, JSON.stringify({ ...JSON.parse(fs.readFileSync(file, 'utf8')), state }));
+  }
+
+  record(session: string): { state: string; pid: number; reason: string } | null {
+    try {
+      return JSON.parse(fs.readFileSync(path.join(this.images, session, 'handover.json'), 'utf8')) as { state: string; pid: number; reason: string };
+    } catch {
+      return null;
+    }
+  }
+
+  async destroy(): Promise<void> {
+    await this.pair.destroy();
+    fs.rmSync(this.images, { recursive: true, force: true });
+    fs.rmSync(this.tokenFile, { force: true });
+  }
+}
