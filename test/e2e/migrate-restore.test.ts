@@ -174,6 +174,21 @@ test.serial('file descriptors: epoll over a timerfd, eventfd and sockets, a pipe
   t.regex(await askFdloop(w.port, 'status'), /errors=0$/);
 });
 
+test.serial('--drop-connections: a connected socket comes back as one whose peer has gone', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'precopy-fdloop-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const w = await startFdloop(path.join(dir, 'log'), ['--connect']);
+  const exited = new Promise((r) => w.child.once('exit', r));
+  await migrateAndKill(w.pid, 'restore-dropped', ['--drop-connections']);
+  await exited;
+  const pid = await restore('restore-dropped');
+  t.teardown(() => killRestored(pid));
+  // The connected UDP socket's fd is now one end of a pair whose other end is closed.
+  const fds = fs.readdirSync(`/proc/${pid}/fd`).map((fd) => fs.readlinkSync(`/proc/${pid}/fd/${fd}`));
+  t.is(fds.filter((l) => l.startsWith('socket:')).length, 4, fds.join(' '));
+  t.regex(await w.ask('status'), /errors=0$/);
+});
+
 test.serial('--restorable refuses what a restore cannot recreate before the target is touched', async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'precopy-fdloop-'));
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
