@@ -6,7 +6,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { type CapturedThread, type RestorableFrozen, SYSCALL_RESTART } from '../../native';
-import { readFdTable } from './fd-table';
+import { describeRefusal, readFdTable } from './fd-table';
 import {
   type Credentials,
   type MappedFile,
@@ -38,7 +38,7 @@ export function captureProcessState(frozen: RestorableFrozen, pid: number, opts:
   // The check at the start passed, but the process ran on since: what it holds now decides.
   const table = readFdTable(pid, { withContents: true, dropConnections: opts.dropConnections });
   if (table.refusals.length > 0) {
-    const named = table.refusals.map((r) => `fd ${r.fd} (${r.what}): ${r.why}`).join('; ');
+    const named = table.refusals.map(describeRefusal).join('; ');
     throw new CaptureError(`since the migration started, process ${pid} took something a restore cannot recreate: ${named}`);
   }
   const cap = frozen.capture();

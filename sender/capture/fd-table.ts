@@ -19,6 +19,9 @@ export interface FdRefusal {
   why: string;
 }
 
+/** "fd 7 (anon_inode:inotify): inotify watches are not restored": how a refusal is told. */
+export const describeRefusal = (r: FdRefusal): string => `fd ${r.fd} (${r.what}): ${r.why}`;
+
 export interface FdTable {
   files: FdState[];
   refusals: FdRefusal[];

@@ -5,7 +5,7 @@
 
 import * as fs from 'node:fs';
 import { UserError } from '../../common/errors';
-import { readFdTable, type FdTableOptions } from './fd-table';
+import { describeRefusal, readFdTable, type FdTableOptions } from './fd-table';
 
 /** Process-wide state the restore does not recreate, each with the reason shown to the user. */
 function processProblems(pid: number): string[] {
@@ -37,7 +37,7 @@ function processProblems(pid: number): string[] {
 /** Every reason `pid` cannot be restored, in words; empty when it can. */
 export function restoreProblems(pid: number, opts: Pick<FdTableOptions, 'dropConnections'>): string[] {
   const table = readFdTable(pid, { withContents: false, dropConnections: opts.dropConnections });
-  return [...processProblems(pid), ...table.refusals.map((r) => `fd ${r.fd} (${r.what}): ${r.why}`)];
+  return [...processProblems(pid), ...table.refusals.map(describeRefusal)];
 }
 
 /** Throws one UserError naming everything that keeps `pid` from being restored. */
