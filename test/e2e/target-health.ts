@@ -51,19 +51,27 @@ export interface UnharmedOptions {
 
 /**
  * Assert the target runs on unharmed. A tracer may still be finishing (an arming helper whose
- * sender was killed completes its injection first): tracers are waited for, then everything else
- * must hold at once.
+ * sender was killed completes its injection first; a capture helper lets the threads go once it
+ * sees its sender gone): that is waited for, then everything must hold at once.
  */
 export async function assertUnharmed(t: ExecutionContext, target: Target, opts: UnharmedOptions = {}): Promise<void> {
   const label = opts.label ? `${opts.label}: ` : '';
   const { base, pages } = opts.main ?? target;
   t.true(target.alive, `${label}the target is alive`);
-  await waitFor(`${label}every thread of ${target.pid} untraced`, () => threadTracers(target.pid).every((x) => x === 0), 20_000);
+  // A helper the killed sender started may still be seizing the threads when it sees its sender gone
+  // (then it lets them go): wait for untraced and running to hold together, not one after the other.
+  const stopped = () => threadStates(target.pid).filter((s) => s.state === 't' || s.state === 'T');
+  await waitFor(
+    `${label}every thread of ${target.pid} untraced and running`,
+    () => threadTracers(target.pid).every((x) => x === 0) && stopped().length === 0,
+    20_000,
+  ).catch(() => undefined); // what still holds is reported below
   t.deepEqual(
-    threadStates(target.pid).filter((s) => s.state === 't' || s.state === 'T'),
+    threadTracers(target.pid).filter((x) => x !== 0),
     [],
-    `${label}no thread left stopped`,
+    `${label}no thread left traced`,
   );
+  t.deepEqual(stopped(), [], `${label}no thread left stopped`);
   t.deepEqual(userfaultfds(target.pid), [], `${label}no userfaultfd left in its fds`);
   if (opts.workload === false) return;
   t.false(vmFlags(target.pid, base)?.includes('uw') ?? true, `${label}no uffd-wp registration left on its main area`);
