@@ -12,6 +12,9 @@
 //                                     (pagemap_scan, userfaultfd, wp_async, wp_unpopulated)
 //   PRECOPY_FAULT_BUFFERED_WRITES=1   the image store never uses O_DIRECT (a file system where it
 //                                     is slow; before/after comparisons in the bench)
+//   PRECOPY_FAULT_PREBUILD_FAIL_AT=P  a handover's destination process built during pre-copy
+//                                     fails at P (open, layout, pages): the receiver must fall
+//                                     back to a full restore after the commit
 
 const PREFIX = 'PRECOPY_FAULT_';
 
@@ -21,8 +24,9 @@ function raw(name: string): string | undefined {
 }
 
 /** The full variable name of a fault, for log lines and for tests that set it. */
-export const faultVariable = (name: 'LOSE_WRITES' | 'STORE_CRASH_AT' | 'MISSING_FEATURES' | 'BUFFERED_WRITES' | 'RESTORE_FAIL_AT' | 'HANDOVER_DIE'): string =>
-  PREFIX + name;
+export const faultVariable = (
+  name: 'LOSE_WRITES' | 'STORE_CRASH_AT' | 'MISSING_FEATURES' | 'BUFFERED_WRITES' | 'RESTORE_FAIL_AT' | 'HANDOVER_DIE' | 'PREBUILD_FAIL_AT',
+): string => PREFIX + name;
 
 /** Dirty pages the stop-and-copy round must drop (0: none). */
 export function loseWritesCount(): number {
@@ -51,6 +55,9 @@ export const bufferedWritesOnly = (): boolean => raw('BUFFERED_WRITES') === '1';
 
 /** The restore step at which a restore must fail (null: none). */
 export const restoreFailStep = (): string | null => raw('RESTORE_FAIL_AT') ?? null;
+
+/** Where a handover's prebuilt process must fail (null: nowhere). */
+export const prebuildFailPoint = (): string | null => raw('PREBUILD_FAIL_AT') ?? null;
 
 /** The point of a handover at which the sender must die (null: none). */
 export const handoverDiePoint = (): string | null => raw('HANDOVER_DIE') ?? null;

@@ -3,7 +3,7 @@
 // pid is dead (kill -9, crash) is stale and taken over; readers (open, list, verify, export)
 // take no lock.
 
-import { promises as fsp } from 'node:fs';
+import { promises as fsp, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { badState } from './store-error';
 
@@ -13,9 +13,15 @@ const LOCK = 'owner.lock';
 function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+  // A killed owner whose parent has not reaped it yet (a zombie) holds nothing any more.
+  try {
+    const st = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return st[st.lastIndexOf(')') + 2] !== 'Z';
+  } catch {
+    return false;
   }
 }
 

@@ -488,6 +488,7 @@ class RestoreStubWrap : public Napi::ObjectWrap<RestoreStubWrap> {
          InstanceMethod<&RestoreStubWrap::Gadget>("gadget"), InstanceMethod<&RestoreStubWrap::SetGadget>("setGadget"),
          InstanceMethod<&RestoreStubWrap::Syscall>("syscall"),
          InstanceMethod<&RestoreStubWrap::WriteMemory>("writeMemory"),
+         InstanceMethod<&RestoreStubWrap::WritePages>("writePages"),
          InstanceMethod<&RestoreStubWrap::ReadMemory>("readMemory"),
          InstanceMethod<&RestoreStubWrap::CreateThread>("createThread"),
          InstanceMethod<&RestoreStubWrap::SetThreadState>("setThreadState"),
@@ -529,6 +530,18 @@ class RestoreStubWrap : public Napi::ObjectWrap<RestoreStubWrap> {
     const uint64_t addr = static_cast<uint64_t>(intArg(info, 0, "addr"));
     Napi::Buffer<uint8_t> b = bufferArg(info, 1, "data");
     guarded(info.Env(), [&] { stub_->writeMemory(addr, b.Data(), b.Length()); });
+  }
+  // writePages(runs: Float64Array, zeroMap: Buffer | null, data: Buffer, pageSize)
+  void WritePages(const Napi::CallbackInfo& info) {
+    Napi::Float64Array runs = f64Arg(info, 0, "runs");
+    const bool zeros = !info[1].IsNull();
+    Napi::Buffer<uint8_t> zeroMap = zeros ? bufferArg(info, 1, "zeroMap") : Napi::Buffer<uint8_t>();
+    Napi::Buffer<uint8_t> data = bufferArg(info, 2, "data");
+    const size_t pageSize = static_cast<size_t>(intArg(info, 3, "pageSize"));
+    guarded(info.Env(), [&] {
+      stub_->writePages(runs.Data(), runs.ElementLength(), zeros ? zeroMap.Data() : nullptr,
+                        zeros ? zeroMap.Length() : 0, data.Data(), data.Length(), pageSize);
+    });
   }
   void ReadMemory(const Napi::CallbackInfo& info) {
     const uint64_t addr = static_cast<uint64_t>(intArg(info, 0, "addr"));

@@ -464,6 +464,8 @@ export interface RestoreStub {
   /** Run one syscall in thread tid; the raw result (negative errno on failure). */
   syscall(tid: number, nr: number, args: BigUint64Array): bigint;
   writeMemory(addr: number, data: Buffer): void;
+  /** A page batch (runs, zero bits, non-zero pages back to back, as the wire has them) in few calls. */
+  writePages(runs: Float64Array, zeroMap: Buffer | null, data: Buffer, pageSize: number): void;
   readMemory(addr: number, into: Buffer): void;
   /** clone3 with set_tid from the main thread; scratch: 256 writable bytes in the stub. */
   createThread(tid: number, scratch: number): number;

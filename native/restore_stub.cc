@@ -213,6 +213,79 @@ void RestoreStub::writeMemory(uint64_t addr, const uint8_t* data, size_t len) {
   }
 }
 
+namespace {
+
+// A page of zeros for the zero pages of a batch (local iovecs may repeat an address).
+alignas(4096) const uint8_t kZeroPage[4096] = {};
+constexpr size_t kMaxIov = 1024;  // IOV_MAX
+
+}  // namespace
+
+void RestoreStub::writePages(const double* runs, size_t nruns, const uint8_t* zeroMap, size_t zeroBytes,
+                             const uint8_t* data, size_t dataLen, size_t pageSize) {
+  if (pageSize != sizeof kZeroPage)
+    throwSys(EINVAL, "process_vm_writev", "page size " + num(pageSize) + " is not 4096");
+  // Gathered: remote iovecs are contiguous stretches of the stub, local ones the batch's pages
+  // (consecutive data pages merged; zero pages all point at kZeroPage). `pieces` keeps, per remote
+  // iovec, its local pieces: the slow path when a call falls short (a read-only page, say).
+  std::vector<struct iovec> local, remote;
+  std::vector<std::vector<struct iovec>> pieces;
+  size_t bytes = 0;
+  auto flush = [&] {
+    if (remote.empty()) return;
+    const ssize_t n = ::process_vm_writev(pid_, local.data(), local.size(), remote.data(), remote.size(), 0);
+    if (n != static_cast<ssize_t>(bytes)) {
+      for (size_t i = 0; i < remote.size(); i++) {
+        uint64_t at = reinterpret_cast<uint64_t>(remote[i].iov_base);
+        for (const struct iovec& l : pieces[i]) {
+          writeMemory(at, static_cast<const uint8_t*>(l.iov_base), l.iov_len);
+          at += l.iov_len;
+        }
+      }
+    }
+    local.clear();
+    remote.clear();
+    pieces.clear();
+    bytes = 0;
+  };
+  size_t dataAt = 0, page = 0;
+  for (size_t r = 0; r + 1 < nruns; r += 2) {
+    const uint64_t addr = static_cast<uint64_t>(runs[r]);
+    const size_t count = static_cast<size_t>(runs[r + 1]);
+    for (size_t i = 0; i < count; i++, page++) {
+      const uint64_t at = addr + i * pageSize;
+      const bool zero = zeroMap && page / 8 < zeroBytes && ((zeroMap[page / 8] >> (page % 8)) & 1);
+      const uint8_t* src = kZeroPage;
+      if (!zero) {
+        if (dataAt + pageSize > dataLen)
+          throwSys(EINVAL, "process_vm_writev", "page batch data is shorter than its runs");
+        src = data + dataAt;
+        dataAt += pageSize;
+      }
+      const bool joinsRemote =
+          !remote.empty() && reinterpret_cast<uint64_t>(remote.back().iov_base) + remote.back().iov_len == at;
+      const bool joinsLocal = joinsRemote && !zero && local.back().iov_base != kZeroPage &&
+                              static_cast<const uint8_t*>(local.back().iov_base) + local.back().iov_len == src;
+      if (joinsLocal) {
+        local.back().iov_len += pageSize;
+        pieces.back().back().iov_len += pageSize;
+        remote.back().iov_len += pageSize;
+      } else {
+        if (local.size() == kMaxIov || (!joinsRemote && remote.size() == kMaxIov)) flush();
+        if (remote.empty() || reinterpret_cast<uint64_t>(remote.back().iov_base) + remote.back().iov_len != at) {
+          remote.push_back({reinterpret_cast<void*>(at), 0});
+          pieces.emplace_back();
+        }
+        remote.back().iov_len += pageSize;
+        local.push_back({const_cast<uint8_t*>(src), pageSize});
+        pieces.back().push_back(local.back());
+      }
+      bytes += pageSize;
+    }
+  }
+  flush();
+}
+
 void RestoreStub::readMemory(uint64_t addr, uint8_t* data, size_t len) {
   size_t done = 0;
   while (done < len) {

@@ -42,6 +42,11 @@ class RestoreStub {
   // process_vm_writev; /proc/PID/mem (FOLL_FORCE) where that faults (read-only pages).
   void writeMemory(uint64_t addr, const uint8_t* data, size_t len);
   void readMemory(uint64_t addr, uint8_t* data, size_t len);
+  // One page batch as the wire carries it: runs are (address, page count) pairs, zeroMap one bit
+  // per page in run order (set: a zero page, absent from data; may be null), data the other pages
+  // back to back. Gathered into few process_vm_writev calls; writeMemory where one falls short.
+  void writePages(const double* runs, size_t nruns, const uint8_t* zeroMap, size_t zeroBytes, const uint8_t* data,
+                  size_t dataLen, size_t pageSize);
   // clone3(CLONE_VM|FS|FILES|SIGHAND|THREAD|SYSVSEM, set_tid = wantTid) in the main thread; the
   // new thread is auto-attached and stopped. scratch: 256 writable bytes in the stub.
   pid_t createThread(pid_t wantTid, uint64_t scratch);

@@ -140,6 +140,8 @@ export interface HandoverResult {
   pid: number;
   restoreSeconds: number;
   message: string;
+  /** Built while the rounds arrived; false: restored in full after the commit. */
+  prebuilt: boolean;
 }
 
 /** The durable decision of a handover (receiver/handover/handover-record.ts). */

@@ -466,6 +466,7 @@ class Migration {
       freezeToCommitSeconds: downtime,
       verifySeconds: verify.seconds,
       restoreSeconds: out.restoreSeconds,
+      prebuilt: out.prebuilt,
       totalDowntimeSeconds: now() - freeze.frozenAt / 1000,
     };
   }

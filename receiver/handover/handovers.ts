@@ -9,16 +9,19 @@ import { logger } from '../../common/log';
 import { imageMemory } from '../../image/image-memory';
 import type { SessionReader } from '../../image/session-reader';
 import type { HandoverRecord, HandoverResult } from '../../proto/messages';
-import { restoreProcess } from '../restore/restore-process';
+import { finishBuiltProcess, restoreProcess } from '../restore/restore-process';
 import { handoverRefusal, type HandoverPolicy } from './handover-policy';
 import { readRecord, writeRecord, type StoredRecord } from './handover-record';
 import { liveImageProcess } from './process-facts';
 import { reapWhenDone } from './reap-handed-over';
+import { PrebuiltProcesses } from './prebuilt-processes';
 
 const log = logger('handover');
 
 export class Handovers {
   private readonly busy = new Set<string>();
+  /** Destination processes built during pre-copy, by session. */
+  readonly prebuilt = new PrebuiltProcesses();
 
   constructor(
     readonly policy: HandoverPolicy,
@@ -49,8 +52,11 @@ export class Handovers {
       await writeRecord(this.imagesDir, id, { state: 'starting', pid: 0, reason: '', ...facts });
       const t0 = performance.now();
       let pid: number;
+      const built = this.prebuilt.take(id);
       try {
-        const restored = await restoreProcess(state, imageMemory(image, manifest.layout, state), { stdio: this.policy.stdio });
+        const memory = imageMemory(image, manifest.layout, state);
+        const opts = { stdio: this.policy.stdio };
+        const restored = built ? await finishBuiltProcess(built, state, memory, opts) : await restoreProcess(state, memory, opts);
         for (const w of restored.warnings) log.warn(`session ${id}: ${w}`);
         pid = restored.pid;
       } catch (err) {
@@ -69,8 +75,9 @@ export class Handovers {
         return refused(`the process started but its record could not be written (${(err as Error).message}); killed it`);
       }
       reapWhenDone(pid, id);
-      log.info(`session ${id}: handed over, pid ${pid} runs here (restore ${(restoreSeconds * 1000).toFixed(0)} ms)`);
-      return { ok: true, pid, restoreSeconds, message: '' };
+      const how = built ? 'built during pre-copy' : 'restored in full';
+      log.info(`session ${id}: handed over, pid ${pid} runs here (${how}, ${(restoreSeconds * 1000).toFixed(0)} ms)`);
+      return { ok: true, pid, restoreSeconds, message: '', prebuilt: built !== undefined };
     } catch (err) {
       return refused(`session ${id}: ${(err as Error).message}`);
     } finally {
@@ -122,5 +129,5 @@ export class Handovers {
 }
 
 function refused(message: string): HandoverResult {
-  return { ok: false, pid: 0, restoreSeconds: 0, message };
+  return { ok: false, pid: 0, restoreSeconds: 0, message, prebuilt: false };
 }

@@ -1,5 +1,6 @@
 // (Over 400 lines on purpose: the restore's steps in the order they must run, each a short
-// function below; the injected-call helpers and the fd table live in their own files.)
+// function below; the address space (process-builder.ts), the injected-call helpers and the fd
+// table live in their own files.)
 // Restore a committed image into a running process: same pid and tids, every thread resuming at
 // the instruction where it was frozen with all of its registers (XSAVE included), its signal
 // state and the credentials of the source. x86_64, same kernel release as the source.
@@ -14,10 +15,11 @@
 
 import * as fs from 'node:fs';
 import * as os from 'node:os';
-import { NativeError, type RestoreStub, startRestoreStub } from '../../native';
+import { NativeError } from '../../native';
 import type { MemorySource, VmaImage } from '../../image/memory-source';
 import { type Credentials, type ProcessState, RLIMIT_NAMES, type ThreadImage } from '../../image/process-state';
 import { errnoName, hex, Remote, RestoreError, SCRATCH_SIZE, u64s } from './remote';
+import { type Fail, type FileStat, ProcessBuilder, SPECIALS } from './process-builder';
 import { restoreFds } from './restore-fds';
 import { faultVariable, restoreFailStep } from '../../common/fault-injection';
 import * as K from './x86-64';
@@ -44,158 +46,159 @@ export interface RestoredProcess {
   warnings: string[];
 }
 
-/** Bytes the fill step reads from the image and writes into the process at a time (bench/sections/restore.ts reads so too). */
-export const FILL_CHUNK = 8 << 20;
-const SPECIALS = ['[vvar]', '[vvar_vclock]', '[vdso]'];
+export { FILL_CHUNK } from './process-builder';
 
-export async function restoreProcess(state: ProcessState, memory: MemorySource, opts: RestoreOptions = {}): Promise<RestoredProcess> {
-  let pid = state.pid;
-  const fail = (msg: string): never => {
-    throw new RestoreError(`cannot restore process ${pid}: ${msg}`);
+/** Step timing, the test-only injected failure, and the one-line error of a restore. */
+class Steps {
+  readonly list: RestoredProcess['steps'] = [];
+  current = 'checks';
+  private t0 = performance.now();
+  private readonly failAt = restoreFailStep();
+  constructor(
+    public pid: number,
+    private readonly opts: RestoreOptions,
+  ) {}
+
+  readonly fail = (msg: string): never => {
+    throw new RestoreError(`cannot restore process ${this.pid}: ${msg}`);
   };
-  const steps: RestoredProcess['steps'] = [];
-  const warnings: string[] = [];
-  let t0 = performance.now();
-  let current = 'checks';
-  const failAt = restoreFailStep();
-  const step = (name: string): void => {
+
+  start(name: string): void {
     // Test-only: fail as a step starts, after everything before it was done.
-    if (name === failAt) fail(`${name}: injected failure (${faultVariable('RESTORE_FAIL_AT')})`);
+    if (name === this.failAt) this.fail(`${name}: injected failure (${faultVariable('RESTORE_FAIL_AT')})`);
     const now = performance.now();
-    steps.push({ step: current, ms: now - t0 });
-    current = name;
-    t0 = now;
-    opts.onStep?.(name);
-  };
+    this.list.push({ step: this.current, ms: now - this.t0 });
+    this.current = name;
+    this.t0 = now;
+    this.opts.onStep?.(name);
+  }
 
-  // 0. Checks that need no process: same kernel, a sound layout, every mapped file as recorded.
+  /** Any failure as one RestoreError naming the step it happened in. */
+  rethrow(e: unknown): never {
+    if (e instanceof RestoreError) throw e;
+    if (e instanceof NativeError) this.fail(`${this.current}: ${e.message}`);
+    throw e;
+  }
+}
+
+/** Restore a committed image into a new process. */
+export async function restoreProcess(state: ProcessState, memory: MemorySource, opts: RestoreOptions = {}): Promise<RestoredProcess> {
+  const steps = new Steps(state.pid, opts);
+  const { vmas, files } = checkImage(state, memory, opts, steps.fail);
+  let b: ProcessBuilder | undefined;
+  try {
+    // 1. The stub, with the image's pid.
+    steps.start('spawn stub');
+    b = ProcessBuilder.spawn(opts.anyPid ? 0 : state.pid, steps.fail);
+    steps.pid = b.pid;
+    // 2. The kernel's [vvar], [vvar_vclock], [vdso] to the image's addresses, together.
+    steps.start('move vdso');
+    b.placeSpecials(vmas.filter((v) => v.kind === 'special'));
+    // 3. Everything else of the stub goes (its program, its stack); then our scratch page.
+    steps.start('unmap stub');
+    b.clearStub(vmas);
+    // 4. Every VMA at its address: anonymous, shared anonymous, or from its file.
+    steps.start('map');
+    b.applyLayout(vmas, { files, everyWritable: false });
+    // 5. Page contents.
+    steps.start('fill');
+    await b.fill(memory);
+    return await completeProcess(b, state, vmas, opts, steps);
+  } catch (e) {
+    b?.kill();
+    return steps.rethrow(e);
+  }
+}
+
+/**
+ * Finish a process a handover built during pre-copy (process-builder.ts): the committed layout
+ * applied over what is there, the vDSO to the image's place, the pages it may lack written from
+ * the image, then the rest as a restore does. The builder is killed on failure.
+ */
+export async function finishBuiltProcess(b: ProcessBuilder, state: ProcessState, memory: MemorySource, opts: RestoreOptions = {}): Promise<RestoredProcess> {
+  const steps = new Steps(b.pid, opts);
+  try {
+    const { vmas, files } = checkImage(state, memory, opts, steps.fail);
+    if (b.pid !== state.pid && !opts.anyPid) steps.fail(`the process built during pre-copy has pid ${b.pid}, the image says ${state.pid}`);
+    steps.start('map');
+    b.applyLayout(vmas, { files, everyWritable: true });
+    steps.start('move vdso');
+    b.placeSpecials(vmas.filter((v) => v.kind === 'special'));
+    steps.start('fill');
+    await b.fill(memory, b.staleRanges);
+    return await completeProcess(b, state, vmas, opts, steps);
+  } catch (e) {
+    b.kill();
+    return steps.rethrow(e);
+  }
+}
+
+/** 0. Checks that need no process: same kernel, a sound layout, every mapped file as recorded. */
+function checkImage(state: ProcessState, memory: MemorySource, opts: RestoreOptions, fail: Fail): { vmas: VmaImage[]; files: Map<string, FileStat> } {
   const here = os.release();
   if (state.kernelRelease !== here) fail(`the image was taken on kernel ${state.kernelRelease}, this host runs ${here}`);
   const vmas = checkLayout(memory.vmas, fail);
-  const files = checkFiles(vmas, opts.allowChangedFiles ?? false, fail);
+  return { vmas, files: checkFiles(vmas, opts.allowChangedFiles ?? false, fail) };
+}
 
-  let stub: RestoreStub | undefined;
-  try {
-    // 1. The stub, with the image's pid.
-    step('spawn stub');
-    stub = startRestoreStub(opts.anyPid ? 0 : pid);
-    // With anyPid the ids are the kernel's: from here on the state speaks of the new ones.
-    pid = stub.pid;
-    const live: ProcessState = { ...state, pid, threads: state.threads.map((t, i) => ({ ...t, tid: i === 0 ? pid : t.tid })) };
-    const r = new Remote(stub);
+/** Steps 6-13, once every page is in: protections, mm, files, signals, threads, credentials, registers. */
+async function completeProcess(b: ProcessBuilder, state: ProcessState, vmas: VmaImage[], opts: RestoreOptions, steps: Steps): Promise<RestoredProcess> {
+  const pid = b.pid;
+  const r = b.r;
+  const stub = b.stub;
+  const fail = steps.fail;
+  const warnings: string[] = [];
+  // With anyPid the ids are the kernel's: from here on the state speaks of the new ones.
+  const live: ProcessState = { ...state, pid, threads: state.threads.map((t, i) => ({ ...t, tid: i === 0 ? pid : t.tid })) };
 
-    // 2. The kernel's [vvar], [vvar_vclock], [vdso] to the image's addresses, together.
-    step('move vdso');
-    const stubMaps = readMaps(stub.pid);
-    moveSpecials(r, vmas, stubMaps, fail);
+  // 6. Final protections.
+  steps.start('mprotect');
+  b.protect(vmas);
 
-    // 3. Everything else of the stub goes (its program, its stack); then our scratch page.
-    step('unmap stub');
-    const specials = vmas.filter((v) => v.kind === 'special');
-    const lo = Math.min(...specials.map((v) => v.start));
-    const hi = Math.max(...specials.map((v) => v.end));
-    r.call(pid, 'munmap', K.SYS.munmap, 0, lo);
-    r.call(pid, 'munmap', K.SYS.munmap, hi, K.TASK_SIZE - hi);
-    r.mapScratch(findHole(vmas, SCRATCH_SIZE, fail));
+  // 7. mm fields (brk, stack, arg/env, auxv) and /proc/PID/exe.
+  steps.start('mm');
+  setMm(r, live, warnings);
 
-    // 4. Every VMA at its address: anonymous, shared anonymous, or from its file.
-    step('map');
-    const fillProt = new Map<VmaImage, number>();
-    const fds = new Map<string, number>();
-    for (const v of vmas) {
-      if (v.kind === 'special') continue;
-      const prot = v.data.length > 0 ? v.prot | K.PROT_READ | K.PROT_WRITE : v.prot;
-      fillProt.set(v, prot);
-      const len = v.end - v.start;
-      if (v.kind === 'file') {
-        const f = v.file!;
-        const writable = v.shared && (v.prot & K.PROT_WRITE) !== 0;
-        const key = `${writable ? 'w' : 'r'}:${f.path}`;
-        let fd = fds.get(key);
-        if (fd === undefined) {
-          fd = r.open(f.path, writable ? K.O_RDWR : K.O_RDONLY);
-          fds.set(key, fd);
-          // The file the stub opened must be the one checked above (no swap in between).
-          const st = fs.statSync(`/proc/${pid}/fd/${fd}`, { bigint: true });
-          const want = files.get(f.path)!;
-          if (st.ino !== want.ino || st.dev !== want.dev) fail(`mapped file ${f.path} was replaced during the restore`);
-        }
-        r.call(
-          pid,
-          `mmap of ${f.path} at ${hex(v.start)}`,
-          K.SYS.mmap,
-          v.start,
-          len,
-          prot,
-          (v.shared ? K.MAP_SHARED : K.MAP_PRIVATE) | K.MAP_FIXED,
-          fd,
-          f.offset,
-        );
-      } else {
-        const flags = (v.kind === 'shared-anon' ? K.MAP_SHARED : K.MAP_PRIVATE) | K.MAP_ANONYMOUS | K.MAP_FIXED | (v.growsDown ? K.MAP_GROWSDOWN : 0);
-        r.call(pid, `mmap at ${hex(v.start)}`, K.SYS.mmap, v.start, len, prot, flags, -1, 0);
-      }
-    }
-    for (const fd of fds.values()) r.call(pid, 'close', K.SYS.close, fd);
+  // 7b. The file descriptor table (restore-fds.ts).
+  steps.start('files');
+  restoreFds(r, live.files, { stdio: opts.stdio ?? '/dev/null', allowChangedFiles: opts.allowChangedFiles ?? false }, fail);
 
-    // 5. Page contents.
-    step('fill');
-    await fill(stub, memory, vmas);
-
-    // 6. Final protections.
-    step('mprotect');
-    for (const [v, prot] of fillProt) if (prot !== v.prot) r.call(pid, `mprotect at ${hex(v.start)}`, K.SYS.mprotect, v.start, v.end - v.start, v.prot);
-
-    // 7. mm fields (brk, stack, arg/env, auxv) and /proc/PID/exe.
-    step('mm');
-    setMm(r, live, warnings);
-
-    // 7b. The file descriptor table (restore-fds.ts).
-    step('files');
-    restoreFds(r, live.files, { stdio: opts.stdio ?? '/dev/null', allowChangedFiles: opts.allowChangedFiles ?? false }, fail);
-
-    // 8. Signal dispositions (shared by all threads, set once).
-    step('sigactions');
-    for (let sig = 1; sig <= 64; sig++) {
-      if (sig === K.SIGKILL || sig === K.SIGSTOP) continue;
-      const a = live.sigactions[sig - 1];
-      const at = r.scratch(u64s([a.handler, a.flags, a.restorer, a.mask]));
-      r.call(pid, `rt_sigaction(${sig})`, K.SYS.rt_sigaction, sig, at, 0, 8);
-    }
-
-    // 9. The other threads, with their ids (the main thread is the stub's own).
-    step('threads');
-    for (const t of live.threads.slice(1)) t.tid = stub.createThread(opts.anyPid ? 0 : t.tid, r.scratch(Buffer.alloc(256)));
-
-    // 10. Per-thread kernel state that lives outside the registers.
-    step('thread state');
-    for (const t of live.threads) threadKernelState(r, t);
-
-    // 11. Per-process attributes.
-    step('process attributes');
-    processAttributes(r, live, fail);
-
-    // 12. Credentials, last: they take away the rights the steps above needed. In every thread
-    // (the kernel keeps them per thread; raw syscalls do not broadcast like glibc's setuid).
-    step('credentials');
-    for (const t of [...live.threads.slice(1), live.threads[0]]) credentials(r, t.tid, live.creds, fail);
-    // A change of credentials resets dumpable to fs.suid_dumpable: put the image's back.
-    if (live.dumpable === 0 || live.dumpable === 1) r.call(pid, 'prctl(PR_SET_DUMPABLE)', K.SYS.prctl, K.PR_SET_DUMPABLE, live.dumpable);
-    else warnings.push(`dumpable ${live.dumpable} cannot be set with prctl; left at the kernel's value`);
-
-    // 13. Our scratch page goes; the registers of every thread; let them all run.
-    step('detach');
-    r.call(pid, 'munmap of the scratch area', K.SYS.munmap, r.scratchAddr, SCRATCH_SIZE);
-    for (const t of live.threads) stub.setThreadState(t.tid, t.regs, t.xstate, t.sigmask);
-    stub.detachAll();
-    step('done');
-    return { pid, tids: stub.tids(), steps, warnings };
-  } catch (e) {
-    stub?.kill();
-    if (e instanceof RestoreError) throw e;
-    if (e instanceof NativeError) fail(`${current}: ${e.message}`);
-    throw e;
+  // 8. Signal dispositions (shared by all threads, set once).
+  steps.start('sigactions');
+  for (let sig = 1; sig <= 64; sig++) {
+    if (sig === K.SIGKILL || sig === K.SIGSTOP) continue;
+    const a = live.sigactions[sig - 1];
+    const at = r.scratch(u64s([a.handler, a.flags, a.restorer, a.mask]));
+    r.call(pid, `rt_sigaction(${sig})`, K.SYS.rt_sigaction, sig, at, 0, 8);
   }
+
+  // 9. The other threads, with their ids (the main thread is the stub's own).
+  steps.start('threads');
+  for (const t of live.threads.slice(1)) t.tid = stub.createThread(opts.anyPid ? 0 : t.tid, r.scratch(Buffer.alloc(256)));
+
+  // 10. Per-thread kernel state that lives outside the registers.
+  steps.start('thread state');
+  for (const t of live.threads) threadKernelState(r, t);
+
+  // 11. Per-process attributes.
+  steps.start('process attributes');
+  processAttributes(r, live, fail);
+
+  // 12. Credentials, last: they take away the rights the steps above needed. In every thread
+  // (the kernel keeps them per thread; raw syscalls do not broadcast like glibc's setuid).
+  steps.start('credentials');
+  for (const t of [...live.threads.slice(1), live.threads[0]]) credentials(r, t.tid, live.creds, fail);
+  // A change of credentials resets dumpable to fs.suid_dumpable: put the image's back.
+  if (live.dumpable === 0 || live.dumpable === 1) r.call(pid, 'prctl(PR_SET_DUMPABLE)', K.SYS.prctl, K.PR_SET_DUMPABLE, live.dumpable);
+  else warnings.push(`dumpable ${live.dumpable} cannot be set with prctl; left at the kernel's value`);
+
+  // 13. Our scratch page goes; the registers of every thread; let them all run.
+  steps.start('detach');
+  r.call(pid, 'munmap of the scratch area', K.SYS.munmap, r.scratchAddr, SCRATCH_SIZE);
+  for (const t of live.threads) stub.setThreadState(t.tid, t.regs, t.xstate, t.sigmask);
+  stub.detachAll();
+  steps.start('done');
+  return { pid, tids: stub.tids(), steps: steps.list, warnings };
 }
 
 // ---------------------------------------------------------------- steps
@@ -216,11 +219,6 @@ function checkLayout(list: readonly VmaImage[], fail: (m: string) => never): Vma
   }
   if (!vmas.some((v) => v.name === '[vdso]')) fail('the image has no [vdso] mapping');
   return vmas;
-}
-
-interface FileStat {
-  dev: bigint;
-  ino: bigint;
 }
 
 /** Every file-backed VMA's file exists and is the one recorded (unless changes are allowed). */
@@ -244,96 +242,6 @@ function checkFiles(vmas: VmaImage[], allowChanged: boolean, fail: (m: string) =
     out.set(f.path, { dev: st.dev, ino: st.ino });
   }
   return out;
-}
-
-interface MapsLine {
-  start: number;
-  end: number;
-  name: string;
-}
-
-function readMaps(pid: number): MapsLine[] {
-  return fs
-    .readFileSync(`/proc/${pid}/maps`, 'utf8')
-    .split('\n')
-    .filter(Boolean)
-    .map((l) => {
-      const m = /^([0-9a-f]+)-([0-9a-f]+) \S+ \S+ \S+ \S+\s*(.*)$/.exec(l);
-      if (!m) throw new RestoreError(`cannot parse /proc/${pid}/maps line ${JSON.stringify(l)}`);
-      return { start: parseInt(m[1], 16), end: parseInt(m[2], 16), name: m[3] };
-    });
-}
-
-/**
- * glibc keeps pointers into the vDSO it found at startup, so the kernel's [vdso] must be where the
- * image's was, and [vvar]/[vvar_vclock] at the same distances from it (the vDSO code reaches its
- * data by fixed offsets). Moved with mremap, one mapping at a time; when a destination overlaps
- * where one of them is now, all go to a free area first.
- */
-function moveSpecials(r: Remote, vmas: VmaImage[], stubMaps: MapsLine[], fail: (m: string) => never): void {
-  const pid = r.stub.pid;
-  const want = vmas.filter((v) => v.kind === 'special');
-  const have = stubMaps.filter((m) => SPECIALS.includes(m.name));
-  const sig = (l: Array<{ name: string; start: number; end: number }>): string =>
-    l
-      .map((x) => `${x.name}:${x.end - x.start}`)
-      .sort()
-      .join(' ');
-  if (sig(want) !== sig(have)) fail(`the image's vDSO mappings (${sig(want)}) differ from this kernel's (${sig(have)})`);
-  const cur = new Map(have.map((m) => [m.name, { start: m.start, end: m.end }]));
-  const move = (name: string, to: number): void => {
-    const c = cur.get(name)!;
-    if (c.start === to) return;
-    const len = c.end - c.start;
-    r.call(pid, `mremap of ${name}`, K.SYS.mremap, c.start, len, len, K.MREMAP_MAYMOVE | K.MREMAP_FIXED, to);
-    if (name === '[vdso]') r.stub.setGadget(r.stub.gadget() - c.start + to);
-    cur.set(name, { start: to, end: to + len });
-  };
-  const overlaps = want.some((w) => have.some((h) => w.start < h.end && h.start < w.end && !(w.start === h.start && w.name === h.name)));
-  if (overlaps) {
-    const lo = Math.min(...have.map((h) => h.start));
-    const span = Math.max(...have.map((h) => h.end)) - lo;
-    const tmp = findHole([...vmas, ...stubMaps.map((m) => ({ start: m.start, end: m.end }))], span, fail);
-    for (const h of have) move(h.name, tmp + h.start - lo);
-  }
-  for (const w of want) move(w.name, w.start);
-}
-
-/** A free, page-aligned range of `size` bytes at least 16 MiB away from every given range. */
-function findHole(ranges: Array<{ start: number; end: number }>, size: number, fail: (m: string) => never): number {
-  const gap = 16 << 20;
-  const sorted = [...ranges].sort((a, b) => a.start - b.start);
-  for (let at = 0x100000000; at + size < K.TASK_SIZE; at += 0x40000000) {
-    if (sorted.every((x) => at + size + gap <= x.start || x.end + gap <= at)) return at;
-  }
-  return fail('no free address range for the restore scratch area');
-}
-
-/**
- * Page contents, FILL_CHUNK at a time, double-buffered: the next piece is read from the image (in
- * the thread pool) while this one is written into the process (process_vm_writev, here), since
- * reading and writing each take about half of a restore's time.
- */
-async function fill(stub: RestoreStub, memory: MemorySource, vmas: VmaImage[]): Promise<void> {
-  const pieces: Array<[number, number]> = [];
-  for (const v of vmas) {
-    if (v.kind === 'special') continue;
-    for (const [s, e] of v.data) for (let at = s; at < e; at += FILL_CHUNK) pieces.push([at, Math.min(FILL_CHUNK, e - at)]);
-  }
-  const bufs = [Buffer.allocUnsafe(FILL_CHUNK), Buffer.allocUnsafe(FILL_CHUNK)];
-  const readPiece = (i: number): Promise<void> => Promise.resolve(memory.read(pieces[i][0], pieces[i][1], bufs[i % 2].subarray(0, pieces[i][1])));
-  let reading = pieces.length > 0 ? readPiece(0) : null;
-  for (let i = 0; i < pieces.length; i++) {
-    await reading;
-    reading = i + 1 < pieces.length ? readPiece(i + 1) : null;
-    // If the write fails, the read in flight must still settle before its buffer goes.
-    try {
-      stub.writeMemory(pieces[i][0], bufs[i % 2].subarray(0, pieces[i][1]));
-    } catch (e) {
-      await reading?.catch(() => undefined);
-      throw e;
-    }
-  }
 }
 
 /** PR_SET_MM_MAP, with exe_fd so that /proc/PID/exe names the program again when allowed. */

@@ -8,6 +8,7 @@ export const SYS = {
   munmap: 11,
   rt_sigaction: 13,
   mremap: 25,
+  madvise: 28,
   close: 3,
   chdir: 80,
   umask: 95,
@@ -55,6 +56,8 @@ export const MAP_FIXED = 0x10;
 export const MAP_ANONYMOUS = 0x20;
 export const MAP_GROWSDOWN = 0x100;
 export const MAP_FIXED_NOREPLACE = 0x100000;
+export const MADV_DONTNEED = 4;
+export const MADV_REMOVE = 9;
 export const MREMAP_MAYMOVE = 1;
 export const MREMAP_FIXED = 2;
 export const O_RDONLY = 0;

@@ -248,6 +248,8 @@ export class MigrationStream {
     if (Number.isFinite(this.host.limits.maxImageBytes)) {
       this.budget = new ImageBudget(this.host.limits.maxImageBytes, id, pageSize, session.imagePages);
     }
+    // A handover's destination process is built while the rounds arrive (docs/design.md, Handover).
+    if (this.handover) await this.host.handovers.prebuilt.open(session, s.resume);
     this.host.sessionTaken(id);
     this.host.events.sessionStarted(s);
     log.info(
@@ -294,6 +296,7 @@ export class MigrationStream {
     if (!PHASES.includes(r.phase)) throw invalidArgument(`RoundStart phase ${String(r.phase)} is unknown`);
     if (r.round <= this.lastRound) throw failedPrecondition(`round ${r.round} does not follow round ${this.lastRound}`);
     await this.session!.beginRound(r.round, r.phase, r.layout);
+    if (this.handover) this.host.handovers.prebuilt.layout(this.sessionId, this.session!.layout);
     this.openRound = r.round;
     this.state = 'in-round';
     log.debug(`${this.label}: round ${r.round} (${r.phase}) started, ${r.layout.length} VMAs`);
@@ -310,8 +313,13 @@ export class MigrationStream {
     await this.rate.take(c.data.length);
     if (this.closed) return;
     if (this.budget && !this.budget.fits(sumPages(c.runs))) await this.checkImageSize(c);
-    const write: Promise<void> = this.session!.writePages(c.runs, c.zeroMap, c.data).then(
-      () => void this.writes.delete(write),
+    const session = this.session!;
+    const write: Promise<void> = session.writePages(c.runs, c.zeroMap, c.data).then(
+      () => {
+        // Once the store took the batch (checked, in order with overlapping ones before it).
+        if (this.handover) this.host.handovers.prebuilt.pages(this.sessionId, c.runs, c.zeroMap, c.data, session.pageSize);
+        this.writes.delete(write);
+      },
       (err: unknown) => {
         this.writes.delete(write);
         this.writeError ??= err;
@@ -346,6 +354,7 @@ export class MigrationStream {
     this.requireRound('Discard');
     checkRunCount(d.runs, 'Discard');
     await this.session!.discard(d.runs);
+    if (this.handover) this.host.handovers.prebuilt.discard(this.sessionId, d.runs, this.session!.pageSize);
   }
 
   private async roundEnd(e: RoundEnd): Promise<void> {
@@ -505,6 +514,8 @@ export class MigrationStream {
     this.released = true;
     const session = this.session;
     this.session = null;
+    // A process built for a handover that did not take it: a resume rebuilds it from the image.
+    if (this.handover && this.sessionId) this.host.handovers.prebuilt.drop(this.sessionId, 'its stream ended');
     if (session) {
       await session.close().catch((err: Error) => log.warn(`${this.label}: closing the session: ${err.message}`));
       if (this.state === 'between-rounds' || this.state === 'in-round') this.host.sessionLeft(this.sessionId);

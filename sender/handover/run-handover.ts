@@ -35,6 +35,8 @@ export interface HandoverAsk {
 export interface HandoverOutcome {
   destinationPid: number;
   restoreSeconds: number;
+  /** The receiver built the process while the rounds arrived (false: a full restore, or unknown). */
+  prebuilt: boolean;
 }
 
 /** The command that settles a handover whose decision the sender could not learn. */
@@ -66,7 +68,7 @@ export async function runHandover(a: HandoverAsk): Promise<HandoverOutcome> {
   }
   if (result.ok) {
     endSource(a.pid);
-    return { destinationPid: result.pid, restoreSeconds: result.restoreSeconds };
+    return { destinationPid: result.pid, restoreSeconds: result.restoreSeconds, prebuilt: result.prebuilt };
   }
   resumeSource(a.pid);
   throw new UserError(`handover failed: the receiver did not start the process (${result.message}); the source process ${a.pid} runs on`, 1);
@@ -83,6 +85,6 @@ async function settleUnknown(a: HandoverAsk, why: string): Promise<HandoverOutco
     );
   }
   const done = applyRecord(r, a.pid);
-  if (done === 'killed') return { destinationPid: r.pid, restoreSeconds: 0 };
+  if (done === 'killed') return { destinationPid: r.pid, restoreSeconds: 0, prebuilt: false };
   throw new UserError(`handover failed: the receiver did not start the process (${r.reason}); the source process ${a.pid} runs on`, 1);
 }

@@ -78,6 +78,8 @@ export interface HandoverFigures {
   freezeToCommitSeconds: number;
   verifySeconds: number;
   restoreSeconds: number;
+  /** The receiver built the process while the rounds arrived: its restore was only what remained. */
+  prebuilt: boolean;
   totalDowntimeSeconds: number;
 }
 

@@ -22,7 +22,7 @@ export function summaryLines(s: MigrationSummary): string[] {
       1,
       `handover:    pid ${h.destinationPid} runs at the destination; source killed`,
       `             downtime ${formatSeconds(h.totalDowntimeSeconds)} = freeze to commit ${formatSeconds(h.freezeToCommitSeconds)}, ` +
-        `verify ${formatSeconds(h.verifySeconds)}, restore ${formatSeconds(h.restoreSeconds)}, ` +
+        `verify ${formatSeconds(h.verifySeconds)}, restore ${formatSeconds(h.restoreSeconds)}${h.prebuilt ? ' (built during pre-copy)' : ''}, ` +
         `the rest ${formatSeconds(Math.max(0, h.totalDowntimeSeconds - h.freezeToCommitSeconds - h.verifySeconds - h.restoreSeconds))}`,
     );
   }

@@ -10,54 +10,11 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { DestHost } from '../helpers/dest-host';
 import { startFdloop } from '../helpers/fdloop';
-import { collect, describeRun, SENDER_CLI, type SenderRun } from '../helpers/migration-cli';
-import { RESTORE_TARGET, startWorkload, waitStatus, type Status, type Workload } from '../receiver/restore/helpers/workload';
-import type { MigrationSummary } from '../../sender/report/figures';
+import { collect, describeRun, SENDER_CLI } from '../helpers/migration-cli';
+import { handover, nextSubnet as nextSubnetOf, oneLine, procState, runsOn, until } from '../helpers/handover-run';
+import { RESTORE_TARGET, startWorkload } from '../receiver/restore/helpers/workload';
 
-const num = (s: Status, k: string): number => Number(s[k]);
-/** The workload's self-checks that failed. */
-const failures = (s: Status): string[] => Object.keys(s).filter((k) => (k.endsWith('_errors') || k === 'usr1_bad') && s[k] !== '0');
-
-/** What the sender says as errors (its info log lines, "migrate: ...", aside). */
-const oneLine = (stderr: string): string[] => stderr.split('\n').filter((l) => l.startsWith('sender: '));
-
-let subnet = 0;
-const nextSubnet = (): string => `10.93.${subnet++}.0`;
-
-/** /proc/PID/stat state letter, or null when the process is gone (or a zombie). */
-function procState(pid: number): string | null {
-  try {
-    const st = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const s = st.slice(st.lastIndexOf(')') + 2, st.lastIndexOf(')') + 3);
-    return s === 'Z' || s === 'X' ? null : s;
-  } catch {
-    return null;
-  }
-}
-
-async function until(what: string, pred: () => boolean, ms = 20_000): Promise<void> {
-  const t0 = Date.now();
-  while (!pred()) {
-    if (Date.now() - t0 > ms) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
-
-async function handover(dest: DestHost, pid: number, session: string, env: NodeJS.ProcessEnv = {}): Promise<SenderRun> {
-  const args = ['migrate', '--pid', String(pid), '--to', dest.address, '--session', session, '--handover'];
-  args.push('--token-file', dest.tokenFile, '--insecure', '--downtime-ms', '50', '--json');
-  const run = await collect(dest.spawnSource(process.execPath, [SENDER_CLI, ...args], env));
-  let summary: MigrationSummary | null = null;
-  if (run.code === 0) summary = JSON.parse(run.stdout) as MigrationSummary;
-  return { ...run, summary };
-}
-
-/** The restored workload is alive at the destination and its checks keep passing. */
-async function runsOn(w: Workload, t: { deepEqual: (a: unknown, b: unknown, m?: string) => void }): Promise<void> {
-  const before = w.status()!;
-  const s = await waitStatus(w.dir, (x) => num(x, 'iter') > num(before, 'iter') + 5, 'progress at the destination');
-  t.deepEqual(failures(s), [], 'self-checks at the destination');
-}
+const nextSubnet = (): string => nextSubnetOf(93);
 
 test.serial('restore_target is handed over: it runs at the destination with its pid, the source is gone', async (t) => {
   const dest = await DestHost.create(nextSubnet(), ['--accept-handover']);
@@ -69,8 +26,9 @@ test.serial('restore_target is handed over: it runs at the destination with its 
   const h = run.summary!.handover!;
   t.log(
     `downtime ${(h.totalDowntimeSeconds * 1000).toFixed(0)} ms: freeze->commit ${(h.freezeToCommitSeconds * 1000).toFixed(0)} ms, ` +
-      `verify ${(h.verifySeconds * 1000).toFixed(0)} ms, restore ${(h.restoreSeconds * 1000).toFixed(0)} ms; image ${(run.summary!.memoryBytes / 2 ** 20).toFixed(0)} MiB`,
+      `verify ${(h.verifySeconds * 1000).toFixed(0)} ms, restore ${(h.restoreSeconds * 1000).toFixed(0)} ms${h.prebuilt ? ' (built during pre-copy)' : ''}; image ${(run.summary!.memoryBytes / 2 ** 20).toFixed(0)} MiB`,
   );
+  t.true(h.prebuilt, 'the receiver built the process while the rounds arrived');
   t.is(h.destinationPid, w.pid, 'same pid inside the destination PID namespace');
   await until('the source to be gone', () => procState(w.pid) === null);
   const there = dest.rootPid(w.pid);

@@ -4,8 +4,11 @@
 // pid number inside the new PID namespace. The mount namespace is a copy (only /proc differs), so
 // status files written by path are readable from here.
 //
-// PID 1 of the namespace is `sleep infinity`, not the receiver: when PID 1 exits every process of
-// the namespace dies, and a receiver restart must not take the handed-over process with it.
+// PID 1 of the namespace is a shell looping on `sleep 1`, not the receiver: when PID 1 exits every
+// process of the namespace dies, and a receiver restart must not take the handed-over process with
+// it. Like any init it reaps the orphans it adopts (dash waits for any child while its sleep
+// runs; `sleep infinity` reaped nothing): a killed receiver's zombie would seem to hold its
+// session lock, and its killed restore stub the pid a rebuilt one needs.
 
 import { execFileSync, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -48,7 +51,7 @@ export class DestHost {
         args: host.receiverArgs(),
         spawner: (cmd, args) => {
           const envs = Object.entries(env).map(([k, v]) => `${k}=${quote(v ?? '')}`);
-          const line = `${envs.join(' ')} ${[cmd, ...args].map(quote).join(' ')} & exec sleep infinity`;
+          const line = `${envs.join(' ')} ${[cmd, ...args].map(quote).join(' ')} & while :; do sleep 1; done`;
           return pair.spawn('b', 'unshare', ['--pid', '--fork', '--kill-child', '--mount-proc', 'sh', '-c', line]);
         },
       });

@@ -1,0 +1,85 @@
+// The destination process a handover builds while the rounds arrive (docs/design.md, Handover):
+// it follows the target's layout as it changes, it is rebuilt from the image when the session
+// resumes after a receiver restart, and when building it fails the handover restores the image
+// in full instead. Every case is judged by the workload's own checks at the destination.
+
+import test from 'ava';
+import { DestHost } from '../helpers/dest-host';
+import { describeRun } from '../helpers/migration-cli';
+import { handover, nextSubnet as nextSubnetOf, num, procState, runsOn, startHandover, until } from '../helpers/handover-run';
+import { startWorkload, waitStatus } from '../receiver/restore/helpers/workload';
+import * as fs from 'node:fs';
+
+const nextSubnet = (): string => nextSubnetOf(94);
+
+test.serial('the layout changes during pre-copy (brk, mmap, munmap, new threads): the process built meanwhile runs on', async (t) => {
+  const dest = await DestHost.create(nextSubnet(), ['--accept-handover']);
+  t.teardown(() => dest.destroy());
+  const w = await startWorkload(['--workers', '2', '--mib', '96']);
+  t.teardown(() => w.child.kill('SIGKILL'));
+  const run = startHandover(dest, w.pid, 'hv-layout');
+  // A "grow" every 50 ms while the sender runs: the heap grows, a 1 MiB mapping comes and goes, a
+  // thread (and its stack) is created and joined.
+  let grows = 0;
+  const timer = setInterval(() => {
+    if (procState(w.pid) === 'S' || procState(w.pid) === 'R') {
+      process.kill(w.pid, 'SIGUSR2');
+      grows++;
+    }
+  }, 50);
+  const r = await run.done.finally(() => clearInterval(timer));
+  t.is(r.code, 0, describeRun(r));
+  t.true(grows >= 3, `${grows} grows during the migration`);
+  const h = r.summary!.handover!;
+  t.true(h.prebuilt, 'built during pre-copy');
+  t.log(
+    `${grows} grows; ${r.summary!.rounds.length} rounds; restore ${(h.restoreSeconds * 1000).toFixed(0)} ms of ${(h.totalDowntimeSeconds * 1000).toFixed(0)} ms downtime`,
+  );
+  await until('the source to be gone', () => procState(w.pid) === null);
+  await runsOn(w, t);
+  // And it grows on at the destination.
+  const there = dest.rootPid(w.pid)!;
+  const before = num(w.status()!, 'grow_done');
+  process.kill(there, 'SIGUSR2');
+  const s = await waitStatus(w.dir, (x) => num(x, 'grow_done') > before, 'a grow at the destination');
+  t.is(s.grow_errors, '0');
+});
+
+test.serial('building the process fails during pre-copy: the handover restores the image in full', async (t) => {
+  for (const at of ['open', 'pages']) {
+    const dest = await DestHost.create(nextSubnet(), ['--accept-handover'], { PRECOPY_FAULT_PREBUILD_FAIL_AT: at });
+    t.teardown(() => dest.destroy());
+    const w = await startWorkload(['--workers', '2', '--mib', '16']);
+    t.teardown(() => w.child.kill('SIGKILL'));
+    const r = await handover(dest, w.pid, `hv-fallback-${at}`);
+    t.is(r.code, 0, describeRun(r));
+    t.false(r.summary!.handover!.prebuilt, `${at}: restored in full`);
+    t.regex(dest.receiver.stderr(), new RegExp(`building the process during pre-copy failed at ${at}`));
+    await until('the source to be gone', () => procState(w.pid) === null);
+    await runsOn(w, t);
+  }
+});
+
+test.serial('the receiver killed during pre-copy: the session resumes, the process is rebuilt from the image, the handover completes', async (t) => {
+  const dest = await DestHost.create(nextSubnet(), ['--accept-handover']);
+  t.teardown(() => dest.destroy());
+  const w = await startWorkload(['--workers', '2', '--mib', '256']);
+  t.teardown(() => w.child.kill('SIGKILL'));
+  const run = startHandover(dest, w.pid, 'hv-resume', {}, ['--reconnect-timeout', '30']);
+  // Kill it once the session holds a durable round (its first round-end on disk).
+  const durable = (): number => {
+    try {
+      return (JSON.parse(fs.readFileSync(`${dest.images}/hv-resume/state.json`, 'utf8')) as { lastDurableRound: number }).lastDurableRound;
+    } catch {
+      return -1;
+    }
+  };
+  await until('a durable round', () => durable() >= 0, 30_000);
+  await dest.restartReceiver();
+  const r = await run.done;
+  t.is(r.code, 0, describeRun(r));
+  t.true(r.summary!.reconnects >= 1, 'the sender resumed the session');
+  t.true(r.summary!.handover!.prebuilt, 'rebuilt from the image at the resume, then built on');
+  await until('the source to be gone', () => procState(w.pid) === null);
+  await runsOn(w, t);
+});
