@@ -10,13 +10,10 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { DestHost } from '../helpers/dest-host';
 import { startFdloop } from '../helpers/fdloop';
-import { collect, describeRun, SENDER_CLI, type SenderRun } from '../helpers/migration-cli';
-import { RESTORE_TARGET, startWorkload, waitStatus, type Status, type Workload } from '../receiver/restore/helpers/workload';
-import type { MigrationSummary } from '../../sender/report/figures';
+import { collect, describeRun, SENDER_CLI } from '../helpers/migration-cli';
+import { RESTORE_TARGET, selfCheckFailures, startWorkload, waitStatus, type Status, type Workload } from '../receiver/restore/helpers/workload';
 
 const num = (s: Status, k: string): number => Number(s[k]);
-/** The workload's self-checks that failed. */
-const failures = (s: Status): string[] => Object.keys(s).filter((k) => (k.endsWith('_errors') || k === 'usr1_bad') && s[k] !== '0');
 
 /** What the sender says as errors (its info log lines, "migrate: ...", aside). */
 const oneLine = (stderr: string): string[] => stderr.split('\n').filter((l) => l.startsWith('sender: '));
@@ -43,20 +40,11 @@ async function until(what: string, pred: () => boolean, ms = 20_000): Promise<vo
   }
 }
 
-async function handover(dest: DestHost, pid: number, session: string, env: NodeJS.ProcessEnv = {}): Promise<SenderRun> {
-  const args = ['migrate', '--pid', String(pid), '--to', dest.address, '--session', session, '--handover'];
-  args.push('--token-file', dest.tokenFile, '--insecure', '--downtime-ms', '50', '--json');
-  const run = await collect(dest.spawnSource(process.execPath, [SENDER_CLI, ...args], env));
-  let summary: MigrationSummary | null = null;
-  if (run.code === 0) summary = JSON.parse(run.stdout) as MigrationSummary;
-  return { ...run, summary };
-}
-
 /** The restored workload is alive at the destination and its checks keep passing. */
 async function runsOn(w: Workload, t: { deepEqual: (a: unknown, b: unknown, m?: string) => void }): Promise<void> {
   const before = w.status()!;
   const s = await waitStatus(w.dir, (x) => num(x, 'iter') > num(before, 'iter') + 5, 'progress at the destination');
-  t.deepEqual(failures(s), [], 'self-checks at the destination');
+  t.deepEqual(selfCheckFailures(s), [], 'self-checks at the destination');
 }
 
 test.serial('restore_target is handed over: it runs at the destination with its pid, the source is gone', async (t) => {
@@ -64,7 +52,7 @@ test.serial('restore_target is handed over: it runs at the destination with its 
   t.teardown(() => dest.destroy());
   const w = await startWorkload(['--workers', '2', '--mib', '32']);
   t.teardown(() => w.child.kill('SIGKILL'));
-  const run = await handover(dest, w.pid, 'hv-target');
+  const run = await dest.handover(w.pid, 'hv-target');
   t.is(run.code, 0, describeRun(run));
   const h = run.summary!.handover!;
   t.log(
@@ -98,7 +86,7 @@ test.serial('fdloop is handed over: its listening socket, epoll, timer, pipe and
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   const f = await startFdloop(path.join(dir, 'progress.log'));
   const ticks0 = Number(/ticks=(\d+)/.exec(await f.ask('status'))![1]);
-  const run = await handover(dest, f.pid, 'hv-fdloop');
+  const run = await dest.handover(f.pid, 'hv-fdloop');
   t.is(run.code, 0, describeRun(run));
   t.is(run.summary!.handover!.destinationPid, f.pid);
   await until('the source to be gone', () => procState(f.pid) === null);
@@ -123,7 +111,7 @@ test.serial('a receiver without --accept-handover refuses with one line; the tar
   t.teardown(() => dest.destroy());
   const w = await startWorkload([]);
   t.teardown(() => w.child.kill('SIGKILL'));
-  const run = await handover(dest, w.pid, 'hv-refused');
+  const run = await dest.handover(w.pid, 'hv-refused');
   t.is(run.code, 1, describeRun(run));
   t.regex(oneLine(run.stderr)[0] ?? '', /handover refused: this receiver does not accept handovers/);
   t.is(oneLine(run.stderr).length, 1, run.stderr);
@@ -148,7 +136,7 @@ test.serial('the restore failing at its last step: the source runs on, nothing r
   t.teardown(() => dest.destroy());
   const w = await startWorkload(['--workers', '2', '--mib', '16']);
   t.teardown(() => w.child.kill('SIGKILL'));
-  const run = await handover(dest, w.pid, 'hv-fail');
+  const run = await dest.handover(w.pid, 'hv-fail');
   t.is(run.code, 1, describeRun(run));
   t.regex(run.stderr, /handover failed: .*detach: injected failure.*; the source process \d+ runs on/);
   t.is(oneLine(run.stderr).length, 1, run.stderr);
@@ -167,7 +155,7 @@ test.serial('the sender killed right after asking: the source stays stopped, `se
   t.teardown(() => dest.destroy());
   const w = await startWorkload(['--workers', '2', '--mib', '16']);
   t.teardown(() => w.child.kill('SIGKILL'));
-  const run = await handover(dest, w.pid, 'hv-die', { PRECOPY_FAULT_HANDOVER_DIE: 'after-ask' });
+  const run = await dest.handover(w.pid, 'hv-die', { PRECOPY_FAULT_HANDOVER_DIE: 'after-ask' });
   t.is(run.signal, 'SIGKILL', describeRun(run));
   t.is(procState(w.pid), 'T', 'the source is stopped');
   await until('the destination to decide', () => dest.record('hv-die')?.state === 'running');
@@ -221,7 +209,7 @@ test.serial('the link cut right after asking: the sender learns the decision thr
   t.teardown(() => dest.destroy());
   const w = await startWorkload(['--workers', '2', '--mib', '16']);
   t.teardown(() => w.child.kill('SIGKILL'));
-  const run = await handover(dest, w.pid, 'hv-cut', { PRECOPY_FAULT_HANDOVER_DIE: 'cut-after-ask' });
+  const run = await dest.handover(w.pid, 'hv-cut', { PRECOPY_FAULT_HANDOVER_DIE: 'cut-after-ask' });
   const record = dest.record('hv-cut');
   t.log(`record: ${JSON.stringify(record)}`);
   t.regex(run.stderr, /the link broke after asking for the start .*asking the receiver what it decided/);
@@ -246,7 +234,7 @@ test.serial('the sender killed before asking: the source stays stopped, `sender 
   t.teardown(() => dest.destroy());
   const w = await startWorkload(['--workers', '2', '--mib', '16']);
   t.teardown(() => w.child.kill('SIGKILL'));
-  const run = await handover(dest, w.pid, 'hv-early', { PRECOPY_FAULT_HANDOVER_DIE: 'before-ask' });
+  const run = await dest.handover(w.pid, 'hv-early', { PRECOPY_FAULT_HANDOVER_DIE: 'before-ask' });
   t.is(run.signal, 'SIGKILL', describeRun(run));
   await new Promise((r) => setTimeout(r, 300));
   t.is(procState(w.pid), 'T', 'the source stays stopped after the sender died');
