@@ -9,8 +9,16 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const outputs = ['build/Release/precopy.node', 'dist/test/demo/demo.js', 'dist/sender/cli.js', 'dist/receiver/cli.js', 'test/workloads/bin/target'];
-const sourceDirs = ['common', 'native', 'proto', 'sender', 'receiver', 'test'];
+const outputs = [
+  'build/Release/precopy.node',
+  'build/Release/precopy-restore-stub',
+  'dist/test/demo/demo.js',
+  'dist/sender/cli.js',
+  'dist/receiver/cli.js',
+  'test/workloads/bin/target',
+  'test/workloads/bin/restore_target',
+];
+const sourceDirs = ['common', 'native', 'proto', 'image', 'sender', 'receiver', 'test'];
 
 function newestSource() {
   let newest = 0;

@@ -1,6 +1,6 @@
 // The closing summary (human lines) and the --json document. Both come from one MigrationSummary.
 
-import { verifyText, type MigrationSummary } from './figures';
+import { verifyText, type HandoverFigures, type MigrationSummary } from './figures';
 import { formatBytes, formatSeconds } from '../../common/units';
 
 export function summaryLines(s: MigrationSummary): string[] {
@@ -17,18 +17,21 @@ export function summaryLines(s: MigrationSummary): string[] {
   ];
   const h = s.handover;
   if (h) {
-    lines.splice(
-      -1,
-      1,
-      `handover:    pid ${h.destinationPid} runs at the destination; source killed`,
-      `             downtime ${formatSeconds(h.totalDowntimeSeconds)} = freeze to commit ${formatSeconds(h.freezeToCommitSeconds)}, ` +
-        `verify ${formatSeconds(h.verifySeconds)}, restore ${formatSeconds(h.restoreSeconds)}${h.prebuilt ? ' (built during pre-copy)' : ''}, ` +
-        `the rest ${formatSeconds(Math.max(0, h.totalDowntimeSeconds - h.freezeToCommitSeconds - h.verifySeconds - h.restoreSeconds))}`,
-    );
+    lines.splice(-1, 1, `handover:    pid ${h.destinationPid} runs at the destination; source killed`, `             ${handoverDowntimeText(h)}`);
   }
   if (s.maxThrottlePercent > 0) lines.splice(2, 0, `throttle:    up to ${s.maxThrottlePercent}% (auto-converge)`);
   if (s.reconnects > 0) lines.splice(-3, 0, `reconnects:  ${s.reconnects} (link broken, session resumed)`);
   return lines;
+}
+
+/** A handover's downtime and its split; "the rest" is mostly the start request's round trip. */
+export function handoverDowntimeText(h: HandoverFigures): string {
+  const rest = Math.max(0, h.totalDowntimeSeconds - h.freezeToCommitSeconds - h.verifySeconds - h.restoreSeconds);
+  return (
+    `downtime ${formatSeconds(h.totalDowntimeSeconds)} = freeze to commit ${formatSeconds(h.freezeToCommitSeconds)}, ` +
+    `verify ${formatSeconds(h.verifySeconds)}, restore ${formatSeconds(h.restoreSeconds)}${h.prebuilt ? ' (built during pre-copy)' : ''}, ` +
+    `the rest ${formatSeconds(rest)}`
+  );
 }
 
 /** The --json document: the summary itself, every figure in base units (bytes, seconds). */

@@ -6,7 +6,7 @@
 import test from 'ava';
 import { DestHost } from '../helpers/dest-host';
 import { describeRun } from '../helpers/migration-cli';
-import { handover, nextSubnet as nextSubnetOf, num, procState, runsOn, startHandover, until } from '../helpers/handover-run';
+import { nextSubnet as nextSubnetOf, num, procState, runsOn, until } from '../helpers/handover-run';
 import { startWorkload, waitStatus } from '../receiver/restore/helpers/workload';
 import * as fs from 'node:fs';
 
@@ -17,7 +17,7 @@ test.serial('the layout changes during pre-copy (brk, mmap, munmap, new threads)
   t.teardown(() => dest.destroy());
   const w = await startWorkload(['--workers', '2', '--mib', '96']);
   t.teardown(() => w.child.kill('SIGKILL'));
-  const run = startHandover(dest, w.pid, 'hv-layout');
+  const run = dest.startHandover(w.pid, 'hv-layout');
   // A "grow" every 50 ms while the sender runs: the heap grows, a 1 MiB mapping comes and goes, a
   // thread (and its stack) is created and joined.
   let grows = 0;
@@ -51,7 +51,7 @@ test.serial('building the process fails during pre-copy: the handover restores t
     t.teardown(() => dest.destroy());
     const w = await startWorkload(['--workers', '2', '--mib', '16']);
     t.teardown(() => w.child.kill('SIGKILL'));
-    const r = await handover(dest, w.pid, `hv-fallback-${at}`);
+    const r = await dest.handover(w.pid, `hv-fallback-${at}`);
     t.is(r.code, 0, describeRun(r));
     t.false(r.summary!.handover!.prebuilt, `${at}: restored in full`);
     t.regex(dest.receiver.stderr(), new RegExp(`building the process during pre-copy failed at ${at}`));
@@ -65,7 +65,7 @@ test.serial('the receiver killed during pre-copy: the session resumes, the proce
   t.teardown(() => dest.destroy());
   const w = await startWorkload(['--workers', '2', '--mib', '256']);
   t.teardown(() => w.child.kill('SIGKILL'));
-  const run = startHandover(dest, w.pid, 'hv-resume', {}, ['--reconnect-timeout', '30']);
+  const run = dest.startHandover(w.pid, 'hv-resume', {}, ['--reconnect-timeout', '30']);
   // Kill it once the session holds a durable round (its first round-end on disk).
   const durable = (): number => {
     try {

@@ -11,7 +11,7 @@ import * as path from 'node:path';
 import { DestHost } from '../helpers/dest-host';
 import { startFdloop } from '../helpers/fdloop';
 import { collect, describeRun, SENDER_CLI } from '../helpers/migration-cli';
-import { handover, nextSubnet as nextSubnetOf, oneLine, procState, runsOn, until } from '../helpers/handover-run';
+import { nextSubnet as nextSubnetOf, oneLine, procState, runsOn, until } from '../helpers/handover-run';
 import { RESTORE_TARGET, startWorkload } from '../receiver/restore/helpers/workload';
 
 const nextSubnet = (): string => nextSubnetOf(93);
@@ -21,7 +21,7 @@ test.serial('restore_target is handed over: it runs at the destination with its 
   t.teardown(() => dest.destroy());
   const w = await startWorkload(['--workers', '2', '--mib', '32']);
   t.teardown(() => w.child.kill('SIGKILL'));
-  const run = await handover(dest, w.pid, 'hv-target');
+  const run = await dest.handover(w.pid, 'hv-target');
   t.is(run.code, 0, describeRun(run));
   const h = run.summary!.handover!;
   t.log(
@@ -56,7 +56,7 @@ test.serial('fdloop is handed over: its listening socket, epoll, timer, pipe and
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   const f = await startFdloop(path.join(dir, 'progress.log'));
   const ticks0 = Number(/ticks=(\d+)/.exec(await f.ask('status'))![1]);
-  const run = await handover(dest, f.pid, 'hv-fdloop');
+  const run = await dest.handover(f.pid, 'hv-fdloop');
   t.is(run.code, 0, describeRun(run));
   t.is(run.summary!.handover!.destinationPid, f.pid);
   await until('the source to be gone', () => procState(f.pid) === null);
@@ -81,7 +81,7 @@ test.serial('a receiver without --accept-handover refuses with one line; the tar
   t.teardown(() => dest.destroy());
   const w = await startWorkload([]);
   t.teardown(() => w.child.kill('SIGKILL'));
-  const run = await handover(dest, w.pid, 'hv-refused');
+  const run = await dest.handover(w.pid, 'hv-refused');
   t.is(run.code, 1, describeRun(run));
   t.regex(oneLine(run.stderr)[0] ?? '', /handover refused: this receiver does not accept handovers/);
   t.is(oneLine(run.stderr).length, 1, run.stderr);
@@ -106,7 +106,7 @@ test.serial('the restore failing at its last step: the source runs on, nothing r
   t.teardown(() => dest.destroy());
   const w = await startWorkload(['--workers', '2', '--mib', '16']);
   t.teardown(() => w.child.kill('SIGKILL'));
-  const run = await handover(dest, w.pid, 'hv-fail');
+  const run = await dest.handover(w.pid, 'hv-fail');
   t.is(run.code, 1, describeRun(run));
   t.regex(run.stderr, /handover failed: .*detach: injected failure.*; the source process \d+ runs on/);
   t.is(oneLine(run.stderr).length, 1, run.stderr);
@@ -125,7 +125,7 @@ test.serial('the sender killed right after asking: the source stays stopped, `se
   t.teardown(() => dest.destroy());
   const w = await startWorkload(['--workers', '2', '--mib', '16']);
   t.teardown(() => w.child.kill('SIGKILL'));
-  const run = await handover(dest, w.pid, 'hv-die', { PRECOPY_FAULT_HANDOVER_DIE: 'after-ask' });
+  const run = await dest.handover(w.pid, 'hv-die', { PRECOPY_FAULT_HANDOVER_DIE: 'after-ask' });
   t.is(run.signal, 'SIGKILL', describeRun(run));
   t.is(procState(w.pid), 'T', 'the source is stopped');
   await until('the destination to decide', () => dest.record('hv-die')?.state === 'running');
@@ -179,7 +179,7 @@ test.serial('the link cut right after asking: the sender learns the decision thr
   t.teardown(() => dest.destroy());
   const w = await startWorkload(['--workers', '2', '--mib', '16']);
   t.teardown(() => w.child.kill('SIGKILL'));
-  const run = await handover(dest, w.pid, 'hv-cut', { PRECOPY_FAULT_HANDOVER_DIE: 'cut-after-ask' });
+  const run = await dest.handover(w.pid, 'hv-cut', { PRECOPY_FAULT_HANDOVER_DIE: 'cut-after-ask' });
   const record = dest.record('hv-cut');
   t.log(`record: ${JSON.stringify(record)}`);
   t.regex(run.stderr, /the link broke after asking for the start .*asking the receiver what it decided/);
@@ -204,7 +204,7 @@ test.serial('the sender killed before asking: the source stays stopped, `sender 
   t.teardown(() => dest.destroy());
   const w = await startWorkload(['--workers', '2', '--mib', '16']);
   t.teardown(() => w.child.kill('SIGKILL'));
-  const run = await handover(dest, w.pid, 'hv-early', { PRECOPY_FAULT_HANDOVER_DIE: 'before-ask' });
+  const run = await dest.handover(w.pid, 'hv-early', { PRECOPY_FAULT_HANDOVER_DIE: 'before-ask' });
   t.is(run.signal, 'SIGKILL', describeRun(run));
   await new Promise((r) => setTimeout(r, 300));
   t.is(procState(w.pid), 'T', 'the source stays stopped after the sender died');

@@ -16,6 +16,7 @@ import {
   killRestored,
   processExists,
   RESTORE_TARGET,
+  selfCheckFailures,
   startWorkload,
   stubProcesses,
   taskIds,
@@ -34,8 +35,6 @@ test.after.always(async () => {
 });
 
 const num = (s: Status, k: string): number => Number(s[k]);
-/** The workload's self-checks that failed: every *_errors counter, and a bad SIGUSR1 delivery. */
-const failures = (s: Status): string[] => Object.keys(s).filter((k) => (k.endsWith('_errors') || k === 'usr1_bad') && s[k] !== '0');
 
 /** `receiver restore` of a session: the pid it printed. */
 async function restore(session: string, extra: string[] = []): Promise<number> {
@@ -78,10 +77,10 @@ test.serial('threads, AVX registers, signals, locks and TLS go on after a migrat
   t.is(pid, w.pid, 'same pid');
   t.deepEqual(taskIds(pid), tids, 'same thread ids');
   const s = await waitStatus(w.dir, (x) => num(x, 'iter') > num(before, 'iter') + 5 && num(x, 'avx') > num(before, 'avx') + 5, 'progress after the restore');
-  t.deepEqual(failures(s), []);
+  t.deepEqual(selfCheckFailures(s), []);
   process.kill(pid, 'SIGUSR1');
   const s2 = await waitStatus(w.dir, (x) => x.usr1_ok === '1', 'SIGUSR1 handled on the alternate stack');
-  t.deepEqual(failures(s2), []);
+  t.deepEqual(selfCheckFailures(s2), []);
   t.deepEqual(stubProcesses(), []);
 });
 
@@ -228,7 +227,7 @@ test.serial('a taken pid: one line, nothing left running; --any-pid restores und
   t.teardown(() => killRestored(pid));
   t.not(pid, w.pid);
   const s = await waitStatus(w.dir, (x) => num(x, 'iter') > num(before, 'iter') + 5, 'progress under new ids');
-  t.deepEqual(failures(s), []);
+  t.deepEqual(selfCheckFailures(s), []);
 });
 
 test.serial('round trip: a restored process migrates and restores again', async (t) => {
@@ -243,5 +242,5 @@ test.serial('round trip: a restored process migrates and restores again', async 
   t.teardown(() => killRestored(pid2));
   t.is(pid2, w.pid);
   const s2 = await waitStatus(w.dir, (x) => num(x, 'iter') > num(s1, 'iter') + 5, 'second restore runs on');
-  t.deepEqual(failures(s2), []);
+  t.deepEqual(selfCheckFailures(s2), []);
 });

@@ -1,8 +1,8 @@
-// A destination "host" on this machine for handover tests: network namespace b of a NetPair plus
-// a PID namespace of its own, with the receiver inside both. The source process stays in the root
-// namespaces with its pid and ports, as it would on another host; the handed-over process gets its
-// pid number inside the new PID namespace. The mount namespace is a copy (only /proc differs), so
-// status files written by path are readable from here.
+// A destination "host" on this machine, for the handover tests and `npm run demo`: network
+// namespace b of a NetPair plus a PID namespace of its own, with the receiver inside both. The
+// source process stays in the root namespaces with its pid and ports, as it would on another host;
+// the handed-over process gets its pid number inside the new PID namespace. The mount namespace is
+// a copy (only /proc differs), so status files written by path are readable from here.
 //
 // PID 1 of the namespace is a shell looping on `sleep 1`, not the receiver: when PID 1 exits every
 // process of the namespace dies, and a receiver restart must not take the handed-over process with
@@ -14,8 +14,10 @@ import { execFileSync, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { collect, SENDER_CLI, type SenderRun } from './migration-cli';
 import { NetPair, tool } from './netns';
 import { startReceiver, type ReceiverHandle } from './receiver';
+import type { MigrationSummary } from '../../sender/report/figures';
 
 const quote = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
 
@@ -150,13 +152,29 @@ export class DestHost {
     return this.pair.spawn('a', cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   }
 
-  /** The handover record of a session, or null. */
+  /** `sender migrate --pid PID --handover --json` to this host's receiver, run on the source side
+   *  of the link with the token, started; `done` settles with the run, its --json summary parsed
+   *  when it succeeded. */
+  startHandover(pid: number, session: string, env: NodeJS.ProcessEnv = {}, extra: string[] = []): { child: ChildProcess; done: Promise<SenderRun> } {
+    const args = ['migrate', '--pid', String(pid), '--to', this.address, '--session', session, '--handover'];
+    args.push('--token-file', this.tokenFile, '--insecure', '--downtime-ms', '50', '--json', ...extra);
+    const child = this.spawnSource(process.execPath, [SENDER_CLI, ...args], env);
+    const done = collect(child).then((run) => ({ ...run, summary: run.code === 0 ? (JSON.parse(run.stdout) as MigrationSummary) : null }));
+    return { child, done };
+  }
+
+  /** startHandover, to its end. */
+  handover(pid: number, session: string, env: NodeJS.ProcessEnv = {}, extra: string[] = []): Promise<SenderRun> {
+    return this.startHandover(pid, session, env, extra).done;
+  }
+
   /** Rewrite a session's handover record (a receiver that died during the start). */
   setRecordState(session: string, state: string): void {
     const file = path.join(this.images, session, 'handover.json');
     fs.writeFileSync(file, JSON.stringify({ ...JSON.parse(fs.readFileSync(file, 'utf8')), state }));
   }
 
+  /** The handover record of a session, or null. */
   record(session: string): { state: string; pid: number; reason: string } | null {
     try {
       return JSON.parse(fs.readFileSync(path.join(this.images, session, 'handover.json'), 'utf8')) as { state: string; pid: number; reason: string };

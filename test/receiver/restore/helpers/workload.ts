@@ -76,6 +76,9 @@ export function readStatus(dir: string): Status | null {
   return out;
 }
 
+/** The self-checks of a status that failed: every `*_errors` count and `usr1_bad` not zero. */
+export const selfCheckFailures = (s: Status): string[] => Object.keys(s).filter((k) => (k.endsWith('_errors') || k === 'usr1_bad') && s[k] !== '0');
+
 export async function waitStatus(dir: string, pred: (s: Status) => boolean, label: string, timeoutMs = 20000): Promise<Status> {
   const t0 = Date.now();
   let last: Status | null = null;
