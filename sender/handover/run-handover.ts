@@ -56,7 +56,8 @@ export async function runHandover(a: HandoverAsk): Promise<HandoverOutcome> {
     // Test-only: die, or lose the link, with the ask on its way and no answer yet (the hard case
     // of the switch).
     if (fault === 'after-ask' || fault === 'cut-after-ask') {
-      await new Promise((r) => setTimeout(r, 50));
+      // A few ms: the ask leaves, and no answer is back yet (a prebuilt start takes tens of ms).
+      await new Promise((r) => setTimeout(r, 5));
       if (fault === 'after-ask') process.kill(process.pid, 'SIGKILL');
       else a.cut('link cut by PRECOPY_FAULT_HANDOVER_DIE=cut-after-ask');
     }

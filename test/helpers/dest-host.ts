@@ -127,14 +127,16 @@ export class DestHost {
     return null;
   }
 
-  /** Executables of every process in the destination namespace but PID 1 and the receiver. */
+  /** Executables of every process in the destination namespace but PID 1 (and its sleeps) and the receiver. */
   others(): string[] {
     const out: string[] = [];
+    const init = this.init;
+    const initsOwn = new Set(children(init));
     for (const p of execFileSync(tool('ip'), ['netns', 'pids', this.pair.ns.b], { encoding: 'utf8' }).split(/\s+/).filter(Boolean).map(Number)) {
-      if (p === this.receiver.child.pid || p === this.firstReceiver?.child.pid || p === this.init) continue;
+      if (p === this.receiver.child.pid || p === this.firstReceiver?.child.pid || p === init) continue;
       try {
         const exe = fs.readlinkSync(`/proc/${p}/exe`);
-        if (exe !== process.execPath) out.push(exe);
+        if (exe !== process.execPath && !(initsOwn.has(p) && exe.endsWith('/sleep'))) out.push(exe);
       } catch {
         // exited meanwhile
       }
