@@ -1,10 +1,12 @@
 // The receiver's metrics (the stable scrape target): the shared migration set
 // (common/metrics/migration-metrics.ts) plus what only the receiver sees: streams refused for its
-// token or limits, session takeovers, and the image store's own counters.
+// token or limits, session takeovers, handovers (receiver/handover/handover-events.ts), and the
+// image store's own counters.
 
-import { Counter } from 'prom-client';
-import { MigrationMetrics, type MigrationMetricsOptions } from '../common/metrics/migration-metrics';
+import { Counter, Gauge, Histogram } from 'prom-client';
+import { METRICS_PREFIX, MigrationMetrics, type MigrationMetricsOptions } from '../common/metrics/migration-metrics';
 import { storeCounters } from '../image/store-counters';
+import { ROLLBACK_REASONS, type HandoverEvents, type RollbackReason } from './handover/handover-events';
 
 /** Why the receiver refused or ended a stream (its token and limits): a closed set, so the reason
  *  label stays bounded whatever a client sends. */
@@ -26,9 +28,17 @@ const STORE_COUNTERS: ReadonlyArray<[keyof typeof storeCounters, string, string]
   ['noSpace', 'store_no_space_total', 'Sessions failed because the disk was full.'],
 ];
 
-export class ReceiverMetrics extends MigrationMetrics {
+/** A restore copies the whole image into the new process: tens of ms for a small one, seconds for GiBs. */
+const RESTORE_BUCKETS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+export class ReceiverMetrics extends MigrationMetrics implements HandoverEvents {
   private readonly refusedStreams: Counter<'reason'>;
   private readonly takeovers: Counter;
+  private readonly handoversStarted: Counter;
+  private readonly handoversSucceeded: Counter;
+  private readonly handoversRolledBack: Counter<'reason'>;
+  private readonly restoreSeconds: Histogram;
+  private readonly handedOverProcesses: Gauge;
 
   constructor(opts: MigrationMetricsOptions = {}) {
     super('receiver', opts);
@@ -36,6 +46,25 @@ export class ReceiverMetrics extends MigrationMetrics {
       'Migration streams the receiver refused or ended for its token or limits, by reason (unauthenticated, too_many_sessions, image_too_big).';
     this.refusedStreams = this.closedCounter('refused_streams_total', refusedHelp, 'reason', REFUSAL_REASONS);
     this.takeovers = this.counter('session_takeovers_total', 'Resumes that took a session over from a stale stream of this receiver still holding it.');
+    this.handoversStarted = this.counter(
+      'handovers_started_total',
+      'Handover starts the receiver was asked for (HandoverStart); each ends succeeded or rolled back.',
+    );
+    this.handoversSucceeded = this.counter('handovers_succeeded_total', 'Handovers whose process the receiver started and recorded running.');
+    const rolledBackHelp =
+      'Handovers decided rolled back (the source runs on), by reason (refused, restore_failed, record_failed; never_asked: by a Resolve; receiver_restart: at start-up).';
+    this.handoversRolledBack = this.closedCounter('handovers_rolled_back_total', rolledBackHelp, 'reason', ROLLBACK_REASONS);
+    this.restoreSeconds = new Histogram({
+      name: `${METRICS_PREFIX}handover_restore_seconds`,
+      help: 'Time to restore a handed-over process here (the image into a new process, up to its start), per successful handover.',
+      buckets: RESTORE_BUCKETS,
+      registers: [this.registry],
+    });
+    this.handedOverProcesses = new Gauge({
+      name: `${METRICS_PREFIX}handed_over_processes`,
+      help: 'Handed-over processes this receiver run started that have not ended (its children; those an earlier run started are not counted).',
+      registers: [this.registry],
+    });
     for (const [field, name, help] of STORE_COUNTERS) {
       // The store keeps plain numbers (it has no metrics dependency); read them at scrape time.
       new Counter({
@@ -58,5 +87,23 @@ export class ReceiverMetrics extends MigrationMetrics {
   /** A resume took a session over from a stale stream. */
   sessionTakenOver(): void {
     this.takeovers.inc();
+  }
+
+  handoverStarted(): void {
+    this.handoversStarted.inc();
+  }
+
+  handoverSucceeded(restoreSeconds: number): void {
+    this.handoversSucceeded.inc();
+    this.restoreSeconds.observe(Math.max(0, restoreSeconds));
+    this.handedOverProcesses.inc();
+  }
+
+  handoverRolledBack(reason: RollbackReason): void {
+    this.handoversRolledBack.inc({ reason });
+  }
+
+  handedOverProcessEnded(): void {
+    this.handedOverProcesses.dec();
   }
 }

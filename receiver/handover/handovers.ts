@@ -2,7 +2,8 @@
 // process here when its sender asks, record the decision durably before and after, answer a
 // sender that lost the link (Resolve), and after a restart settle a start the previous run left
 // undecided. One instance per receiver; `busy` keeps a start and a Resolve of one session from
-// interleaving (both check the record, then write it).
+// interleaving (both check the record, then write it). Every outcome is told to `events`
+// (handover-events.ts: the receiver's metrics).
 
 import * as fs from 'node:fs';
 import { logger } from '../../common/log';
@@ -11,6 +12,7 @@ import type { SessionReader } from '../../image/session-reader';
 import type { HandoverRecord, HandoverResult } from '../../proto/messages';
 import { finishBuiltProcess, restoreProcess } from '../restore/restore-process';
 import { handoverRefusal, type HandoverPolicy } from './handover-policy';
+import { NO_HANDOVER_EVENTS, type HandoverEvents, type RollbackReason } from './handover-events';
 import { readRecord, writeRecord, type StoredRecord } from './handover-record';
 import { liveImageProcess } from './process-facts';
 import { reapWhenDone } from './reap-handed-over';
@@ -26,6 +28,7 @@ export class Handovers {
   constructor(
     readonly policy: HandoverPolicy,
     private readonly imagesDir: string,
+    private readonly events: HandoverEvents = NO_HANDOVER_EVENTS,
   ) {}
 
   /** Why a handover for a process of `uid` is refused here (null: accepted). */
@@ -36,6 +39,17 @@ export class Handovers {
   /** Start the committed image of `image` as a process. Never throws: a failure is ok=false and
    *  a `rolled-back` record (the restore killed whatever it had made). */
   async start(image: SessionReader): Promise<HandoverResult> {
+    this.events.handoverStarted();
+    const at: { failure: RollbackReason } = { failure: 'refused' };
+    const result = await this.startProcess(image, at);
+    if (result.ok) this.events.handoverSucceeded(result.restoreSeconds);
+    else this.events.handoverRolledBack(at.failure);
+    return result;
+  }
+
+  /** start() without the events; `at.failure` follows the steps, so that a failure (returned or
+   *  caught) is counted with the step it happened in. */
+  private async startProcess(image: SessionReader, at: { failure: RollbackReason }): Promise<HandoverResult> {
     const id = image.id;
     if (this.busy.has(id)) return refused(`session ${id}: a handover or resolve of it is already in progress`);
     this.busy.add(id);
@@ -50,6 +64,7 @@ export class Handovers {
       if (why) return refused(why);
       const facts = { expectedPid: state.pid, exePath: state.mm.exePath };
       await writeRecord(this.imagesDir, id, { state: 'starting', pid: 0, reason: '', ...facts });
+      at.failure = 'restore_failed';
       const t0 = performance.now();
       let pid: number;
       const built = this.prebuilt.take(id);
@@ -66,6 +81,7 @@ export class Handovers {
         return refused(reason);
       }
       const restoreSeconds = (performance.now() - t0) / 1000;
+      at.failure = 'record_failed';
       try {
         await writeRecord(this.imagesDir, id, { state: 'running', pid, reason: '', ...facts });
       } catch (err) {
@@ -74,7 +90,7 @@ export class Handovers {
         process.kill(pid, 'SIGKILL');
         return refused(`the process started but its record could not be written (${(err as Error).message}); killed it`);
       }
-      reapWhenDone(pid, id);
+      reapWhenDone(pid, id, () => this.events.handedOverProcessEnded());
       const how = built ? 'built during pre-copy' : 'restored in full';
       log.info(`session ${id}: handed over, pid ${pid} runs here (${how}, ${(restoreSeconds * 1000).toFixed(0)} ms)`);
       return { ok: true, pid, restoreSeconds, message: '', prebuilt: built !== undefined };
@@ -99,6 +115,7 @@ export class Handovers {
       if (!fs.existsSync(`${this.imagesDir}/${id}`)) return { state: 'rolled-back', pid: 0, reason: `no session ${id} here` };
       const reason = 'the handover was never asked for on this receiver (resolved by the sender)';
       await writeRecord(this.imagesDir, id, { state: 'rolled-back', pid: 0, reason, expectedPid: 0, exePath: '' });
+      this.events.handoverRolledBack('never_asked');
       return { state: 'rolled-back', pid: 0, reason };
     } finally {
       this.busy.delete(id);
@@ -123,6 +140,9 @@ export class Handovers {
       ? { state: 'running', pid: r.expectedPid, reason: 'decided after a receiver restart: the process runs' }
       : { state: 'rolled-back', pid: 0, reason: 'the receiver stopped during the start and no process was left running' };
     await writeRecord(this.imagesDir, id, { ...r, ...next });
+    // A `running` decision is not counted as a success: this run did not start the process, and
+    // it is not this run's child to reap (the processes gauge would never go down).
+    if (!live) this.events.handoverRolledBack('receiver_restart');
     log.warn(`session ${id}: handover left starting by an earlier run: ${next.state} (${next.reason})`);
     return next;
   }

@@ -50,7 +50,7 @@ export class MigrationService implements StreamHost {
     this.abandonAfterMs = opts.abandonAfterMs ?? DEFAULT_ABANDON_AFTER_MS;
     this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
     this.slots = new SessionSlots(this.limits.maxSessions);
-    this.handovers = new Handovers(opts.handover ?? NO_HANDOVERS, opts.imagesDir);
+    this.handovers = new Handovers(opts.handover ?? NO_HANDOVERS, opts.imagesDir, this.events);
   }
 
   /** Schedule the abandonment of sessions an earlier run left receiving. */

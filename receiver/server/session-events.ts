@@ -1,10 +1,13 @@
 // What the migration service tells the outside world about sessions: the receiver's metrics
-// (common/metrics/migration-metrics.ts MigrationMetrics has these methods) or nothing.
+// (common/metrics/migration-metrics.ts MigrationMetrics has these methods, ReceiverMetrics the
+// rest) or nothing. Its handovers' events (handover/handover-events.ts) are part of it: the
+// service hands the same object to its Handovers.
 
 import type { RefusalReason } from '../receiver-metrics';
+import { NO_HANDOVER_EVENTS, type HandoverEvents } from '../handover/handover-events';
 import type { Report, RoundEnd, SessionStart } from '../../proto/messages';
 
-export interface SessionEvents {
+export interface SessionEvents extends HandoverEvents {
   /** A session was created or resumed by a stream. */
   sessionStarted(start: SessionStart): void;
   /** A round is durable (after its RoundAck went out). */
@@ -18,6 +21,7 @@ export interface SessionEvents {
 }
 
 export const NO_EVENTS: SessionEvents = {
+  ...NO_HANDOVER_EVENTS,
   sessionStarted: () => undefined,
   roundEnded: () => undefined,
   sessionEnded: () => undefined,

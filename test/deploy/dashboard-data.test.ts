@@ -50,7 +50,11 @@ test('after a real migration, every panel query of the dashboard returns data', 
     const ended = Date.now() / 1000;
     await prom.waitFor('timestamp(up)', (s) => Number(s.value[1]) > ended + 2);
 
-    const empty = await panelsWithoutData(prom, session, Math.floor(start) - 1, Math.ceil(Date.now() / 1000));
+    // A plain migration hands nothing over: the handover counters and gauge show their zeros, but
+    // restore percentiles need a handover, which needs a destination host of its own
+    // (test/helpers/dest-host.ts). dashboard.test.ts proves that panel's queries with fed metrics.
+    const noHandover = ['Handover restore time'];
+    const empty = await panelsWithoutData(prom, session, Math.floor(start) - 1, Math.ceil(Date.now() / 1000), noHandover);
     t.deepEqual(empty, [], 'panels without data');
 
     // The receiver's metrics agree with the round records it keeps.

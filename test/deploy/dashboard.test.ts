@@ -1,8 +1,9 @@
 // The shipped Grafana dashboard and its provisioning: schema fields Grafana needs to import it,
 // the panels the issue asks for, queries that name only metrics we export and that a real
 // Prometheus parses, and (against a MigrationMetrics fed with a session and scraped by a real
-// Prometheus) every panel query returning data. test/deploy/dashboard-data.test.ts does the
-// last check again with a real receiver and a real migration.
+// Prometheus) every panel query returning data, the handover panels included (the metrics are fed
+// handover events too). test/deploy/dashboard-data.test.ts does the last check again with a real
+// receiver and a real migration.
 
 import test from 'ava';
 import * as fs from 'node:fs';
@@ -83,6 +84,9 @@ test('dashboard JSON has the schema fields Grafana imports', (t) => {
     'Round durations',
     'Final downtimes',
     'Migrations by result',
+    'Handovers by outcome',
+    'Handover restore time',
+    'Handed-over processes',
   ]) {
     t.true(titles.includes(want), `panel "${want}"`);
   }
@@ -149,8 +153,12 @@ test('every panel query returns data from a fed MigrationMetrics scraped by a re
   const start = Date.now() / 1000;
   const session = 'fed-session';
   metrics.sessionStarted({ sessionId: session, pageSize: 4096, downtimeTargetSeconds: 0.3, memoryBytes: 64 << 20 });
-  // Rounds spread over several 1 s scrapes, shrinking like a converging migration.
+  // Rounds spread over several 1 s scrapes, shrinking like a converging migration; between them,
+  // two handovers: one whose process runs here, one whose restore failed.
   for (let i = 0; i < 16; i++) {
+    if (i === 4 || i === 8) metrics.handoverStarted();
+    if (i === 4) metrics.handoverSucceeded(0.12);
+    if (i === 8) metrics.handoverRolledBack('restore_failed');
     const dirtyPages = Math.max(16, 16384 >> i);
     metrics.roundEnded(session, {
       dirtyPages,
@@ -172,4 +180,18 @@ test('every panel query returns data from a fed MigrationMetrics scraped by a re
   await prom.waitFor('timestamp(up)', (s) => Number(s.value[1]) > ended + 2);
   const empty = await panelsWithoutData(prom, session, Math.floor(start) - 1, Math.ceil(Date.now() / 1000));
   t.deepEqual(empty, [], 'panels without data');
+  // Data, and the right data: the handover panels show what was fed (zeros would pass above).
+  // increase() extrapolates to the range's edges, so the counts compare rather than equal 2 and 1.
+  const vars = { session, rangeSeconds: Date.now() / 1000 - start + 1, stepSeconds: 1 };
+  const shown = new Map<string, number>();
+  for (const q of panelTargets().filter((x) => x.panel === 'Handovers by outcome')) {
+    for (const s of await prom.query(expand(q.expr, vars))) shown.set(s.metric.reason ?? q.refId, Number(s.value[1]));
+  }
+  const asked = shown.get('A')!;
+  const running = shown.get('B')!;
+  t.true(asked > running && running > 0, `asked ${asked}, running ${running}`);
+  t.true(shown.get('restore_failed')! > 0, 'the failed restore is shown');
+  t.is(shown.get('refused'), 0);
+  const [processes] = await prom.query('sum(precopy_handed_over_processes)');
+  t.is(Number(processes.value[1]), 1);
 });

@@ -10,8 +10,21 @@ import { Handovers } from '../../receiver/handover/handovers';
 import { handoverRefusal, parseHandoverUsers, type HandoverPolicy } from '../../receiver/handover/handover-policy';
 import { readRecord, writeRecord } from '../../receiver/handover/handover-record';
 import type { SessionReader } from '../../image/session-reader';
+import type { HandoverEvents } from '../../receiver/handover/handover-events';
 
 const POLICY: HandoverPolicy = { accept: true, uids: null, authenticated: true, stdio: '/dev/null' };
+
+/** HandoverEvents that note each call as one word (`rolledBack:never_asked`). */
+function recorder(): HandoverEvents & { seen: string[] } {
+  const seen: string[] = [];
+  return {
+    seen,
+    handoverStarted: () => seen.push('started'),
+    handoverSucceeded: () => seen.push('succeeded'),
+    handoverRolledBack: (reason) => seen.push(`rolledBack:${reason}`),
+    handedOverProcessEnded: () => seen.push('ended'),
+  };
+}
 
 function imagesDir(t: { teardown(f: () => void): void }, sessions: string[]): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'precopy-hv-records-'));
@@ -37,7 +50,8 @@ test('--handover-users takes names from the passwd file and numbers', (t) => {
 
 test('Resolve of a session with no record fences it: rolled back, and a late start is refused', async (t) => {
   const dir = imagesDir(t, ['s1']);
-  const h = new Handovers(POLICY, dir);
+  const events = recorder();
+  const h = new Handovers(POLICY, dir, events);
   const r = await h.resolve('s1');
   t.is(r.state, 'rolled-back');
   t.is((await readRecord(dir, 's1'))?.state, 'rolled-back');
@@ -45,6 +59,7 @@ test('Resolve of a session with no record fences it: rolled back, and a late sta
   t.false(late.ok);
   t.regex(late.message, /already handed over \(rolled-back/);
   t.is((await h.resolve('nope')).state, 'rolled-back', 'an unknown session: nothing can run');
+  t.deepEqual(events.seen, ['rolledBack:never_asked', 'started', 'rolledBack:refused'], 'the metrics are told');
 });
 
 test('a restart decides `starting` records from facts: the live image process -> running, none -> rolled back', async (t) => {
@@ -54,10 +69,12 @@ test('a restart decides `starting` records from facts: the live image process ->
   await writeRecord(dir, 'gone', { state: 'starting', pid: 0, reason: '', expectedPid: 2 ** 22 - 3, exePath: '/bin/true' });
   // The pid exists but runs another program (pid reuse): not it.
   await writeRecord(dir, 'other', { state: 'starting', pid: 0, reason: '', expectedPid: process.pid, exePath: '/bin/true' });
-  await new Handovers(POLICY, dir).recover(['alive', 'gone', 'other']);
+  const events = recorder();
+  await new Handovers(POLICY, dir, events).recover(['alive', 'gone', 'other']);
   const alive = await readRecord(dir, 'alive');
   t.is(alive?.state, 'running');
   t.is(alive?.pid, process.pid);
   t.is((await readRecord(dir, 'gone'))?.state, 'rolled-back');
   t.is((await readRecord(dir, 'other'))?.state, 'rolled-back');
+  t.deepEqual(events.seen, ['rolledBack:receiver_restart', 'rolledBack:receiver_restart'], 'a running decision is not counted (not our child)');
 });

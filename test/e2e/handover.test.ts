@@ -16,8 +16,31 @@ import { RESTORE_TARGET, startWorkload } from '../receiver/restore/helpers/workl
 
 const nextSubnet = (): string => nextSubnetOf(93);
 
+/** Where the destination's receiver serves its metrics, inside its network namespace. */
+const METRICS_LISTEN = '127.0.0.1:9470';
+
+/** The receiver's handover metrics, as one sample line each reads (`name{labels} value`). */
+async function handoverMetrics(dest: DestHost): Promise<Record<string, number>> {
+  const text = await dest.nodeInside(`fetch('http://${METRICS_LISTEN}/metrics').then((r) => r.text()).then((s) => process.stdout.write(s))`);
+  const value = (sample: string): number =>
+    Number(
+      text
+        .split('\n')
+        .find((l) => l.startsWith(`${sample} `))
+        ?.slice(sample.length + 1),
+    );
+  return {
+    started: value('precopy_handovers_started_total'),
+    succeeded: value('precopy_handovers_succeeded_total'),
+    restoreFailed: value('precopy_handovers_rolled_back_total{reason="restore_failed"}'),
+    receiverRestart: value('precopy_handovers_rolled_back_total{reason="receiver_restart"}'),
+    restores: value('precopy_handover_restore_seconds_count'),
+    processes: value('precopy_handed_over_processes'),
+  };
+}
+
 test.serial('restore_target is handed over: it runs at the destination with its pid, the source is gone', async (t) => {
-  const dest = await DestHost.create(nextSubnet(), ['--accept-handover']);
+  const dest = await DestHost.create(nextSubnet(), ['--accept-handover', '--metrics-listen', METRICS_LISTEN]);
   t.teardown(() => dest.destroy());
   const w = await startWorkload(['--workers', '2', '--mib', '32']);
   t.teardown(() => w.child.kill('SIGKILL'));
@@ -36,6 +59,11 @@ test.serial('restore_target is handed over: it runs at the destination with its 
   t.is(fs.readlinkSync(`/proc/${there}/exe`), RESTORE_TARGET);
   await runsOn(w, t);
   t.is(dest.record('hv-target')?.state, 'running');
+  t.deepEqual(
+    await handoverMetrics(dest),
+    { started: 1, succeeded: 1, restoreFailed: 0, receiverRestart: 0, restores: 1, processes: 1 },
+    'the metrics count it',
+  );
   // Not tied to the receiver: kill -9 it, the process runs on (reparented to the namespace's init).
   process.kill(dest.receiverPid(), 'SIGKILL');
   await new Promise((r) => setTimeout(r, 300));
@@ -102,7 +130,7 @@ test.serial('--accept-handover needs an authenticated link: refused at start wit
 });
 
 test.serial('the restore failing at its last step: the source runs on, nothing runs at the destination', async (t) => {
-  const dest = await DestHost.create(nextSubnet(), ['--accept-handover'], { PRECOPY_FAULT_RESTORE_FAIL_AT: 'detach' });
+  const dest = await DestHost.create(nextSubnet(), ['--accept-handover', '--metrics-listen', METRICS_LISTEN], { PRECOPY_FAULT_RESTORE_FAIL_AT: 'detach' });
   t.teardown(() => dest.destroy());
   const w = await startWorkload(['--workers', '2', '--mib', '16']);
   t.teardown(() => w.child.kill('SIGKILL'));
@@ -114,10 +142,16 @@ test.serial('the restore failing at its last step: the source runs on, nothing r
   await runsOn(w, t);
   t.deepEqual(dest.others(), [], 'no process left at the destination');
   t.is(dest.record('hv-fail')?.state, 'rolled-back');
+  t.deepEqual(
+    await handoverMetrics(dest),
+    { started: 1, succeeded: 0, restoreFailed: 1, receiverRestart: 0, restores: 0, processes: 0 },
+    'the metrics count it',
+  );
   // The same record left `starting` by a receiver that died: no such process, so rolled back.
   dest.setRecordState('hv-fail', 'starting');
   await dest.restartReceiver();
   t.is(dest.record('hv-fail')?.state, 'rolled-back');
+  t.is((await handoverMetrics(dest)).receiverRestart, 1, 'the new run counts its decision');
 });
 
 test.serial('the sender killed right after asking: the source stays stopped, `sender resolve` kills it; one copy runs', async (t) => {
