@@ -83,3 +83,28 @@ test.serial('the receiver killed during pre-copy: the session resumes, the proce
   await until('the source to be gone', () => procState(w.pid) === null);
   await runsOn(w, t);
 });
+
+test.serial('the sender SIGKILLed during pre-copy and while frozen: the source runs on, the process being built is gone', async (t) => {
+  const dest = await DestHost.create(nextSubnet(), ['--accept-handover']);
+  t.teardown(() => dest.destroy());
+  const w = await startWorkload(['--workers', '2', '--mib', '64']);
+  t.teardown(() => w.child.kill('SIGKILL'));
+  const phases: Array<[string, RegExp, string[]]> = [
+    ['pre-copy', /^migrate: debug: round 1:/m, []],
+    ['frozen', /^migrate: debug: stop-and-copy: freeze/m, ['--max-rounds', '2']],
+  ];
+  for (const [phase, trigger, extra] of phases) {
+    const run = dest.startHandover(w.pid, `hv-kill-${phase}`, { PRECOPY_LOG: 'debug' }, extra);
+    let stderr = '';
+    run.child.stderr!.on('data', (d: Buffer | string) => {
+      stderr += d.toString();
+      if (trigger.test(stderr)) run.child.kill('SIGKILL');
+    });
+    const r = await run.done;
+    t.is(r.signal, 'SIGKILL', `${phase}: killed in that phase\n${describeRun(r)}`);
+    await until(`${phase}: the source running again`, () => procState(w.pid) === 'S' || procState(w.pid) === 'R');
+    await runsOn(w, t);
+    await until(`${phase}: nothing left at the destination`, () => dest.others().length === 0);
+    t.is(dest.record(`hv-kill-${phase}`), null, `${phase}: no handover was decided`);
+  }
+});
