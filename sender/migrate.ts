@@ -442,8 +442,19 @@ class Migration {
   private async handOver(downtime: number, verify: VerifyResult): Promise<HandoverFigures> {
     const to = this.opts.to;
     if (to.kind !== 'grpc' || !this.link) throw new UserError('--handover needs a receiver (--to HOST:PORT)');
-    this.tracked!.close();
+    let lap = performance.now();
+    const laps: string[] = [];
+    const mark = (what: string): void => {
+      const t = performance.now();
+      laps.push(`${what} ${(t - lap).toFixed(1)} ms`);
+      lap = t;
+    };
+    // The tracking stays registered while the source is stopped: closing it clears the
+    // write-protection of every page (tens of ms per GiB), wasted on a source about to be killed.
+    // It goes before a continued source runs (beforeResume), or with the killed one's memory.
+    const tracked = this.tracked!;
     this.tracked = null;
+    const untrack = (): void => tracked.close();
     const freeze = this.freeze!;
     const ask = {
       pid: this.opts.pid,
@@ -454,12 +465,18 @@ class Migration {
     };
     this.switching = resolveCommand(ask);
     freeze.stopDurably();
+    mark('stop durably');
     const link = this.link;
     let out;
+    let runningAt = 0;
     try {
-      out = await runHandover({ ...ask, ask: (ms) => link.handover(ms), cut: (why) => link.cut(new Error(why)) });
+      out = await runHandover({ ...ask, ask: (ms) => link.handover(ms), cut: (why) => link.cut(new Error(why)), beforeResume: untrack });
+      runningAt = now();
+      mark('ask and answer, source killed');
     } finally {
+      untrack();
       this.switching = null;
+      log.debug(`handover: ${laps.join(', ')}`);
     }
     return {
       destinationPid: out.destinationPid,
@@ -467,7 +484,7 @@ class Migration {
       verifySeconds: verify.seconds,
       restoreSeconds: out.restoreSeconds,
       prebuilt: out.prebuilt,
-      totalDowntimeSeconds: now() - freeze.frozenAt / 1000,
+      totalDowntimeSeconds: runningAt - freeze.frozenAt / 1000,
     };
   }
 

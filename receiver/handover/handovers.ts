@@ -54,6 +54,7 @@ export class Handovers {
     if (this.busy.has(id)) return refused(`session ${id}: a handover or resolve of it is already in progress`);
     this.busy.add(id);
     try {
+      const t00 = performance.now();
       const before = await readRecord(this.imagesDir, id);
       if (before) return refused(`session ${id} was already handed over (${before.state}${before.reason ? `: ${before.reason}` : ''})`);
       const manifest = await image.committedManifest();
@@ -63,9 +64,11 @@ export class Handovers {
       const why = this.refusal(state.creds.uid[0]);
       if (why) return refused(why);
       const facts = { expectedPid: state.pid, exePath: state.mm.exePath };
+      const t1 = performance.now();
       await writeRecord(this.imagesDir, id, { state: 'starting', pid: 0, reason: '', ...facts });
       at.failure = 'restore_failed';
       const t0 = performance.now();
+      log.debug(`session ${id}: record and manifest read ${(t1 - t00).toFixed(1)} ms, starting recorded ${(t0 - t1).toFixed(1)} ms`);
       let pid: number;
       const built = this.prebuilt.take(id);
       try {
@@ -81,6 +84,7 @@ export class Handovers {
         return refused(reason);
       }
       const restoreSeconds = (performance.now() - t0) / 1000;
+      const t2 = performance.now();
       at.failure = 'record_failed';
       try {
         await writeRecord(this.imagesDir, id, { state: 'running', pid, reason: '', ...facts });
@@ -90,6 +94,7 @@ export class Handovers {
         process.kill(pid, 'SIGKILL');
         return refused(`the process started but its record could not be written (${(err as Error).message}); killed it`);
       }
+      log.debug(`session ${id}: running recorded ${(performance.now() - t2).toFixed(1)} ms`);
       reapWhenDone(pid, id, () => this.events.handedOverProcessEnded());
       const how = built ? 'built during pre-copy' : 'restored in full';
       log.info(`session ${id}: handed over, pid ${pid} runs here (${how}, ${(restoreSeconds * 1000).toFixed(0)} ms)`);

@@ -30,6 +30,8 @@ export interface HandoverAsk {
   ask(timeoutMs: number): Promise<HandoverResult>;
   /** Break the link as a lost connection would (the test hook below). */
   cut(why: string): void;
+  /** Runs before the source is continued (never before it is killed). */
+  beforeResume?: () => void;
 }
 
 export interface HandoverOutcome {
@@ -71,7 +73,7 @@ export async function runHandover(a: HandoverAsk): Promise<HandoverOutcome> {
     endSource(a.pid);
     return { destinationPid: result.pid, restoreSeconds: result.restoreSeconds, prebuilt: result.prebuilt };
   }
-  resumeSource(a.pid);
+  resumeSource(a.pid, a.beforeResume);
   throw new UserError(`handover failed: the receiver did not start the process (${result.message}); the source process ${a.pid} runs on`, 1);
 }
 
@@ -85,7 +87,7 @@ async function settleUnknown(a: HandoverAsk, why: string): Promise<HandoverOutco
       1,
     );
   }
-  const done = applyRecord(r, a.pid);
+  const done = applyRecord(r, a.pid, a.beforeResume);
   if (done === 'killed') return { destinationPid: r.pid, restoreSeconds: 0, prebuilt: false };
   throw new UserError(`handover failed: the receiver did not start the process (${r.reason}); the source process ${a.pid} runs on`, 1);
 }

@@ -14,8 +14,10 @@ export function endSource(pid: number): void {
   }
 }
 
-/** Nothing runs at the destination: the source runs on. */
-export function resumeSource(pid: number): void {
+/** Nothing runs at the destination: the source runs on (`before`: what must be undone first,
+ *  e.g. the write-protect tracking the sender left registered). */
+export function resumeSource(pid: number, before?: () => void): void {
+  before?.();
   try {
     process.kill(pid, 'SIGCONT');
   } catch (err) {
@@ -24,13 +26,13 @@ export function resumeSource(pid: number): void {
 }
 
 /** Apply a decided record; returns what was done, or null when it is not decided yet. */
-export function applyRecord(r: HandoverRecord, pid: number): 'killed' | 'resumed' | null {
+export function applyRecord(r: HandoverRecord, pid: number, beforeResume?: () => void): 'killed' | 'resumed' | null {
   if (r.state === 'running') {
     endSource(pid);
     return 'killed';
   }
   if (r.state === 'rolled-back') {
-    resumeSource(pid);
+    resumeSource(pid, beforeResume);
     return 'resumed';
   }
   return null;

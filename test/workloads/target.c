@@ -26,6 +26,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -621,6 +622,9 @@ int main(int argc, char **argv) {
   pid_t parent = getppid();
   g_argv = argv;
   prctl(PR_SET_PDEATHSIG, SIGKILL);
+  // Only stdio is ours: an fd leaked by whatever started us (a pipe end) would make a
+  // --restorable migration refuse the process.
+  syscall(SYS_close_range, 3, ~0U, 0);
   if (getppid() != parent) return 0; // parent died before prctl
 
   for (int k = 1; k < argc; k++) {
