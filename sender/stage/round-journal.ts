@@ -16,7 +16,8 @@ import type { RunBatch } from '../tracking/run-batch';
 import { sumPages, unionRuns } from '../../common/page-runs';
 
 export interface Replay {
-  /** (start, pages) runs to discard again, in journal order. */
+  /** (start, pages) runs to discard again: sorted, merged (one Discard, which the receiver
+   *  refuses unless its runs are ascending and disjoint). */
   discards: number[];
   /** (start, pages) runs to send again: sorted, merged (a page appears once). */
   pages: number[];
@@ -60,16 +61,20 @@ export class RoundJournal {
 
   /** What to send again to a receiver durable at round `last` (-1: none). */
   since(last: number): Replay {
-    const discards: number[] = [];
+    const discardRuns: ArrayLike<number>[] = [];
     const pageRuns: ArrayLike<number>[] = [];
     for (const r of this.openRounds) {
       if (r <= last) continue;
       const e = this.rounds.get(r)!;
-      push(discards, e.discards);
+      discardRuns.push(e.discards);
       pageRuns.push(e.pages);
     }
+    // A union, not the journal order: a round journals what left the layout and then what was
+    // held under VMAs first seen (each sorted, together not: an mremap moves a VMA down), and
+    // rounds may discard the same pages again. All are sent before any page of the replay, and
+    // a discard only clears, so their order never mattered.
     const pages = unionRuns(pageRuns, this.pageSize);
-    return { discards, pages, pageCount: sumPages(pages) };
+    return { discards: unionRuns(discardRuns, this.pageSize), pages, pageCount: sumPages(pages) };
   }
 
   /** Rounds journaled (not yet durable). */

@@ -8,6 +8,7 @@
 // round and re-sends what was lost. The migration must commit, with `reconnects` counting the
 // three breaks, and the image must equal the stopped target's memory byte for byte.
 // Phases are read from the receiver's debug log ("round N (PHASE) started").
+// A crash (PRECOPY_FAULT_STORE_CRASH_AT) in a round whose discards the resume must replay.
 // And when the receiver does not come back: the sender gives up after --reconnect-timeout (0: at
 // once) with one clear line, the target running on untouched.
 
@@ -92,6 +93,68 @@ test('receiver killed and restarted three times (round 0, a later round, stop-an
     const run = await done;
     t.regex(run.stderr, /target thawed; reconnecting/, 'the frozen target was thawed before reconnecting');
     await assertResumedAndFaithful(t, run, images, session, target.pid, 3);
+  } finally {
+    killStopped(target.pid);
+    await receiver.stop();
+    fs.rmSync(images, { recursive: true, force: true });
+  }
+});
+
+// A resume that replays discards journaled from both of their sources in one round: what left the
+// layout (x, unmapped, higher up) and what the receiver held under a VMA first seen (z, a new
+// mapping in y's place, lower down). The receiver crashes as that round becomes durable, so the
+// resumed round re-sends them as one Discard, which it refuses unless the runs are sorted and
+// disjoint ("run N at ... overlaps or is out of order": the journal once sent them in its order).
+test('receiver crashes in a round that discarded an unmapped VMA and a replaced lower one: replayed, image correct', async (t) => {
+  const images = tempDir('precopy-e2e-resume-discards-');
+  const start = (port = 0, env: NodeJS.ProcessEnv = {}) => startReceiver({ images, listen: `127.0.0.1:${port}`, env: { PRECOPY_LOG: 'debug', ...env } });
+  // The 3rd round made durable is round 2, the one after the churn below.
+  let receiver: ReceiverHandle = await start(0, { PRECOPY_FAULT_STORE_CRASH_AT: 'round-data-synced@3' });
+  const port = receiver.port;
+  const target = await Target.start({ mib: 64, seed: 63 });
+  const session = `resume-discards-${process.pid}`;
+  try {
+    // x above y: mmap places each new mapping below the last; y read-only so they stay two VMAs.
+    const x = await target.mmap(16);
+    const y = await target.mmap(16, 'r');
+    t.true(y < x, `y at 0x${y.toString(16)} below x at 0x${x.toString(16)}`);
+    await target.writers(1, 40_000_000);
+    const sender = startSender([
+      '--pid',
+      String(target.pid),
+      '--to',
+      receiver.address,
+      '--session',
+      session,
+      '--after',
+      'stop',
+      '--downtime-ms',
+      '1',
+      '--max-rounds',
+      '3',
+      '--reconnect-timeout',
+      '60',
+    ]);
+    let finished = false;
+    const done = sender.done.finally(() => (finished = true));
+    // Round 1 has refreshed the layout (round 0 sent x and y); round 2's refresh sees the churn.
+    await waitFor(
+      () => roundsStarted(receiver.stderr(), 'PRECOPY').includes(1),
+      'pre-copy round 1',
+      () => finished,
+    );
+    await target.munmap(y, 16);
+    const z = await target.mmap(16);
+    await target.munmap(x, 16);
+    t.false(roundsStarted(receiver.stderr(), 'PRECOPY').includes(2), 'the churn was done within round 1');
+    t.is(z, y, "the new mapping took y's place");
+    // (A sender that ended first would leave the receiver waiting: do not wait for it then.)
+    const crashed = await Promise.race([receiver.exited, done.then((run) => describeRun(run))]);
+    t.like(crashed, { signal: 'SIGKILL' }, receiver.stderr());
+    t.regex(receiver.stderr(), /round 2 \(PRECOPY\) started/, 'the crash was in round 2');
+    receiver = await start(port);
+    const run = await done;
+    await assertResumedAndFaithful(t, run, images, session, target.pid, 1);
   } finally {
     killStopped(target.pid);
     await receiver.stop();

@@ -3,6 +3,7 @@
 
 import test from 'ava';
 import { RoundJournal } from '../../../sender/stage/round-journal';
+import { checkRuns } from '../../../image/input-checks';
 import type { RunBatch } from '../../../sender/tracking/run-batch';
 
 const P = 4096;
@@ -10,7 +11,7 @@ const B = 0x7f0000000000;
 const at = (page: number) => B + page * P;
 /** Runs given as [firstPage, pages] pairs of page numbers. */
 const runs = (...pairs: [number, number][]) => pairs.flatMap(([p, n]) => [at(p), n]);
-test('rounds not acknowledged are replayed: pages merged once, discards in order', (t) => {
+test('rounds not acknowledged are replayed: pages and discards merged once, sorted', (t) => {
   const j = new RoundJournal(P);
   j.pages(0, runs([0, 10]));
   j.pages(1, runs([5, 10], [40, 2]));
@@ -24,6 +25,26 @@ test('rounds not acknowledged are replayed: pages merged once, discards in order
   const after1 = j.since(1);
   t.deepEqual(after1.pages, runs([14, 2], [30, 1]));
   t.deepEqual(after1.discards, runs([200, 1]));
+});
+
+// The receiver refuses a Discard whose runs are not sorted and disjoint (image/input-checks.ts
+// checkRuns), as it refuses a PageBatch. One round journals discards from two sources, each sorted
+// on its own: the layout's refresh (what left the layout, e.g. the old place of a VMA moved by
+// mremap, at a high address) and then the pages held under VMAs first seen now (e.g. a new VMA
+// at a lower address over pages sent earlier); a later round may discard some of them again.
+// Concatenated, they made the replayed Discard out of order (CI: "run 12 at ... overlaps or is
+// out of order" after a second resume, the first replaying round to journal discards).
+test('replayed discards from refreshes and held pages, across rounds, come out sorted and disjoint', (t) => {
+  const j = new RoundJournal(P);
+  j.pages(0, runs([0, 600]));
+  j.discards(1, runs([500, 32], [560, 8])); // gone from the layout: a VMA moved away, and another
+  j.discards(1, runs([100, 16], [130, 4])); // held under a VMA first seen now, lower down
+  j.discards(2, runs([110, 30], [505, 2])); // again, overlapping round 1's
+  j.discards(2, runs([50, 1]));
+  const all = j.since(-1);
+  t.notThrows(() => checkRuns(all.discards, P, null), 'the receiver takes the replayed Discard');
+  t.deepEqual(all.discards, runs([50, 1], [100, 40], [500, 32], [560, 8]));
+  t.deepEqual(j.since(1).discards, runs([50, 1], [110, 30], [505, 2]));
 });
 
 test('an acknowledged round and every earlier one are dropped', (t) => {
