@@ -79,7 +79,16 @@ class StoreModel {
   }
 }
 
-const anon = (start: number, pages: number, perms = 'rw-p'): Vma => ({ start, end: start + pages * P, perms, offset: 0, path: '', fileBacked: false, inode: 0, dev: '00:00' });
+const anon = (start: number, pages: number, perms = 'rw-p'): Vma => ({
+  start,
+  end: start + pages * P,
+  perms,
+  offset: 0,
+  path: '',
+  fileBacked: false,
+  inode: 0,
+  dev: '00:00',
+});
 const shm = (start: number, pages: number): Vma => ({ ...anon(start, pages, 'rw-s'), path: '/dev/zero (deleted)' });
 
 test('a process built through layout changes, page batches and discards equals a restore of the final image', async (t) => {
@@ -88,7 +97,16 @@ test('a process built through layout changes, page batches and discards equals a
   const file = path.join(dir, 'mapped');
   fs.writeFileSync(file, Buffer.concat(Array.from({ length: 8 }, (_, i) => page(0xf0 + i))));
   const ino = fs.statSync(file).ino;
-  const filePriv = (start: number, pages: number): Vma => ({ start, end: start + pages * P, perms: 'rw-p', offset: 0, path: file, fileBacked: true, inode: ino, dev: '00:00' });
+  const filePriv = (start: number, pages: number): Vma => ({
+    start,
+    end: start + pages * P,
+    perms: 'rw-p',
+    offset: 0,
+    path: file,
+    fileBacked: true,
+    inode: ino,
+    dev: '00:00',
+  });
 
   const b = ProcessBuilder.spawn(0, fail);
   t.teardown(() => b.kill());
