@@ -1,34 +1,24 @@
-// (Over 400 lines on purpose: two programs, each with the small client or script it needs.)
 // Real programs nobody here wrote, migrated with --restorable --after kill through a real receiver
 // and started again with `receiver restore` on the same host: redis-server (Debian package
 // redis-server, redis-tools beside it) with thousands of keys, and a python3 program whose state
 // lives in its interpreter's heap. Each is judged from outside: redis by what it answers on its
-// port, the python program by the progress file it goes on appending to.
+// port (through the RESP client of test/helpers/redis.ts), the python program by the progress
+// file it goes on appending to.
 
 import test from 'ava';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
-import * as net from 'node:net';
 import * as path from 'node:path';
 import { describeRun, receiverCli, runSender, tempDir, useReceiver } from '../helpers/migration-cli';
+import { infoServer, Redis, socketFds, startRedis, text } from '../helpers/redis';
+import { sleep, waitFor } from '../helpers/wait-for';
 
 const recv = useReceiver(test, 'precopy-e2e-real-');
 
 // ---- processes -------------------------------------------------------------------------------
 
-/**
- * Runs ARGV through python3, which first closes every fd above 2: the test runner's process may
- * hold fds without close-on-exec (the ends of pipes to its parent, for one), and a child would
- * inherit them; --restorable refuses a pipe whose other end is another process's.
- */
-function spawnClean(argv: string[]): ChildProcess {
-  const exec = 'import os, sys\nos.closerange(3, 65536)\nos.execvp(sys.argv[1], sys.argv[1:])';
-  return spawn('python3', ['-c', exec, ...argv], { stdio: 'ignore' });
-}
-
 const processExists = (pid: number): boolean => fs.existsSync(`/proc/${pid}`);
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function taskIds(pid: number): number[] {
   return fs
@@ -55,29 +45,6 @@ async function killAndWait(pid: number): Promise<void> {
   }
 }
 
-async function waitFor<T>(what: string, probe: () => T | undefined | Promise<T | undefined>, timeoutMs = 20_000): Promise<T> {
-  const t0 = Date.now();
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await probe();
-      if (v !== undefined) return v;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() - t0 > timeoutMs) throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
-    await sleep(25);
-  }
-}
-
-async function freePort(): Promise<number> {
-  const srv = net.createServer();
-  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
-  const port = (srv.address() as net.AddressInfo).port;
-  await new Promise((r) => srv.close(r));
-  return port;
-}
-
 /** Migrate `child` with --restorable --after kill; resolves once it has died and been reaped
  *  (its pid free again), with the sender's downtime. */
 async function migrateAndKill(child: ChildProcess, session: string): Promise<{ downtimeMs: number; totalMs: number; rounds: number }> {
@@ -99,164 +66,13 @@ async function restore(session: string, stdio: string): Promise<{ pid: number; m
   return { pid: Number(run.stdout.trim()), ms };
 }
 
-// ---- a RESP client (redis's protocol) over node:net -------------------------------------------
-
-class ReplyError extends Error {}
-type Reply = string | number | Buffer | null | ReplyError | Reply[];
-
-/** Parses one reply from buf at off: [reply, next offset], or null when incomplete. */
-function parseReply(buf: Buffer, off: number): [Reply, number] | null {
-  const eol = buf.indexOf('\r\n', off);
-  if (eol < 0) return null;
-  const line = buf.toString('utf8', off + 1, eol);
-  const next = eol + 2;
-  switch (buf[off]) {
-    case 0x2b: // +
-      return [line, next];
-    case 0x2d: // -
-      return [new ReplyError(line), next];
-    case 0x3a: // :
-      return [Number(line), next];
-    case 0x24: {
-      // $
-      const len = Number(line);
-      if (len < 0) return [null, next];
-      if (buf.length < next + len + 2) return null;
-      return [Buffer.from(buf.subarray(next, next + len)), next + len + 2];
-    }
-    case 0x2a: {
-      // *
-      const n = Number(line);
-      if (n < 0) return [null, next];
-      const items: Reply[] = [];
-      let at = next;
-      for (let i = 0; i < n; i++) {
-        const r = parseReply(buf, at);
-        if (!r) return null;
-        items.push(r[0]);
-        at = r[1];
-      }
-      return [items, at];
-    }
-    default:
-      throw new Error(`bad RESP reply: ${JSON.stringify(buf.toString('latin1', off, Math.min(eol, off + 80)))}`);
-  }
-}
-
-class Redis {
-  private buf: Buffer = Buffer.alloc(0);
-  private readonly waiting: { resolve: (r: Reply) => void; reject: (e: Error) => void }[] = [];
-  private constructor(private readonly sock: net.Socket) {
-    sock.on('data', (d: Buffer) => {
-      this.buf = this.buf.length ? Buffer.concat([this.buf, d]) : d;
-      let off = 0;
-      for (let r; this.waiting.length && (r = parseReply(this.buf, off)); off = r[1]) this.waiting.shift()!.resolve(r[0]);
-      this.buf = this.buf.subarray(off);
-    });
-    const fail = (e: Error) => {
-      for (const w of this.waiting.splice(0)) w.reject(e);
-    };
-    sock.on('error', fail);
-    sock.on('close', () => fail(new Error('redis closed the connection')));
-  }
-
-  static connect(port: number): Promise<Redis> {
-    return new Promise((resolve, reject) => {
-      const s = net.connect(port, '127.0.0.1');
-      s.once('error', reject);
-      s.once('connect', () => {
-        s.off('error', reject);
-        resolve(new Redis(s));
-      });
-    });
-  }
-
-  /** Sends every command at once (a pipeline), resolves with the replies in order. */
-  pipeline(cmds: (string | Buffer)[][]): Promise<Reply[]> {
-    const parts: Buffer[] = [];
-    for (const args of cmds) {
-      parts.push(Buffer.from(`*${args.length}\r\n`));
-      for (const a of args) {
-        const b = typeof a === 'string' ? Buffer.from(a) : a;
-        parts.push(Buffer.from(`$${b.length}\r\n`), b, Buffer.from('\r\n'));
-      }
-    }
-    const replies = cmds.map(() => new Promise<Reply>((resolve, reject) => this.waiting.push({ resolve, reject })));
-    this.sock.write(Buffer.concat(parts));
-    return Promise.all(replies);
-  }
-
-  async cmd(...args: (string | Buffer)[]): Promise<Reply> {
-    const [r] = await this.pipeline([args]);
-    if (r instanceof ReplyError) throw r;
-    return r;
-  }
-
-  async close(): Promise<void> {
-    if (this.sock.destroyed) return;
-    const closed = new Promise((r) => this.sock.once('close', r));
-    this.sock.end();
-    await closed;
-  }
-}
-
-const text = (r: Reply): string => (Buffer.isBuffer(r) ? r.toString('utf8') : String(r));
-
-async function infoServer(c: Redis): Promise<Record<string, string>> {
-  const out: Record<string, string> = {};
-  for (const line of text(await c.cmd('INFO', 'server')).split('\r\n')) {
-    const i = line.indexOf(':');
-    if (i > 0 && !line.startsWith('#')) out[line.slice(0, i)] = line.slice(i + 1);
-  }
-  return out;
-}
-
-/** The socket fds of a process (by inode); a redis with no client holds only its listener. */
-function socketFds(pid: number): string[] {
-  const out: string[] = [];
-  for (const fd of fs.readdirSync(`/proc/${pid}/fd`)) {
-    try {
-      const l = fs.readlinkSync(`/proc/${pid}/fd/${fd}`);
-      if (l.startsWith('socket:')) out.push(`${fd} -> ${l}`);
-    } catch {
-      // closed meanwhile
-    }
-  }
-  return out;
-}
-
 // ---- the tests ---------------------------------------------------------------------------------
 
 test.serial('redis-server: every key, the port, new clients and writes, and the same process after a restore', async (t) => {
   const dir = tempDir('precopy-redis-');
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
-  const port = await freePort();
-  // --save '' and --appendonly no: nothing forks a child for a background save (a process with
-  // children is not restorable, and a fork during the migration would not be in the image).
-  const child = spawnClean([
-    'redis-server',
-    '--port',
-    String(port),
-    '--bind',
-    '127.0.0.1',
-    '--save',
-    '',
-    '--appendonly',
-    'no',
-    '--daemonize',
-    'no',
-    '--dir',
-    dir,
-  ]);
+  const { child, port, client: c } = await startRedis(dir);
   t.teardown(() => child.kill('SIGKILL'));
-  const c = await waitFor('redis to answer PING', async () => {
-    if (child.exitCode !== null) throw new Error(`redis-server exited with ${child.exitCode}`);
-    const r = await Redis.connect(port);
-    if ((await r.cmd('PING')) === 'PONG') return r;
-    await r.close();
-    return undefined;
-  });
-  t.is(child.pid, Number((await infoServer(c)).process_id), 'the redis-server we spawned answers (python3 exec()ed it in place)');
 
   // 2000 strings of 0 B to 100 KiB of random bytes (\r\n and NULs included), a hash, a list, a
   // key with a TTL; written in pipelines.

@@ -4,6 +4,10 @@
 // the handed-over process gets its pid number inside the new PID namespace. The mount namespace is
 // a copy (only /proc differs), so status files written by path are readable from here.
 //
+// The migration link is the veth pair (the sender in namespace a, the receiver at b's address),
+// or with link 'loopback' 127.0.0.1 inside namespace b (the sender run there too): the same
+// handover with the link over loopback, while the process still moves between network namespaces.
+//
 // PID 1 of the namespace is a shell looping on `sleep 1`, not the receiver: when PID 1 exits every
 // process of the namespace dies, and a receiver restart must not take the handed-over process with
 // it. Like any init it reaps the orphans it adopts (dash waits for any child while its sleep
@@ -20,6 +24,9 @@ import { startReceiver, type ReceiverHandle } from './receiver';
 import type { MigrationSummary } from '../../sender/report/figures';
 
 const quote = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
+
+/** How the sender reaches the receiver: over the veth pair, or over loopback inside namespace b. */
+export type DestLink = 'veth' | 'loopback';
 
 /** Children of pid (root-namespace pids). */
 function children(pid: number): number[] {
@@ -39,13 +46,14 @@ export class DestHost {
     readonly pair: NetPair,
     readonly port: number,
     private readonly serveArgs: string[],
+    readonly link: DestLink,
   ) {
     fs.writeFileSync(this.tokenFile, 'handover-test-token\n', { mode: 0o600 });
   }
 
-  static async create(subnet: string, serveArgs: string[], env: NodeJS.ProcessEnv = {}): Promise<DestHost> {
+  static async create(subnet: string, serveArgs: string[], env: NodeJS.ProcessEnv = {}, link: DestLink = 'veth'): Promise<DestHost> {
     const pair = await NetPair.create({ subnet });
-    const host = new DestHost(pair, 17000 + Math.floor(Math.random() * 1000), serveArgs);
+    const host = new DestHost(pair, 17000 + Math.floor(Math.random() * 1000), serveArgs, link);
     try {
       host.receiver = await startReceiver({
         images: host.images,
@@ -92,7 +100,7 @@ export class DestHost {
   private firstReceiver: ReceiverHandle | null = null;
 
   get address(): string {
-    return `${this.pair.addr.b}:${this.port}`;
+    return `${this.link === 'loopback' ? '127.0.0.1' : this.pair.addr.b}:${this.port}`;
   }
 
   /** PID 1 of the namespace (its root-namespace pid). */
@@ -149,9 +157,9 @@ export class DestHost {
     return (await this.pair.exec('b', process.execPath, ['-e', script])).stdout.trim();
   }
 
-  /** Spawn a command on the source side of the link (network namespace a). */
+  /** Spawn a command on the source side of the link (network namespace a; b over loopback). */
   spawnSource(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}): ChildProcess {
-    return this.pair.spawn('a', cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+    return this.pair.spawn(this.link === 'loopback' ? 'b' : 'a', cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   }
 
   /** `sender migrate --pid PID --handover --json` to this host's receiver, run on the source side
