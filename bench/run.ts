@@ -6,10 +6,11 @@
 //   4. alternatives  gcore's and criu's pause on the same kind of target
 //   5. resources     sender peak RSS and CPU (from section 1's runs)
 //   6. restore       receiver restore of a --restorable image vs reading its pages from the store
+//   7. handover      downtime from the freeze to the process running at the destination; rollback
 // Writes bench/results.json, table.txt and chart.svg; prints the table. How to read it:
 // bench/README.md.
 //
-//   node dist/bench/run.js [--only throughput,scan,downtime,alternatives,restore] [--runs N] [--configs 1,5] [--node-flags F] [--out DIR]
+//   node dist/bench/run.js [--only throughput,scan,downtime,alternatives,restore,handover] [--runs N] [--configs 1,5] [--node-flags F] [--out DIR]
 
 import { mkdirSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
@@ -26,11 +27,12 @@ import { renderChart } from './report/chart';
 import { alternativesResult, judgeGoals, renderResults, resourcesOf, type BenchResults } from './report/results';
 import { runAlternatives } from './sections/alternatives';
 import { runDowntime } from './sections/downtime';
+import { runHandover } from './sections/handover';
 import { runRestore } from './sections/restore';
 import { runScan } from './sections/scan';
 import { THROUGHPUT_CONFIGS, runThroughput } from './sections/throughput';
 
-const SECTIONS = ['throughput', 'scan', 'downtime', 'alternatives', 'restore'] as const;
+const SECTIONS = ['throughput', 'scan', 'downtime', 'alternatives', 'restore', 'handover'] as const;
 type Section = (typeof SECTIONS)[number];
 
 const USAGE = `usage: node dist/bench/run.js [--only SECTION,...] [--runs N] [--configs N,...] [--node-flags F] [--out DIR]
@@ -90,6 +92,7 @@ runMain('bench', async () => {
     const downtime = want('downtime') ? await runDowntime(ctx) : undefined;
     const alternatives = want('alternatives') ? alternativesResult(await runAlternatives(ctx), downtime) : undefined;
     const restore = want('restore') ? await runRestore(ctx) : undefined;
+    const handover = want('handover') ? await runHandover(ctx) : undefined;
     const partial: Omit<BenchResults, 'goals'> = {
       startedAt,
       seconds: (performance.now() - t0) / 1000,
@@ -108,6 +111,7 @@ runMain('bench', async () => {
       alternatives,
       resources: throughput ? resourcesOf(throughput) : undefined,
       restore,
+      handover,
     };
     const results: BenchResults = { ...partial, goals: judgeGoals(partial) };
     const table = renderResults(results);

@@ -469,10 +469,19 @@ class Migration {
     const link = this.link;
     let out;
     let runningAt = 0;
+    let resumedAt = 0;
     try {
-      out = await runHandover({ ...ask, ask: (ms) => link.handover(ms), cut: (why) => link.cut(new Error(why)), beforeResume: untrack });
+      const beforeResume = (): void => {
+        untrack();
+        resumedAt = performance.now();
+      };
+      out = await runHandover({ ...ask, ask: (ms) => link.handover(ms), cut: (why) => link.cut(new Error(why)), beforeResume });
       runningAt = now();
       mark('ask and answer, source killed');
+    } catch (err) {
+      // The bench's rollback figure: from the freeze until the continued source runs again.
+      if (resumedAt) log.debug(`handover: rolled back: the source runs again ${(resumedAt - freeze.frozenAt).toFixed(1)} ms after the freeze`);
+      throw err;
     } finally {
       untrack();
       this.switching = null;

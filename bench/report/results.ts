@@ -6,6 +6,7 @@ import type { DowntimeResult } from '../sections/downtime';
 import type { ThreadStats, ThroughputResult } from '../sections/throughput';
 import type { ToolFigure } from '../sections/alternatives';
 import type { RestoreResult } from '../sections/restore';
+import type { HandoverBenchResult } from '../sections/handover';
 import { DOWNTIME_TARGET_MS } from '../sections/downtime';
 import type { Stat } from '../lib/stats';
 import { fmtNum, fmtStat, renderTable } from './text-table';
@@ -55,6 +56,7 @@ export interface BenchResults {
   alternatives?: AlternativesResult;
   resources?: Resources[];
   restore?: RestoreResult[];
+  handover?: HandoverBenchResult;
   goals: Goal[];
 }
 
@@ -115,6 +117,16 @@ export function judgeGoals(r: Omit<BenchResults, 'goals'>): Goal[] {
   }
   const d20 = ourDowntimeMs(r.downtime, 20);
   if (r.downtime) goals.push({ goal: 'downtime <= 25 ms, 1 GiB at 20 MB/s, no verify', measured: `${fmtNum(d20, 1)} ms`, met: d20 <= 25 });
+  const hv = (mib: number) => r.handover?.cells.find((c) => c.mib === mib && c.rateMBps === 20 && !c.verify)?.downtimeMs.median ?? NaN;
+  if (r.handover) {
+    goals.push({ goal: 'handover downtime <= 100 ms, 1 GiB at 20 MB/s, no verify', measured: `${fmtNum(hv(1024), 1)} ms`, met: hv(1024) <= 100 });
+    const growth = hv(1024) / hv(256) - 1;
+    goals.push({
+      goal: 'handover downtime grows <= 20% from 256 MiB to 1 GiB (20 MB/s, no verify)',
+      measured: `${fmtNum(growth * 100, 0)}% (${fmtNum(hv(256), 1)} -> ${fmtNum(hv(1024), 1)} ms)`,
+      met: growth <= 0.2,
+    });
+  }
   const big = r.resources?.find((x) => x.gib === 4 && x.default);
   if (big)
     goals.push({
@@ -276,6 +288,34 @@ export function renderResults(r: BenchResults): string {
             fmtNum(l === 'outside steps' ? x.outsideStepsMs.median : (x.steps[l]?.median ?? NaN), l === 'fill' || l === 'outside steps' ? 0 : 1),
           ),
         ]),
+      ),
+    );
+  }
+  if (r.handover) {
+    const h = r.handover;
+    out.push(
+      renderTable(
+        '7. Handover: from the freeze to the process running at the destination (its own network and PID namespaces), --downtime-ms 25',
+        ['target', 'dirty MB/s', 'verify', 'downtime ms', 'freeze to commit', 'verify ms', 'restore ms', 'the rest', 'rounds', 'built in pre-copy'],
+        h.cells.map((c) => [
+          `${c.mib} MiB`,
+          String(c.rateMBps),
+          c.verify ? 'yes' : 'no',
+          fmtStat(c.downtimeMs, 1),
+          fmtStat(c.freezeToCommitMs, 1),
+          fmtStat(c.verifyMs, 1),
+          fmtStat(c.restoreMs, 1),
+          fmtStat(c.restMs, 1),
+          fmtStat(c.rounds, 0),
+          `${c.prebuiltRuns}/${c.downtimeMs.values.length}`,
+        ]),
+        [
+          'freeze to commit = final round, process state capture, durable commit; restore = what the receiver did after the ask (the process was built',
+          'while the rounds arrived); the rest = the ask and answer, the receiver reading the manifest and writing its records durably',
+          ...h.rollback.map(
+            (x) => `rollback (restore failing at its last step), ${x.mib} MiB: the source runs again ${fmtStat(x.rollbackMs, 1)} ms after the freeze`,
+          ),
+        ],
       ),
     );
   }
