@@ -55,7 +55,8 @@
         "native/proc_files.cc"
       ],
       "cflags_cc": ["-std=c++17", "-O2", "-fexceptions", "-Wall", "-Wextra"],
-      "cflags_cc!": ["-fno-exceptions"]
+      "cflags_cc!": ["-fno-exceptions"],
+      "ldflags": ["-static"]
     },
     {
       "target_name": "precopy-restore-stub",

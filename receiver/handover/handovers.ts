@@ -76,6 +76,7 @@ export class Handovers {
         const opts = { stdio: this.policy.stdio };
         const restored = built ? await finishBuiltProcess(built, state, memory, opts) : await restoreProcess(state, memory, opts);
         for (const w of restored.warnings) log.warn(`session ${id}: ${w}`);
+        log.debug(`session ${id}: ${restored.steps.map((x) => `${x.step} ${x.ms.toFixed(1)}`).join(', ')} ms`);
         pid = restored.pid;
       } catch (err) {
         const reason = (err as Error).message;

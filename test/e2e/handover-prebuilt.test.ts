@@ -108,3 +108,34 @@ test.serial('the sender SIGKILLed during pre-copy and while frozen: the source r
     t.is(dest.record(`hv-kill-${phase}`), null, `${phase}: no handover was decided`);
   }
 });
+
+test.serial('the link cut while the source is frozen for the final round: the sender resumes, the handover completes, one copy runs', async (t) => {
+  const dest = await DestHost.create(nextSubnet(), ['--accept-handover']);
+  t.teardown(() => dest.destroy());
+  const w = await startWorkload(['--workers', '2', '--mib', '64']);
+  t.teardown(() => w.child.kill('SIGKILL'));
+  // Frozen, the sender waits 1 s (not 10) for a stalled link before it thaws the source and reconnects.
+  const env = { PRECOPY_LOG: 'debug', PRECOPY_TEST_FROZEN_PATIENCE_MS: '1000' };
+  const run = dest.startHandover(w.pid, 'hv-cut-frozen', env, ['--max-rounds', '2', '--reconnect-timeout', '30']);
+  let stderr = '';
+  let cut: Promise<void> | null = null;
+  run.child.stderr!.on('data', (d: Buffer | string) => {
+    stderr += d.toString();
+    // The veth link down for 3 s as the freeze starts: the final round cannot reach the receiver.
+    if (!cut && /^migrate: debug: stop-and-copy: freeze/m.test(stderr)) {
+      cut = dest.pair.cut().then(async () => {
+        await new Promise((r) => setTimeout(r, 3000));
+        await dest.pair.restore();
+      });
+    }
+  });
+  const r = await run.done;
+  await cut;
+  t.truthy(cut, 'the link was cut while frozen');
+  t.is(r.code, 0, describeRun(r));
+  t.true(r.summary!.reconnects >= 1, 'the sender resumed the session');
+  t.is(r.summary!.handover!.destinationPid, w.pid);
+  await until('the source to be gone', () => procState(w.pid) === null);
+  t.truthy(dest.rootPid(w.pid));
+  await runsOn(w, t);
+});
