@@ -52,7 +52,7 @@ export class ReceiverMetrics extends MigrationMetrics implements HandoverEvents 
     );
     this.handoversSucceeded = this.counter('handovers_succeeded_total', 'Handovers whose process the receiver started and recorded running.');
     const rolledBackHelp =
-      'Handovers decided rolled back (the source runs on), by reason (refused, restore_failed, record_failed; never_asked: by a Resolve; receiver_restart: at start-up).';
+      'Handovers decided rolled back (the source runs on), by reason (refused, restore_failed; never_asked: by a Resolve; receiver_restart: at start-up).';
     this.handoversRolledBack = this.closedCounter('handovers_rolled_back_total', rolledBackHelp, 'reason', ROLLBACK_REASONS);
     this.restoreSeconds = new Histogram({
       name: `${METRICS_PREFIX}handover_restore_seconds`,

@@ -11,8 +11,6 @@ export const ROLLBACK_REASONS = [
   'refused',
   /** The restore failed; it killed the half-made process. */
   'restore_failed',
-  /** The process started but its `running` record could not be written; it was killed. */
-  'record_failed',
   /** A Resolve found no record: the ask never arrived, and the session was closed to it. */
   'never_asked',
   /** A `starting` record an earlier run of the receiver left, decided with no process running. */

@@ -36,20 +36,27 @@ export class Handovers {
     return handoverRefusal(this.policy, uid);
   }
 
-  /** Start the committed image of `image` as a process. Never throws: a failure is ok=false and
-   *  a `rolled-back` record (the restore killed whatever it had made). */
-  async start(image: SessionReader): Promise<HandoverResult> {
+  /** Start the committed image of `image` as a process and `answer` the sender (once). Never
+   *  throws: a failure is ok=false and a `rolled-back` record (the restore killed whatever it had
+   *  made). */
+  async start(image: SessionReader, answer: (r: HandoverResult) => Promise<void>): Promise<void> {
     this.events.handoverStarted();
     const at: { failure: RollbackReason } = { failure: 'refused' };
-    const result = await this.startProcess(image, at);
+    let answered = false;
+    const once = async (r: HandoverResult): Promise<void> => {
+      if (answered) return;
+      answered = true;
+      await answer(r);
+    };
+    const result = await this.startProcess(image, at, once);
+    await once(result);
     if (result.ok) this.events.handoverSucceeded(result.restoreSeconds);
     else this.events.handoverRolledBack(at.failure);
-    return result;
   }
 
   /** start() without the events; `at.failure` follows the steps, so that a failure (returned or
    *  caught) is counted with the step it happened in. */
-  private async startProcess(image: SessionReader, at: { failure: RollbackReason }): Promise<HandoverResult> {
+  private async startProcess(image: SessionReader, at: { failure: RollbackReason }, answer: (r: HandoverResult) => Promise<void>): Promise<HandoverResult> {
     const id = image.id;
     if (this.busy.has(id)) return refused(`session ${id}: a handover or resolve of it is already in progress`);
     this.busy.add(id);
@@ -85,21 +92,25 @@ export class Handovers {
         return refused(reason);
       }
       const restoreSeconds = (performance.now() - t0) / 1000;
-      const t2 = performance.now();
-      at.failure = 'record_failed';
-      try {
-        await writeRecord(this.imagesDir, id, { state: 'running', pid, reason: '', ...facts });
-      } catch (err) {
-        // Undecidable for the sender unless the process goes: the record stays `starting`, and
-        // with no such process a restart (or a Resolve) reads it as rolled back.
-        process.kill(pid, 'SIGKILL');
-        return refused(`the process started but its record could not be written (${(err as Error).message}); killed it`);
-      }
-      log.debug(`session ${id}: running recorded ${(performance.now() - t2).toFixed(1)} ms`);
-      reapWhenDone(pid, id, () => this.events.handedOverProcessEnded());
       const how = built ? 'built during pre-copy' : 'restored in full';
       log.info(`session ${id}: handed over, pid ${pid} runs here (${how}, ${(restoreSeconds * 1000).toFixed(0)} ms)`);
-      return { ok: true, pid, restoreSeconds, message: '', prebuilt: built !== undefined };
+      const result = { ok: true, pid, restoreSeconds, message: '', prebuilt: built !== undefined };
+      // The sender learns it before `running` is durable: until it is, the record says `starting`,
+      // which a Resolve answers "ask again" to while this start lasts, and which a restarted
+      // receiver decides from facts (this process alive, untraced, the image's program: running).
+      // An fsync less in the downtime (docs/design.md, Handover).
+      await answer(result);
+      const t2 = performance.now();
+      reapWhenDone(pid, id, () => this.events.handedOverProcessEnded());
+      try {
+        await writeRecord(this.imagesDir, id, { state: 'running', pid, reason: '', ...facts });
+        log.debug(`session ${id}: running recorded ${(performance.now() - t2).toFixed(1)} ms`);
+      } catch (err) {
+        log.error(
+          `session ${id}: the process runs, but its record could not be written (${(err as Error).message}); it stays 'starting' until a restart decides it from facts`,
+        );
+      }
+      return result;
     } catch (err) {
       return refused(`session ${id}: ${(err as Error).message}`);
     } finally {

@@ -414,8 +414,7 @@ export class MigrationStream {
   private async startHandover(): Promise<void> {
     if (!this.handover) throw failedPrecondition('HandoverStart on a session that did not ask for a handover in its SessionStart');
     if (this.state !== 'committed') throw failedPrecondition('HandoverStart before the commit');
-    const result = await this.host.handovers.start(this.session!);
-    await this.reply({ handover: result });
+    await this.host.handovers.start(this.session!, (result) => this.reply({ handover: result }));
   }
 
   private async report(r: Report): Promise<void> {

@@ -11,6 +11,7 @@ import { handoverRefusal, parseHandoverUsers, type HandoverPolicy } from '../../
 import { readRecord, writeRecord } from '../../receiver/handover/handover-record';
 import type { SessionReader } from '../../image/session-reader';
 import type { HandoverEvents } from '../../receiver/handover/handover-events';
+import type { HandoverResult } from '../../proto/messages';
 
 const POLICY: HandoverPolicy = { accept: true, uids: null, authenticated: true, stdio: '/dev/null' };
 
@@ -55,7 +56,12 @@ test('Resolve of a session with no record fences it: rolled back, and a late sta
   const r = await h.resolve('s1');
   t.is(r.state, 'rolled-back');
   t.is((await readRecord(dir, 's1'))?.state, 'rolled-back');
-  const late = await h.start({ id: 's1' } as SessionReader);
+  let late: HandoverResult | undefined;
+  await h.start({ id: 's1' } as SessionReader, async (r) => {
+    t.is(late, undefined, 'answered once');
+    late = r;
+  });
+  if (!late) return t.fail('no answer');
   t.false(late.ok);
   t.regex(late.message, /already handed over \(rolled-back/);
   t.is((await h.resolve('nope')).state, 'rolled-back', 'an unknown session: nothing can run');
