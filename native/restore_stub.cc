@@ -343,12 +343,24 @@ void RestoreStub::detachAll() {
   if (!attached()) throwSys(ESRCH, "ptrace", "the restore stub is no longer held");
   // Every thread has its full state: detaching one by one lets each run at once, none waits on
   // state that is not there yet.
+  bool letGo = false;
   for (pid_t tid : tids_) {
-    if (::ptrace(PTRACE_DETACH, tid, nullptr, nullptr) < 0) {
-      const int err = errno;
-      kill();
-      throwErrno(err, "ptrace(PTRACE_DETACH)", "cannot let restored thread " + num(tid) + " run");
+    if (::ptrace(PTRACE_DETACH, tid, nullptr, nullptr) == 0) {
+      letGo = true;
+      continue;
     }
+    const int err = errno;
+    if (err == ESRCH && letGo) {
+      // A thread let go before this one already ended the process (a program that exits at once,
+      // e.g. on EOF of its new stdin): this one is being killed by that exit_group. It ran; we,
+      // its tracer, collect its exit so that it does not linger as a zombie.
+      int st;
+      while (::waitpid(tid, &st, __WALL) < 0 && errno == EINTR) {
+      }
+      continue;
+    }
+    kill();
+    throwErrno(err, "ptrace(PTRACE_DETACH)", "cannot let restored thread " + num(tid) + " run");
   }
   detached_ = true;
 }

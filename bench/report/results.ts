@@ -311,7 +311,7 @@ export function renderResults(r: BenchResults): string {
         ]),
         [
           'freeze to commit = final round, process state capture, durable commit; restore = what the receiver did after the ask (the process was built',
-          'while the rounds arrived); the rest = the ask and answer, the receiver reading the manifest and writing its records durably',
+          'while the rounds arrived); the rest = the ask and answer, the receiver reading the manifest and writing its starting record durably',
           ...h.rollback.map(
             (x) => `rollback (restore failing at its last step), ${x.mib} MiB: the source runs again ${fmtStat(x.rollbackMs, 1)} ms after the freeze`,
           ),
