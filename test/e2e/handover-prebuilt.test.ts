@@ -4,19 +4,15 @@
 // in full instead. Every case is judged by the workload's own checks at the destination.
 
 import test from 'ava';
-import { DestHost } from '../helpers/dest-host';
 import { describeRun } from '../helpers/migration-cli';
-import { nextSubnet as nextSubnetOf, num, procState, runsOn, until } from '../helpers/handover-run';
-import { startWorkload, waitStatus } from '../receiver/restore/helpers/workload';
+import { destAndWorkload, nextSubnet as nextSubnetOf, num, procState, runsOn, until } from '../helpers/handover-run';
+import { waitStatus } from '../receiver/restore/helpers/workload';
 import * as fs from 'node:fs';
 
 const nextSubnet = (): string => nextSubnetOf(94);
 
 test.serial('the layout changes during pre-copy (brk, mmap, munmap, new threads): the process built meanwhile runs on', async (t) => {
-  const dest = await DestHost.create(nextSubnet(), ['--accept-handover']);
-  t.teardown(() => dest.destroy());
-  const w = await startWorkload(['--workers', '2', '--mib', '96']);
-  t.teardown(() => w.child.kill('SIGKILL'));
+  const { dest, w } = await destAndWorkload(t, nextSubnet(), ['--accept-handover'], ['--workers', '2', '--mib', '96']);
   const run = dest.startHandover(w.pid, 'hv-layout');
   // A "grow" every 50 ms while the sender runs: the heap grows, a 1 MiB mapping comes and goes, a
   // thread (and its stack) is created and joined.
@@ -47,10 +43,9 @@ test.serial('the layout changes during pre-copy (brk, mmap, munmap, new threads)
 
 test.serial('building the process fails during pre-copy: the handover restores the image in full', async (t) => {
   for (const at of ['open', 'pages']) {
-    const dest = await DestHost.create(nextSubnet(), ['--accept-handover'], { PRECOPY_FAULT_PREBUILD_FAIL_AT: at });
-    t.teardown(() => dest.destroy());
-    const w = await startWorkload(['--workers', '2', '--mib', '16']);
-    t.teardown(() => w.child.kill('SIGKILL'));
+    const { dest, w } = await destAndWorkload(t, nextSubnet(), ['--accept-handover'], ['--workers', '2', '--mib', '16'], {
+      PRECOPY_FAULT_PREBUILD_FAIL_AT: at,
+    });
     const r = await dest.handover(w.pid, `hv-fallback-${at}`);
     t.is(r.code, 0, describeRun(r));
     t.false(r.summary!.handover!.prebuilt, `${at}: restored in full`);
@@ -61,10 +56,7 @@ test.serial('building the process fails during pre-copy: the handover restores t
 });
 
 test.serial('the receiver killed during pre-copy: the session resumes, the process is rebuilt from the image, the handover completes', async (t) => {
-  const dest = await DestHost.create(nextSubnet(), ['--accept-handover']);
-  t.teardown(() => dest.destroy());
-  const w = await startWorkload(['--workers', '2', '--mib', '256']);
-  t.teardown(() => w.child.kill('SIGKILL'));
+  const { dest, w } = await destAndWorkload(t, nextSubnet(), ['--accept-handover'], ['--workers', '2', '--mib', '256']);
   const run = dest.startHandover(w.pid, 'hv-resume', {}, ['--reconnect-timeout', '30']);
   // Kill it once the session holds a durable round (its first round-end on disk).
   const durable = (): number => {
@@ -85,10 +77,7 @@ test.serial('the receiver killed during pre-copy: the session resumes, the proce
 });
 
 test.serial('the sender SIGKILLed during pre-copy and while frozen: the source runs on, the process being built is gone', async (t) => {
-  const dest = await DestHost.create(nextSubnet(), ['--accept-handover']);
-  t.teardown(() => dest.destroy());
-  const w = await startWorkload(['--workers', '2', '--mib', '64']);
-  t.teardown(() => w.child.kill('SIGKILL'));
+  const { dest, w } = await destAndWorkload(t, nextSubnet(), ['--accept-handover'], ['--workers', '2', '--mib', '64']);
   const phases: Array<[string, RegExp, string[]]> = [
     ['pre-copy', /^migrate: debug: round 1:/m, []],
     ['frozen', /^migrate: debug: stop-and-copy: freeze/m, ['--max-rounds', '2']],
@@ -110,10 +99,7 @@ test.serial('the sender SIGKILLed during pre-copy and while frozen: the source r
 });
 
 test.serial('the link cut while the source is frozen for the final round: the sender resumes, the handover completes, one copy runs', async (t) => {
-  const dest = await DestHost.create(nextSubnet(), ['--accept-handover']);
-  t.teardown(() => dest.destroy());
-  const w = await startWorkload(['--workers', '2', '--mib', '64']);
-  t.teardown(() => w.child.kill('SIGKILL'));
+  const { dest, w } = await destAndWorkload(t, nextSubnet(), ['--accept-handover'], ['--workers', '2', '--mib', '64']);
   // Frozen, the sender waits 1 s (not 10) for a stalled link before it thaws the source and reconnects.
   const env = { PRECOPY_LOG: 'debug', PRECOPY_TEST_FROZEN_PATIENCE_MS: '1000' };
   const run = dest.startHandover(w.pid, 'hv-cut-frozen', env, ['--max-rounds', '2', '--reconnect-timeout', '30']);

@@ -11,7 +11,7 @@ import * as path from 'node:path';
 import { DestHost } from '../helpers/dest-host';
 import { startFdloop } from '../helpers/fdloop';
 import { collect, describeRun, SENDER_CLI } from '../helpers/migration-cli';
-import { nextSubnet as nextSubnetOf, oneLine, procState, runsOn, until } from '../helpers/handover-run';
+import { destAndWorkload, nextSubnet as nextSubnetOf, oneLine, procState, runsOn, until } from '../helpers/handover-run';
 import { RESTORE_TARGET, startWorkload } from '../receiver/restore/helpers/workload';
 
 const nextSubnet = (): string => nextSubnetOf(93);
@@ -40,10 +40,7 @@ async function handoverMetrics(dest: DestHost): Promise<Record<string, number>> 
 }
 
 test.serial('restore_target is handed over: it runs at the destination with its pid, the source is gone', async (t) => {
-  const dest = await DestHost.create(nextSubnet(), ['--accept-handover', '--metrics-listen', METRICS_LISTEN]);
-  t.teardown(() => dest.destroy());
-  const w = await startWorkload(['--workers', '2', '--mib', '32']);
-  t.teardown(() => w.child.kill('SIGKILL'));
+  const { dest, w } = await destAndWorkload(t, nextSubnet(), ['--accept-handover', '--metrics-listen', METRICS_LISTEN], ['--workers', '2', '--mib', '32']);
   const run = await dest.handover(w.pid, 'hv-target');
   t.is(run.code, 0, describeRun(run));
   const h = run.summary!.handover!;
@@ -105,10 +102,7 @@ test.serial('fdloop is handed over: its listening socket, epoll, timer, pipe and
 });
 
 test.serial('a receiver without --accept-handover refuses with one line; the target is never touched', async (t) => {
-  const dest = await DestHost.create(nextSubnet(), []);
-  t.teardown(() => dest.destroy());
-  const w = await startWorkload([]);
-  t.teardown(() => w.child.kill('SIGKILL'));
+  const { dest, w } = await destAndWorkload(t, nextSubnet(), [], []);
   const run = await dest.handover(w.pid, 'hv-refused');
   t.is(run.code, 1, describeRun(run));
   t.regex(oneLine(run.stderr)[0] ?? '', /handover refused: this receiver does not accept handovers/);
@@ -130,10 +124,9 @@ test.serial('--accept-handover needs an authenticated link: refused at start wit
 });
 
 test.serial('the restore failing at its last step: the source runs on, nothing runs at the destination', async (t) => {
-  const dest = await DestHost.create(nextSubnet(), ['--accept-handover', '--metrics-listen', METRICS_LISTEN], { PRECOPY_FAULT_RESTORE_FAIL_AT: 'detach' });
-  t.teardown(() => dest.destroy());
-  const w = await startWorkload(['--workers', '2', '--mib', '16']);
-  t.teardown(() => w.child.kill('SIGKILL'));
+  const { dest, w } = await destAndWorkload(t, nextSubnet(), ['--accept-handover', '--metrics-listen', METRICS_LISTEN], ['--workers', '2', '--mib', '16'], {
+    PRECOPY_FAULT_RESTORE_FAIL_AT: 'detach',
+  });
   const run = await dest.handover(w.pid, 'hv-fail');
   t.is(run.code, 1, describeRun(run));
   t.regex(run.stderr, /handover failed: .*detach: injected failure.*; the source process \d+ runs on/);
@@ -155,10 +148,7 @@ test.serial('the restore failing at its last step: the source runs on, nothing r
 });
 
 test.serial('the sender killed right after asking: the source stays stopped, `sender resolve` kills it; one copy runs', async (t) => {
-  const dest = await DestHost.create(nextSubnet(), ['--accept-handover']);
-  t.teardown(() => dest.destroy());
-  const w = await startWorkload(['--workers', '2', '--mib', '16']);
-  t.teardown(() => w.child.kill('SIGKILL'));
+  const { dest, w } = await destAndWorkload(t, nextSubnet(), ['--accept-handover'], ['--workers', '2', '--mib', '16']);
   const run = await dest.handover(w.pid, 'hv-die', { PRECOPY_FAULT_HANDOVER_DIE: 'after-ask' });
   t.is(run.signal, 'SIGKILL', describeRun(run));
   t.is(procState(w.pid), 'T', 'the source is stopped');
@@ -209,10 +199,7 @@ test.serial('a receiver with --handover-users refuses a process of another user;
 });
 
 test.serial('the link cut right after asking: the sender learns the decision through Resolve; one copy runs', async (t) => {
-  const dest = await DestHost.create(nextSubnet(), ['--accept-handover']);
-  t.teardown(() => dest.destroy());
-  const w = await startWorkload(['--workers', '2', '--mib', '16']);
-  t.teardown(() => w.child.kill('SIGKILL'));
+  const { dest, w } = await destAndWorkload(t, nextSubnet(), ['--accept-handover'], ['--workers', '2', '--mib', '16']);
   const run = await dest.handover(w.pid, 'hv-cut', { PRECOPY_FAULT_HANDOVER_DIE: 'cut-after-ask' });
   const record = dest.record('hv-cut');
   t.log(`record: ${JSON.stringify(record)}`);
@@ -234,10 +221,7 @@ test.serial('the link cut right after asking: the sender learns the decision thr
 });
 
 test.serial('the sender killed before asking: the source stays stopped, `sender resolve` continues it; nothing starts later', async (t) => {
-  const dest = await DestHost.create(nextSubnet(), ['--accept-handover']);
-  t.teardown(() => dest.destroy());
-  const w = await startWorkload(['--workers', '2', '--mib', '16']);
-  t.teardown(() => w.child.kill('SIGKILL'));
+  const { dest, w } = await destAndWorkload(t, nextSubnet(), ['--accept-handover'], ['--workers', '2', '--mib', '16']);
   const run = await dest.handover(w.pid, 'hv-early', { PRECOPY_FAULT_HANDOVER_DIE: 'before-ask' });
   t.is(run.signal, 'SIGKILL', describeRun(run));
   await new Promise((r) => setTimeout(r, 300));

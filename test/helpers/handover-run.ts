@@ -1,8 +1,10 @@
 // What every handover test checks of the source and of the workload it moved (the run itself:
 // DestHost.handover / startHandover in dest-host.ts).
 
+import type { ExecutionContext } from 'ava';
 import * as fs from 'node:fs';
-import { selfCheckFailures, waitStatus, type Status, type Workload } from '../receiver/restore/helpers/workload';
+import { DestHost } from './dest-host';
+import { selfCheckFailures, startWorkload, waitStatus, type Status, type Workload } from '../receiver/restore/helpers/workload';
 
 export const num = (s: Status, k: string): number => Number(s[k]);
 
@@ -37,4 +39,20 @@ export async function runsOn(w: Workload, t: { deepEqual: (a: unknown, b: unknow
   const before = w.status()!;
   const s = await waitStatus(w.dir, (x) => num(x, 'iter') > num(before, 'iter') + 5, 'progress at the destination');
   t.deepEqual(selfCheckFailures(s), [], 'self-checks at the destination');
+}
+
+/** A destination host (receiver serve with `serveArgs`) and a restore_target workload (`args`),
+ *  both gone when the test ends. */
+export async function destAndWorkload(
+  t: ExecutionContext,
+  subnet: string,
+  serveArgs: string[],
+  args: string[],
+  env: NodeJS.ProcessEnv = {},
+): Promise<{ dest: DestHost; w: Workload }> {
+  const dest = await DestHost.create(subnet, serveArgs, env);
+  t.teardown(() => dest.destroy());
+  const w = await startWorkload(args);
+  t.teardown(() => w.child.kill('SIGKILL'));
+  return { dest, w };
 }
