@@ -95,9 +95,13 @@ export function restoreFds(r: Remote, files: readonly FdState[], opts: FdRestore
       }
       case 'timerfd': {
         const fd = call(`timerfd_create(clock ${f.clockid})`, K.SYS.timerfd_create, f.clockid, nonblock);
-        if (BigInt(f.valueNs) > 0n) {
-          const ns = (v: string): bigint[] => [BigInt(v) / 1_000_000_000n, BigInt(v) % 1_000_000_000n];
-          call('timerfd_settime', K.SYS.timerfd_settime, fd, 0, r.scratch(u64s([...ns(f.intervalNs), ...ns(f.valueNs)])), 0);
+        // fdinfo reports the time left as 0 when an expiry is due but its timer callback has not run
+        // yet (a loaded machine): a periodic timer is then due now, not disarmed (it_value 0 would
+        // disarm it, and the program's ticks would stop). A one-shot timer at 0 has expired.
+        const value = BigInt(f.valueNs) > 0n ? BigInt(f.valueNs) : BigInt(f.intervalNs) > 0n ? 1n : 0n;
+        if (value > 0n) {
+          const ns = (v: bigint): bigint[] => [v / 1_000_000_000n, v % 1_000_000_000n];
+          call('timerfd_settime', K.SYS.timerfd_settime, fd, 0, r.scratch(u64s([...ns(BigInt(f.intervalNs)), ...ns(value)])), 0);
         }
         place(fd, f);
         break;

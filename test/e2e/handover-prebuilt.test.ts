@@ -5,14 +5,15 @@
 
 import test from 'ava';
 import { describeRun } from '../helpers/migration-cli';
+import type { DestLink } from '../helpers/dest-host';
 import { destAndWorkload, nextSubnet as nextSubnetOf, num, procState, runsOn, until } from '../helpers/handover-run';
 import { waitStatus } from '../receiver/restore/helpers/workload';
 import * as fs from 'node:fs';
 
 const nextSubnet = (): string => nextSubnetOf(94);
 
-test.serial('the layout changes during pre-copy (brk, mmap, munmap, new threads): the process built meanwhile runs on', async (t) => {
-  const { dest, w } = await destAndWorkload(t, nextSubnet(), ['--accept-handover'], ['--workers', '2', '--mib', '96']);
+const layoutChurn = test.macro(async (t, link: DestLink) => {
+  const { dest, w } = await destAndWorkload(t, nextSubnet(), ['--accept-handover'], ['--workers', '2', '--mib', '96'], {}, link);
   const run = dest.startHandover(w.pid, 'hv-layout');
   // A "grow" every 50 ms while the sender runs: the heap grows, a 1 MiB mapping comes and goes, a
   // thread (and its stack) is created and joined.
@@ -40,6 +41,12 @@ test.serial('the layout changes during pre-copy (brk, mmap, munmap, new threads)
   const s = await waitStatus(w.dir, (x) => num(x, 'grow_done') > before, 'a grow at the destination');
   t.is(s.grow_errors, '0');
 });
+
+// Over the two-namespace network, and with the link over loopback inside the destination's
+// namespace (the process itself always moves between namespaces: see dest-host.ts).
+for (const link of ['veth', 'loopback'] as const) {
+  test.serial(`the layout changes during pre-copy (brk, mmap, munmap, new threads): the process built meanwhile runs on (link ${link})`, layoutChurn, link);
+}
 
 test.serial('building the process fails during pre-copy: the handover restores the image in full', async (t) => {
   for (const at of ['open', 'pages']) {

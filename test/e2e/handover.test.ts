@@ -10,7 +10,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { DestHost } from '../helpers/dest-host';
 import { startFdloop } from '../helpers/fdloop';
-import { collect, describeRun, SENDER_CLI } from '../helpers/migration-cli';
+import { collect, describeRun } from '../helpers/migration-cli';
 import { destAndWorkload, nextSubnet as nextSubnetOf, oneLine, procState, runsOn, until } from '../helpers/handover-run';
 import { RESTORE_TARGET, startWorkload } from '../receiver/restore/helpers/workload';
 
@@ -155,21 +155,7 @@ test.serial('the sender killed right after asking: the source stays stopped, `se
   await until('the destination to decide', () => dest.record('hv-die')?.state === 'running');
   await new Promise((r) => setTimeout(r, 300));
   t.is(procState(w.pid), 'T', 'the source stays stopped after the sender died');
-  const resolve = await collect(
-    dest.spawnSource(process.execPath, [
-      SENDER_CLI,
-      'resolve',
-      '--to',
-      dest.address,
-      '--session',
-      'hv-die',
-      '--pid',
-      String(w.pid),
-      '--token-file',
-      dest.tokenFile,
-      '--insecure',
-    ]),
-  );
+  const resolve = await dest.resolve('hv-die', w.pid);
   t.is(resolve.code, 0, describeRun(resolve));
   t.regex(resolve.stdout, /runs at the destination .*source process \d+ killed/);
   await until('the source to be gone', () => procState(w.pid) === null);
@@ -227,21 +213,7 @@ test.serial('the sender killed before asking: the source stays stopped, `sender 
   await new Promise((r) => setTimeout(r, 300));
   t.is(procState(w.pid), 'T', 'the source stays stopped after the sender died');
   t.is(dest.record('hv-early'), null, 'nothing was asked');
-  const resolve = await collect(
-    dest.spawnSource(process.execPath, [
-      SENDER_CLI,
-      'resolve',
-      '--to',
-      dest.address,
-      '--session',
-      'hv-early',
-      '--pid',
-      String(w.pid),
-      '--token-file',
-      dest.tokenFile,
-      '--insecure',
-    ]),
-  );
+  const resolve = await dest.resolve('hv-early', w.pid);
   t.is(resolve.code, 0, describeRun(resolve));
   t.regex(resolve.stdout, /was not started at the destination .*source process \d+ continued/);
   t.is(dest.record('hv-early')?.state, 'rolled-back', 'fenced: a late ask can no longer start it');

@@ -18,7 +18,7 @@ import { execFileSync, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { collect, SENDER_CLI, type SenderRun } from './migration-cli';
+import { collect, SENDER_CLI, type ProcessRun, type SenderRun } from './migration-cli';
 import { NetPair, tool } from './netns';
 import { startReceiver, type ReceiverHandle } from './receiver';
 import type { MigrationSummary } from '../../sender/report/figures';
@@ -171,6 +171,12 @@ export class DestHost {
     const child = this.spawnSource(process.execPath, [SENDER_CLI, ...args], env);
     const done = collect(child).then((run) => ({ ...run, summary: run.code === 0 ? (JSON.parse(run.stdout) as MigrationSummary) : null }));
     return { child, done };
+  }
+
+  /** `sender resolve` of a session whose source is pid, run on the source side with the token. */
+  resolve(session: string, pid: number): Promise<ProcessRun> {
+    const args = ['resolve', '--to', this.address, '--session', session, '--pid', String(pid), '--token-file', this.tokenFile, '--insecure'];
+    return collect(this.spawnSource(process.execPath, [SENDER_CLI, ...args]));
   }
 
   /** startHandover, to its end. */

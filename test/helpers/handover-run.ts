@@ -3,7 +3,7 @@
 
 import type { ExecutionContext } from 'ava';
 import * as fs from 'node:fs';
-import { DestHost } from './dest-host';
+import { DestHost, type DestLink } from './dest-host';
 import { selfCheckFailures, startWorkload, waitStatus, type Status, type Workload } from '../receiver/restore/helpers/workload';
 
 export const num = (s: Status, k: string): number => Number(s[k]);
@@ -49,8 +49,9 @@ export async function destAndWorkload(
   serveArgs: string[],
   args: string[],
   env: NodeJS.ProcessEnv = {},
+  link: DestLink = 'veth',
 ): Promise<{ dest: DestHost; w: Workload }> {
-  const dest = await DestHost.create(subnet, serveArgs, env);
+  const dest = await DestHost.create(subnet, serveArgs, env, link);
   t.teardown(() => dest.destroy());
   const w = await startWorkload(args);
   t.teardown(() => w.child.kill('SIGKILL'));
