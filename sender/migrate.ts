@@ -46,7 +46,7 @@ import { createTransfer, describeTarget, type TransferTarget } from './transfer/
 import { meteredTransfer } from './transfer/metered-transfer';
 import { patientWhileFrozen } from './transfer/frozen-patience';
 import type { Phase, PageTransfer, RoundEnd, SessionStart } from './transfer/page-transfer';
-import type { HandoverFigures, MigrationSummary, RoundRecord, VerifyResult } from './report/figures';
+import type { FreezeSplit, HandoverFigures, MigrationSummary, RoundRecord, VerifyResult } from './report/figures';
 import { GrpcTransfer } from './transfer/grpc-transfer';
 import { resolveCommand, runHandover } from './handover/run-handover';
 import { targetUid } from './handover/target-uid';
@@ -142,6 +142,8 @@ class Migration {
   private committed = false;
   /** --restorable: the process's state beyond memory, captured at the freeze. */
   private processState: ProcessState | null = null;
+  /** Where the freeze-to-commit time went (for a handover's report). */
+  private freezeSplit: FreezeSplit | null = null;
   private cleanups: (() => void | Promise<void>)[] = [];
 
   constructor(private readonly opts: MigrateOptions) {
@@ -359,10 +361,10 @@ class Migration {
     this.assertAlive();
     const freeze = (this.freeze = new FreezeSession(this.opts.pid, !!this.opts.restorable));
     const lap = laps(freeze.frozenAt / 1000);
-    lap(`freeze (${freeze.threads().length} threads)`);
+    const split: FreezeSplit = { freezeSeconds: lap(`freeze (${freeze.threads().length} threads)`), captureSeconds: 0, finalRoundSeconds: 0, commitSeconds: 0 };
     if (this.opts.restorable) {
       this.processState = freeze.captureState(this.opts.restorable);
-      lap(`capture (${this.processState.files.length} fds)`);
+      split.captureSeconds = lap(`capture (${this.processState.files.length} fds)`);
     }
 
     // Last dirty pages and new VMAs, then the populated set: pages the receiver holds that the
@@ -372,17 +374,18 @@ class Migration {
     const vmaChange = this.refreshLayout();
     await this.guard(transfer.beginRound(r, 'STOP_AND_COPY', this.layout));
     let discarded = await this.discardHeld(vmaChange.discard);
-    lap('maps');
+    split.finalRoundSeconds += lap('maps');
     const totals = await this.pipe(this.journal.track(r, loseWritesForTest(tracked.dirtyRuns(this.opts.maxPages), this.pageSize)));
-    lap(`${totals.dirtyPages} dirty pages`);
+    split.finalRoundSeconds += lap(`${totals.dirtyPages} dirty pages`);
     const populated = await collectRuns(tracked.populatedRuns(this.sent));
     discarded += await this.discardHeld(heldOutside(this.sent, populated, this.pageSize));
-    lap(`reconcile (${discarded} pages discarded)`);
+    split.finalRoundSeconds += lap(`reconcile (${discarded} pages discarded)`);
     await this.guard(transfer.endRound(toRoundEnd(this.figures(r, 'STOP_AND_COPY', totals, now() - started, null))));
     this.journal.durable(r);
-    lap('round durable');
+    split.finalRoundSeconds += lap('round durable');
     await this.commit();
-    lap('commit');
+    split.commitSeconds = lap('commit');
+    this.freezeSplit = split;
     const downtime = now() - freeze.frozenAt / 1000;
     this.record(this.figures(r, 'STOP_AND_COPY', totals, now() - started, null, 0, vmaChange, discarded));
     this.round++;
@@ -489,6 +492,7 @@ class Migration {
     }
     return {
       destinationPid: out.destinationPid,
+      ...this.freezeSplit!,
       freezeToCommitSeconds: downtime,
       verifySeconds: verify.seconds,
       restoreSeconds: out.restoreSeconds,
@@ -739,13 +743,16 @@ function toRoundEnd(r: RoundRecord): RoundEnd {
   };
 }
 
-/** Debug timing of the steps of the downtime: "stop-and-copy: freeze 2.1 ms, maps 0.4 ms, ...". */
-function laps(from: number): (label: string) => void {
+/** Debug timing of the steps of the downtime: "stop-and-copy: freeze 2.1 ms, maps 0.4 ms, ...";
+ *  each lap answers its seconds. */
+function laps(from: number): (label: string) => number {
   let last = from;
   return (label) => {
     const t = now();
-    log.debug(`stop-and-copy: ${label} ${((t - last) * 1000).toFixed(1)} ms`);
+    const s = t - last;
+    log.debug(`stop-and-copy: ${label} ${(s * 1000).toFixed(1)} ms`);
     last = t;
+    return s;
   };
 }
 

@@ -71,9 +71,18 @@ export interface MigrationSummary {
   reconnects: number;
 }
 
-/** The downtime of a handover, split: freeze to the commit acknowledgement, the verify pass,
- *  the receiver's restore, and in total from the freeze until the destination process runs. */
-export interface HandoverFigures {
+/** Freeze to commit, split: the freeze itself, the process state capture, the final round (the
+ *  last dirty pages, reconciled, made durable), the commit. */
+export interface FreezeSplit {
+  freezeSeconds: number;
+  captureSeconds: number;
+  finalRoundSeconds: number;
+  commitSeconds: number;
+}
+
+/** The downtime of a handover, split: freeze to the commit acknowledgement (and its steps), the
+ *  verify pass, the receiver's restore, and in total from the freeze until the destination process runs. */
+export interface HandoverFigures extends FreezeSplit {
   destinationPid: number;
   freezeToCommitSeconds: number;
   verifySeconds: number;

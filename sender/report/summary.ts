@@ -28,9 +28,10 @@ export function summaryLines(s: MigrationSummary): string[] {
 export function handoverDowntimeText(h: HandoverFigures): string {
   const rest = Math.max(0, h.totalDowntimeSeconds - h.freezeToCommitSeconds - h.verifySeconds - h.restoreSeconds);
   return (
-    `downtime ${formatSeconds(h.totalDowntimeSeconds)} = freeze to commit ${formatSeconds(h.freezeToCommitSeconds)}, ` +
-    `verify ${formatSeconds(h.verifySeconds)}, restore ${formatSeconds(h.restoreSeconds)}${h.prebuilt ? ' (built during pre-copy)' : ''}, ` +
-    `the rest ${formatSeconds(rest)}`
+    `downtime ${formatSeconds(h.totalDowntimeSeconds)} = freeze to commit ${formatSeconds(h.freezeToCommitSeconds)} ` +
+    `(freeze ${formatSeconds(h.freezeSeconds)}, capture ${formatSeconds(h.captureSeconds)}, final round ${formatSeconds(h.finalRoundSeconds)}, ` +
+    `commit ${formatSeconds(h.commitSeconds)}), verify ${formatSeconds(h.verifySeconds)}, ` +
+    `restore ${formatSeconds(h.restoreSeconds)}${h.prebuilt ? ' (built during pre-copy)' : ''}, the rest ${formatSeconds(rest)}`
   );
 }
 

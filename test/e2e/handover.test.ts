@@ -49,6 +49,8 @@ test.serial('restore_target is handed over: it runs at the destination with its 
       `verify ${(h.verifySeconds * 1000).toFixed(0)} ms, restore ${(h.restoreSeconds * 1000).toFixed(0)} ms${h.prebuilt ? ' (built during pre-copy)' : ''}; image ${(run.summary!.memoryBytes / 2 ** 20).toFixed(0)} MiB`,
   );
   t.true(h.prebuilt, 'the receiver built the process while the rounds arrived');
+  const split = [h.freezeSeconds, h.captureSeconds, h.finalRoundSeconds, h.commitSeconds];
+  t.true(split.every((x) => x > 0) && Math.abs(split.reduce((a, x) => a + x) - h.freezeToCommitSeconds) < 0.005, `freeze to commit, split: ${split}`);
   t.is(h.destinationPid, w.pid, 'same pid inside the destination PID namespace');
   await until('the source to be gone', () => procState(w.pid) === null);
   const there = dest.rootPid(w.pid);
