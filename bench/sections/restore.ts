@@ -19,7 +19,7 @@
 
 import * as path from 'node:path';
 import { ImageStore } from '../../image/image-store';
-import { FILL_CHUNK } from '../../receiver/restore/restore-process';
+import { FILL_CHUNK } from '../../receiver/restore/process-builder';
 import { cacheEvict } from '../lib/baselines';
 import type { BenchContext } from '../lib/context';
 import { FillTarget, type Fill } from '../lib/fill-target';

@@ -61,7 +61,7 @@ export class Handovers {
     if (this.busy.has(id)) return refused(`session ${id}: a handover or resolve of it is already in progress`);
     this.busy.add(id);
     try {
-      const t00 = performance.now();
+      const readAt = performance.now();
       const before = await readRecord(this.imagesDir, id);
       if (before) return refused(`session ${id} was already handed over (${before.state}${before.reason ? `: ${before.reason}` : ''})`);
       const manifest = await image.committedManifest();
@@ -71,11 +71,11 @@ export class Handovers {
       const why = this.refusal(state.creds.uid[0]);
       if (why) return refused(why);
       const facts = { expectedPid: state.pid, exePath: state.mm.exePath };
-      const t1 = performance.now();
+      const recordAt = performance.now();
       await writeRecord(this.imagesDir, id, { state: 'starting', pid: 0, reason: '', ...facts });
       at.failure = 'restore_failed';
-      const t0 = performance.now();
-      log.debug(`session ${id}: record and manifest read ${(t1 - t00).toFixed(1)} ms, starting recorded ${(t0 - t1).toFixed(1)} ms`);
+      const startAt = performance.now();
+      log.debug(`session ${id}: record and manifest read ${(recordAt - readAt).toFixed(1)} ms, starting recorded ${(startAt - recordAt).toFixed(1)} ms`);
       let pid: number;
       const built = this.prebuilt.take(id);
       try {
@@ -91,7 +91,7 @@ export class Handovers {
         log.warn(`session ${id}: handover rolled back: ${reason}`);
         return refused(reason);
       }
-      const restoreSeconds = (performance.now() - t0) / 1000;
+      const restoreSeconds = (performance.now() - startAt) / 1000;
       const how = built ? 'built during pre-copy' : 'restored in full';
       log.info(`session ${id}: handed over, pid ${pid} runs here (${how}, ${(restoreSeconds * 1000).toFixed(0)} ms)`);
       const result = { ok: true, pid, restoreSeconds, message: '', prebuilt: built !== undefined };
@@ -100,11 +100,11 @@ export class Handovers {
       // receiver decides from facts (this process alive, untraced, the image's program: running).
       // An fsync less in the downtime (docs/design.md, Handover).
       await answer(result);
-      const t2 = performance.now();
+      const answeredAt = performance.now();
       reapWhenDone(pid, id, () => this.events.handedOverProcessEnded());
       try {
         await writeRecord(this.imagesDir, id, { state: 'running', pid, reason: '', ...facts });
-        log.debug(`session ${id}: running recorded ${(performance.now() - t2).toFixed(1)} ms`);
+        log.debug(`session ${id}: running recorded ${(performance.now() - answeredAt).toFixed(1)} ms`);
       } catch (err) {
         log.error(
           `session ${id}: the process runs, but its record could not be written (${(err as Error).message}); it stays 'starting' until a restart decides it from facts`,

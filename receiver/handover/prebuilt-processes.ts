@@ -39,22 +39,22 @@ export class PrebuiltProcesses {
 
   /** A round's layout (the store accepted it). */
   layout(id: string, layout: readonly Vma[]): void {
-    void this.guard(id, 'layout', (b) => {
+    this.withBuilt(id, 'layout', (b) =>
       b.applyLayout(
         layout.map((v) => layoutVmaByPath(v, [])),
         { everyWritable: true },
-      );
-    });
+      ),
+    );
   }
 
   /** A page batch the store accepted. */
   pages(id: string, runs: ArrayLike<number>, zeroMap: Buffer | null, data: Buffer, pageSize: number): void {
-    void this.guard(id, 'pages', (b) => b.writePages(runs, zeroMap, data, pageSize));
+    this.withBuilt(id, 'pages', (b) => b.writePages(runs, zeroMap, data, pageSize));
   }
 
   /** A Discard the store accepted. */
   discard(id: string, runs: ArrayLike<number>, pageSize: number): void {
-    void this.guard(id, 'discard', (b) => b.discard(runs, pageSize));
+    this.withBuilt(id, 'discard', (b) => b.discard(runs, pageSize));
   }
 
   /** The built process of session `id`, now the caller's (undefined: none, or it was dropped). */
@@ -73,13 +73,17 @@ export class PrebuiltProcesses {
     log.debug(`session ${id}: process built during pre-copy dropped (${why})`);
   }
 
-  /** Run one step on the session's builder; a failure drops it (the handover restores in full). */
-  private async guard(id: string, what: string, step: (b: ProcessBuilder) => void | Promise<void>): Promise<void> {
+  /** One step on the session's built process, if it has one (synchronous: in message order). */
+  private withBuilt(id: string, what: string, step: (b: ProcessBuilder) => void): void {
     const b = this.built.get(id);
-    if (!b && what !== 'open') return;
+    if (b) void this.guard(id, what, () => step(b));
+  }
+
+  /** Run a step; a failure drops the built process (the handover restores the image in full). */
+  private async guard(id: string, what: string, step: () => void | Promise<void>): Promise<void> {
     try {
       if (prebuildFailPoint() === what) throw new Error(`injected failure (${faultVariable('PREBUILD_FAIL_AT')})`);
-      await step(b!);
+      await step();
     } catch (err) {
       log.warn(
         `session ${id}: building the process during pre-copy failed at ${what} (${(err as Error).message}); the handover will restore the image in full`,

@@ -346,7 +346,7 @@ function intersect(run: Range, list: readonly Range[]): Range[] {
   return out.sort((a, b) => a[0] - b[0]);
 }
 
-export function readMaps(pid: number): Place[] {
+function readMaps(pid: number): Place[] {
   return fs
     .readFileSync(`/proc/${pid}/maps`, 'utf8')
     .split('\n')

@@ -46,8 +46,6 @@ export interface RestoredProcess {
   warnings: string[];
 }
 
-export { FILL_CHUNK } from './process-builder';
-
 /** Step timing, the test-only injected failure, and the one-line error of a restore. */
 class Steps {
   readonly list: RestoredProcess['steps'] = [];
