@@ -14,6 +14,9 @@
         "native/pagemap_walk.cc",
         "native/page_reader.cc",
         "native/page_hash.cc",
+        "native/page_stager.cc",
+        "native/malloc_tuning.cc",
+        "node_modules/lz4/deps/lz4/lib/lz4.c",
         "native/proc_files.cc",
         "native/fd_inspect.cc",
         "native/xsave_layout.cc",
@@ -23,7 +26,7 @@
         "native/capture_helper.cc",
         "native/restore_stub.cc"
       ],
-      "include_dirs": ["<!@(node -p \"require('node-addon-api').include\")"],
+      "include_dirs": ["<!@(node -p \"require('node-addon-api').include\")", "node_modules/lz4/deps/lz4/lib"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],
       "cflags_cc": ["-std=c++17", "-O2", "-fexceptions", "-Wall", "-Wextra"],
       "cflags_cc!": ["-fno-exceptions"]

@@ -1,4 +1,4 @@
-// V8 heap tuning for a process that moves page data in bulk (the receiver's store, the sender's
+// V8 heap and malloc tuning for a process that moves page data in bulk (the receiver's store, the sender's
 // link). Called by the classes those processes cannot do without (ImageStore, MessageBuffers).
 //
 // WHY: V8 sets the old generation's allocation limit from the live JS heap (~10 MB in these
@@ -16,6 +16,7 @@
 
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
+import { keepFreedMemory } from '../native';
 
 /** Old-generation growing factor 1 + 900/100 = 10. */
 const HEAP_GROWING_PERCENT = 900;
@@ -27,6 +28,8 @@ export function tuneGcForPageBuffers(): void {
   if (tuned) return;
   tuned = true;
   setFlagsFromString(`--heap-growing-percent=${HEAP_GROWING_PERCENT}`);
+  // The same for the buffers' own memory: glibc keeps it for the next batch (native/malloc_tuning.cc).
+  keepFreedMemory();
 }
 
 // WHY the sweep below: every page batch sent leaves a 4 MiB Buffer behind (grpc-js frames each

@@ -17,9 +17,11 @@
 #include "fd_inspect.h"
 #include "freeze.h"
 #include "helper_process.h"
+#include "malloc_tuning.h"
 #include "restore_stub.h"
 #include "page_hash.h"
 #include "page_reader.h"
+#include "page_stager.h"
 #include "probe.h"
 #include "sys_error.h"
 #include "tracker.h"
@@ -571,52 +573,71 @@ class RestoreStubWrap : public Napi::ObjectWrap<RestoreStubWrap> {
   std::unique_ptr<precopy::RestoreStub> stub_;
 };
 
-// ---- page reader ----
+// ---- work on the libuv pool ----
 
-// Bounded work (one batch of reads): the libuv pool is the right place.
-class ReadPagesWorker : public Napi::AsyncWorker {
+// Bounded byte work (one batch of pages) run on a libuv pool thread, settling a promise. `run`
+// must only touch memory the kept values own (their Data() pointers, taken before queueing);
+// `result` converts its outcome on the JS thread. A SysError rejects with a NativeError.
+template <typename R>
+class PoolJob : public Napi::AsyncWorker {
  public:
-  ReadPagesWorker(Napi::Env env, pid_t pid, Napi::Float64Array ranges, Napi::Buffer<uint8_t> into)
-      : Napi::AsyncWorker(env, "precopy.readPagesAsync"),
+  PoolJob(Napi::Env env, const char* name, std::vector<Napi::Value> keep, std::function<R()> run,
+          std::function<Napi::Value(Napi::Env, const R&)> result)
+      : Napi::AsyncWorker(env, name),
         deferred_(Napi::Promise::Deferred::New(env)),
-        pid_(pid),
-        ranges_(ranges.Data()),
-        count_(ranges.ElementLength() / 2),
-        into_(into.Data()),
-        intoLen_(into.Length()),
-        rangesRef_(Napi::Persistent(ranges)),
-        intoRef_(Napi::Persistent(into)) {}
-  Napi::Promise Promise() { return deferred_.Promise(); }
+        run_(std::move(run)),
+        result_(std::move(result)) {
+    for (Napi::Value& v : keep)
+      if (v.IsObject()) keep_.push_back(Napi::Persistent(v));  // (null: nothing to keep alive)
+  }
+
+  // Queue the job; the worker deletes itself once settled.
+  static Napi::Promise start(Napi::Env env, const char* name, std::vector<Napi::Value> keep, std::function<R()> run,
+                             std::function<Napi::Value(Napi::Env, const R&)> result) {
+    auto* job = new PoolJob(env, name, std::move(keep), std::move(run), std::move(result));
+    Napi::Promise p = job->deferred_.Promise();
+    job->Queue();
+    return p;
+  }
 
  protected:
   void Execute() override {
     try {
-      out_ = precopy::readPages(pid_, ranges_, count_, into_, intoLen_);
+      out_ = run_();
     } catch (const SysError& e) {
       error_ = std::make_unique<SysError>(e);
     } catch (const std::exception& e) {
-      error_ = std::make_unique<SysError>(SysError{EIO, "process_vm_readv", e.what()});
+      error_ = std::make_unique<SysError>(SysError{EIO, Name(), e.what()});
     }
   }
   void OnOK() override {
     if (error_)
       deferred_.Reject(nativeError(Env(), *error_));
     else
-      deferred_.Resolve(readResult(Env(), out_));
+      deferred_.Resolve(result_(Env(), out_));
   }
 
  private:
+  const char* Name() const { return "pool job"; }
   Napi::Promise::Deferred deferred_;
-  pid_t pid_;
-  const double* ranges_;
-  size_t count_;
-  uint8_t* into_;
-  size_t intoLen_;
-  Napi::Reference<Napi::Float64Array> rangesRef_;
-  Napi::Reference<Napi::Buffer<uint8_t>> intoRef_;
-  precopy::ReadOutcome out_;
+  std::function<R()> run_;
+  std::function<Napi::Value(Napi::Env, const R&)> result_;
+  std::vector<Napi::Reference<Napi::Value>> keep_;
+  R out_{};
   std::unique_ptr<SysError> error_;
 };
+
+Napi::Object stageResult(Napi::Env env, const precopy::StageOutcome& r) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("pages", Napi::Number::New(env, static_cast<double>(r.pages)));
+  o.Set("dataBytes", Napi::Number::New(env, static_cast<double>(r.dataBytes)));
+  o.Set("lz4Bytes", Napi::Number::New(env, static_cast<double>(r.lz4Bytes)));
+  o.Set("zeroPages", Napi::Number::New(env, r.zeroPages));
+  o.Set("unreadablePages", Napi::Number::New(env, r.unreadablePages));
+  o.Set("procMemPages", Napi::Number::New(env, r.procMemPages));
+  o.Set("lz4Skipped", Napi::Boolean::New(env, r.lz4Skipped));
+  return o;
+}
 
 // ---- module functions ----
 
@@ -685,10 +706,54 @@ Napi::Value ReadPages(const Napi::CallbackInfo& info) {
 
 Napi::Value ReadPagesAsync(const Napi::CallbackInfo& info) {
   const pid_t pid = static_cast<pid_t>(intArg(info, 0, "pid"));
-  auto* worker = new ReadPagesWorker(info.Env(), pid, f64Arg(info, 1, "ranges"), bufferArg(info, 2, "into"));
-  Napi::Promise p = worker->Promise();
-  worker->Queue();  // AsyncWorker deletes itself when done
-  return p;
+  Napi::Float64Array ranges = f64Arg(info, 1, "ranges");
+  Napi::Buffer<uint8_t> into = bufferArg(info, 2, "into");
+  const double* r = ranges.Data();
+  const size_t count = ranges.ElementLength() / 2;
+  uint8_t* to = into.Data();
+  const size_t len = into.Length();
+  return PoolJob<precopy::ReadOutcome>::start(
+      info.Env(), "precopy.readPagesAsync", {ranges, into}, [=] { return precopy::readPages(pid, r, count, to, len); },
+      readResult);
+}
+
+// stagePages(pid, memFd, ranges, buf, lz4Out | null, pageSize, hashes, flags) -> Promise<outcome>
+Napi::Value StagePages(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  precopy::StageJob job{};
+  job.pid = static_cast<pid_t>(intArg(info, 0, "pid"));
+  job.memFd = static_cast<int>(intArg(info, 1, "memFd"));
+  Napi::Float64Array ranges = f64Arg(info, 2, "ranges");
+  Napi::Buffer<uint8_t> buf = bufferArg(info, 3, "buf");
+  Napi::Value lz4 = info[4];
+  if (!lz4.IsNull() && !lz4.IsBuffer()) typeError(env, "lz4Out must be a Buffer or null");
+  const int64_t pageSize = intArg(info, 5, "pageSize");
+  Napi::BigUint64Array hashes = bigU64Arg(info, 6, "hashes");
+  if (!info[7].IsTypedArray() || info[7].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
+    typeError(env, "flags must be a Uint8Array");
+  Napi::Uint8Array flags = info[7].As<Napi::Uint8Array>();
+  if (pageSize <= 0 || pageSize % 32 != 0) typeError(env, "pageSize must be a positive multiple of 32");
+  job.pageSize = static_cast<size_t>(pageSize);
+  const size_t maxPages = buf.Length() / job.pageSize;
+  if (hashes.ElementLength() < maxPages || flags.ElementLength() < maxPages)
+    typeError(env, "hashes and flags must hold one entry per page of buf");
+  job.ranges = ranges.Data();
+  job.rangeCount = ranges.ElementLength() / 2;
+  job.buf = buf.Data();
+  job.bufLen = buf.Length();
+  if (lz4.IsBuffer()) {
+    job.lz4Out = lz4.As<Napi::Buffer<uint8_t>>().Data();
+    job.lz4Cap = lz4.As<Napi::Buffer<uint8_t>>().Length();
+  }
+  job.hashes = hashes.Data();
+  job.flags = flags.Data();
+  return PoolJob<precopy::StageOutcome>::start(
+      env, "precopy.stagePages", {ranges, buf, lz4, hashes, flags}, [job] { return precopy::stagePages(job); },
+      stageResult);
+}
+
+Napi::Value KeepFreedMemory(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), precopy::keepFreedMemory());
 }
 
 void HashPages(const Napi::CallbackInfo& info) {
@@ -789,6 +854,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("reapChild", Napi::Function::New<ReapChild>(env));
   exports.Set("readPages", Napi::Function::New<ReadPages>(env));
   exports.Set("readPagesAsync", Napi::Function::New<ReadPagesAsync>(env));
+  exports.Set("stagePages", Napi::Function::New<StagePages>(env));
+  exports.Set("keepFreedMemory", Napi::Function::New<KeepFreedMemory>(env));
   exports.Set("hashPages", Napi::Function::New<HashPages>(env));
   exports.Set("digestPages", Napi::Function::New<DigestPages>(env));
   return exports;

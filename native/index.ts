@@ -321,6 +321,70 @@ export function readPagesAsync(pid: number, ranges: Float64Array, into: Buffer):
   return addon().readPagesAsync(pid, ranges, into) as Promise<ReadResult>;
 }
 
+/** What stagePages found, page by page in `flags` (one per page read). */
+export const enum StageFlag {
+  Data = 0,
+  Zero = 1,
+  /** Unmapped meanwhile: neither process_vm_readv nor /proc/PID/mem could read it. */
+  Unreadable = 2,
+}
+
+export interface StageOutcome {
+  /** Pages in the ranges. */
+  pages: number;
+  /** Bytes of the data (non-zero, readable) pages, gathered at the front of buf in order. */
+  dataBytes: number;
+  /** > 0: the data pages were compressed into lz4Out[0, lz4Bytes) as one lz4 block. */
+  lz4Bytes: number;
+  zeroPages: number;
+  unreadablePages: number;
+  /** Pages read through /proc/PID/mem (process_vm_readv refused their range: PROT_NONE data). */
+  procMemPages: number;
+  /** lz4 was not tried: a sample of the batch did not compress. */
+  lz4Skipped: boolean;
+}
+
+export interface StageArgs {
+  pid: number;
+  /** /proc/PID/mem opened read-only, for ranges process_vm_readv refuses (-1: none). */
+  memFd: number;
+  /** (address, length) pairs, page aligned. */
+  ranges: Float64Array;
+  buf: Buffer;
+  /** Where the lz4 block goes; null: no compression. */
+  lz4Out: Buffer | null;
+  pageSize: number;
+  /** Out: each page's hash (a zero page has the zero page's). */
+  hashes: BigUint64Array;
+  /** Out: each page's StageFlag. */
+  flags: Uint8Array;
+}
+
+/**
+ * One page batch staged on a libuv pool thread: read the ranges into buf (process_vm_readv, with
+ * /proc/PID/mem for refused ranges), hash every page, flag zero and unreadable pages, move the
+ * data pages together at the front of buf, and compress them into lz4Out when a sample of them
+ * shrinks. None of the buffers may be touched until the promise settles.
+ */
+export function stagePages(a: StageArgs): Promise<StageOutcome> {
+  try {
+    checkRead(a.pid, a.ranges, a.buf);
+    const pages = a.buf.length / a.pageSize;
+    if (!Number.isInteger(pages) || a.hashes.length < pages || a.flags.length < pages) {
+      throw new RangeError('stagePages: buf must be whole pages, with one hash and one flag per page');
+    }
+  } catch (e) {
+    return Promise.reject(e);
+  }
+  return addon().stagePages(a.pid, a.memFd, a.ranges, a.buf, a.lz4Out, a.pageSize, a.hashes, a.flags) as Promise<StageOutcome>;
+}
+
+/** glibc malloc keeps freed large buffers for reuse instead of giving them back to the kernel
+ *  (native/malloc_tuning.cc says why). False if glibc refused. */
+export function keepFreedMemory(): boolean {
+  return addon().keepFreedMemory() as boolean;
+}
+
 /**
  * 64-bit content hash of each page in buf (pageSize bytes each, buf.length / pageSize pages) into
  * out[i]. Fast (several GB/s), not cryptographic, independent of the page's address, stable across

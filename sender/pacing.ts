@@ -27,3 +27,8 @@ export const PACING: Readonly<Record<TransferTarget['kind'], Pacing>> = {
 
 /** The most batches any pacing keeps in flight (the stager's ring is sized by it). */
 export const IN_FLIGHT = Math.max(...Object.values(PACING).map((p) => p.inFlight));
+
+/** Batches staged at once: the byte work of one (read, hash, lz4, on a libuv pool thread) runs
+ *  while the JS thread finishes and sends the one before, and on 2+ cores two batches compress in
+ *  parallel (docs/design.md, Page path). Staged batches are still taken and sent in order. */
+export const STAGE_DEPTH = 2;

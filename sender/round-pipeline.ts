@@ -13,7 +13,7 @@ import { YoungBufferSweep } from '../common/gc-tuning';
 import { splitRunBatch, type RunBatch } from './tracking/run-batch';
 import type { BatchStager, StagedBatch } from './stage/batch-stager';
 import type { PageTransfer } from './transfer/page-transfer';
-import { PACING, type Pacing } from './pacing';
+import { PACING, STAGE_DEPTH, type Pacing } from './pacing';
 
 const log = logger('pipeline');
 
@@ -82,16 +82,31 @@ export async function runPipeline(
     return p;
   };
 
-  scan: for await (const scanned of source) {
-    totals.dirtyPages += scanned.pages;
-    for (const batch of splitRunBatch(scanned, STAGE_PAGES, stager.pageSize)) {
-      if (failure) break scan;
-      opts.signal?.throwIfAborted();
-      const staged = await stager.stage(batch);
-      if (staged.unreadable.length > 0) totals.unreadable.push(...staged.unreadable);
-      if (staged.pages > 0) inFlight.push(send(staged));
-      while (inFlight.length >= pacing.inFlight) await inFlight.shift();
+  // Up to STAGE_DEPTH batches are staged at once (on libuv pool threads); they are taken in order.
+  const staging: Promise<StagedBatch>[] = [];
+  const takeStaged = async (): Promise<void> => {
+    const staged = await staging.shift()!;
+    if (staged.unreadable.length > 0) totals.unreadable.push(...staged.unreadable);
+    if (staged.pages > 0) inFlight.push(send(staged));
+    else staged.release();
+    while (inFlight.length >= pacing.inFlight) await inFlight.shift();
+  };
+  try {
+    scan: for await (const scanned of source) {
+      totals.dirtyPages += scanned.pages;
+      for (const batch of splitRunBatch(scanned, STAGE_PAGES, stager.pageSize)) {
+        if (failure) break scan;
+        opts.signal?.throwIfAborted();
+        const p = stager.stage(batch);
+        p.catch(() => undefined); // awaited in order by takeStaged; never "unhandled" meanwhile
+        staging.push(p);
+        if (staging.length >= STAGE_DEPTH) await takeStaged();
+      }
     }
+    while (staging.length > 0 && !failure) await takeStaged();
+  } finally {
+    // Batches still being staged hold ring slots the native side writes into: let them finish.
+    await Promise.allSettled(staging);
   }
   await Promise.allSettled(inFlight);
   if (failure) throw failure;

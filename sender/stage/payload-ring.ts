@@ -14,6 +14,9 @@ export interface PayloadSlot {
   readonly read: Buffer;
   /** lz4 output, made the first time a batch of this slot is compressed. */
   lz4: Buffer | null;
+  /** Per page read: its hash and its StageFlag (native stagePages fills them). */
+  readonly hashes: BigUint64Array;
+  readonly flags: Uint8Array;
 }
 
 export interface RingStats {
@@ -31,6 +34,8 @@ export class PayloadRing {
   constructor(
     readonly slotBytes: number,
     readonly capacity: number,
+    /** Slots hold one hash and one flag per page of this size (default 4096). */
+    readonly pageSize = 4096,
   ) {
     if (!Number.isInteger(capacity) || capacity < 1) throw new RangeError(`ring capacity must be a positive integer, got ${capacity}`);
   }
@@ -38,7 +43,8 @@ export class PayloadRing {
   acquire(): PayloadSlot {
     let slot = this.free.pop();
     if (!slot) {
-      slot = { read: Buffer.allocUnsafe(this.slotBytes), lz4: null };
+      const pages = Math.ceil(this.slotBytes / this.pageSize);
+      slot = { read: Buffer.allocUnsafe(this.slotBytes), lz4: null, hashes: new BigUint64Array(pages), flags: new Uint8Array(pages) };
       this.stats.slotsMade++;
     }
     this.held.add(slot);

@@ -8,7 +8,7 @@
 import * as fs from 'node:fs';
 
 export class ProcMem {
-  private fd: number | null = null;
+  private handle: number | null = null;
 
   constructor(readonly pid: number) {}
 
@@ -38,11 +38,21 @@ export class ProcMem {
   }
 
   close(): void {
-    if (this.fd !== null) fs.closeSync(this.fd);
-    this.fd = null;
+    if (this.handle !== null) fs.closeSync(this.handle);
+    this.handle = null;
+  }
+
+  /** The descriptor, opened on first use (native stagePages reads through it too); -1 when the
+   *  target is gone or not ours to read: the caller reports its pages unreadable then. */
+  fd(): number {
+    try {
+      return this.open();
+    } catch {
+      return -1;
+    }
   }
 
   private open(): number {
-    return (this.fd ??= fs.openSync(`/proc/${this.pid}/mem`, 'r'));
+    return (this.handle ??= fs.openSync(`/proc/${this.pid}/mem`, 'r'));
   }
 }
