@@ -16,6 +16,7 @@
         "native/page_hash.cc",
         "native/page_stager.cc",
         "native/malloc_tuning.cc",
+        "native/direct_write.cc",
         "node_modules/lz4/deps/lz4/lib/lz4.c",
         "native/proc_files.cc",
         "native/fd_inspect.cc",

@@ -9,6 +9,7 @@
 import { constants as C, promises as fsp, writeSync } from 'node:fs';
 import * as path from 'node:path';
 import { bufferedWritesOnly } from '../common/fault-injection';
+import { writeStaged } from '../native';
 import { logger } from '../common/log';
 import { DIRECT_ALIGN, STAGING_BYTES, stagingPool } from './aligned-staging';
 import { fsyncDir, preadFull, pwriteFull } from './durable-file';
@@ -140,7 +141,8 @@ export class ChunkFiles {
     return done;
   }
 
-  /** write() through the O_DIRECT descriptor, STAGING_BYTES at a time via a staging buffer. */
+  /** write() through the O_DIRECT descriptor, STAGING_BYTES at a time via a staging buffer; the
+   *  copy and the write both on a libuv pool thread (native writeStaged). */
   private async writeDirect(w: number, e: Entry, buf: Buffer, off: number, len: number, pos: number): Promise<void> {
     const dh = await this.directHandle(w, e);
     for (let done = 0; done < len;) {
@@ -148,8 +150,7 @@ export class ChunkFiles {
       if (!dh || !this.directIo) return pwriteFull(await e.fh, buf, off + done, len - done, pos + done);
       const slot = await stagingPool.take();
       try {
-        buf.copy(slot, 0, off + done, off + done + n);
-        await pwriteFull(dh, slot, 0, n, pos + done);
+        await writeStaged(dh.fd, buf, off + done, n, pos + done, slot);
         storeCounters.bytesWrittenDirect += n;
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'EINVAL') throw err;

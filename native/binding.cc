@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "capture_helper.h"
+#include "direct_write.h"
 #include "fd_inspect.h"
 #include "freeze.h"
 #include "helper_process.h"
@@ -752,6 +753,26 @@ Napi::Value StagePages(const Napi::CallbackInfo& info) {
       stageResult);
 }
 
+// writeStaged(fd, src, srcOffset, length, position, staging) -> Promise<bytes written>
+Napi::Value WriteStaged(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const int fd = static_cast<int>(intArg(info, 0, "fd"));
+  Napi::Buffer<uint8_t> src = bufferArg(info, 1, "src");
+  const int64_t off = intArg(info, 2, "srcOffset"), len = intArg(info, 3, "length"), pos = intArg(info, 4, "position");
+  Napi::Buffer<uint8_t> staging = bufferArg(info, 5, "staging");
+  if (off < 0 || len < 0 || pos < 0 || static_cast<uint64_t>(off + len) > src.Length())
+    typeError(env, "srcOffset and length must lie inside src, position must not be negative");
+  const uint8_t* from = src.Data() + off;
+  uint8_t* stage = staging.Data();
+  const size_t stageLen = staging.Length();
+  return PoolJob<size_t>::start(
+      env, "precopy.writeStaged", {src, staging},
+      [=] {
+        return precopy::writeStaged(fd, from, static_cast<size_t>(len), static_cast<uint64_t>(pos), stage, stageLen);
+      },
+      [](Napi::Env e, const size_t& n) { return Napi::Number::New(e, static_cast<double>(n)); });
+}
+
 Napi::Value KeepFreedMemory(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), precopy::keepFreedMemory());
 }
@@ -855,6 +876,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("readPages", Napi::Function::New<ReadPages>(env));
   exports.Set("readPagesAsync", Napi::Function::New<ReadPagesAsync>(env));
   exports.Set("stagePages", Napi::Function::New<StagePages>(env));
+  exports.Set("writeStaged", Napi::Function::New<WriteStaged>(env));
   exports.Set("keepFreedMemory", Napi::Function::New<KeepFreedMemory>(env));
   exports.Set("hashPages", Napi::Function::New<HashPages>(env));
   exports.Set("digestPages", Napi::Function::New<DigestPages>(env));

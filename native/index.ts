@@ -379,6 +379,16 @@ export function stagePages(a: StageArgs): Promise<StageOutcome> {
   return addon().stagePages(a.pid, a.memFd, a.ranges, a.buf, a.lz4Out, a.pageSize, a.hashes, a.flags) as Promise<StageOutcome>;
 }
 
+/**
+ * On a libuv pool thread: write src[srcOffset, +length) at `position` of fd (opened O_DIRECT),
+ * copying it through `staging` (page-aligned, staging.length bytes at a time). Rejects with a
+ * NativeError (EINVAL: O_DIRECT or the alignment refused; ENOSPC...). src and staging must not be
+ * touched until it settles.
+ */
+export function writeStaged(fd: number, src: Buffer, srcOffset: number, length: number, position: number, staging: Buffer): Promise<number> {
+  return addon().writeStaged(fd, src, srcOffset, length, position, staging) as Promise<number>;
+}
+
 /** glibc malloc keeps freed large buffers for reuse instead of giving them back to the kernel
  *  (native/malloc_tuning.cc says why). False if glibc refused. */
 export function keepFreedMemory(): boolean {
