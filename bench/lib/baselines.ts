@@ -4,9 +4,12 @@
 //   pm-scan      the raw limits of a dirty round (PAGEMAP_SCAN ioctl; /proc/PID/pagemap read)
 //   fill-target  the target of the throughput, scan and restore sections (see fill-target.ts)
 //   cache-evict  takes an image's files out of the page cache (restore section: a cold read)
+//   page-link    the CPU floor of each side of the page path: process_vm_readv into a TCP socket
+//                (reader), and from the socket into an O_DIRECT file + fdatasync (writer)
 // Each prints one line of key=value figures.
 
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import * as readline from 'node:readline';
 import { mkdirSync, statSync } from 'node:fs';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
@@ -15,7 +18,7 @@ import { REPO_ROOT } from '../../test/helpers/target';
 const run = promisify(execFile);
 
 export const BASELINE_SOURCES = path.join(REPO_ROOT, 'bench', 'baselines');
-const PROGRAMS = ['pvr-read', 'disk-write', 'pm-scan', 'fill-target', 'cache-evict'] as const;
+const PROGRAMS = ['pvr-read', 'disk-write', 'pm-scan', 'fill-target', 'cache-evict', 'page-link'] as const;
 export type Program = (typeof PROGRAMS)[number];
 export type Programs = Record<Program, string>;
 
@@ -99,4 +102,32 @@ export async function pmScan(
 export async function cacheEvict(bin: string, files: string[]): Promise<{ bytes: number; cachedPagesBefore: number; cachedPagesAfter: number }> {
   const f = await figures(bin, files);
   return { bytes: f.bytes, cachedPagesBefore: f.cached_before, cachedPagesAfter: f.cached_after };
+}
+
+export interface SideFigures {
+  bytes: number;
+  seconds: number;
+  /** user + system CPU seconds of the program. */
+  cpu: number;
+}
+
+/**
+ * The page path done by C: the (stopped) target's range read with process_vm_readv and written
+ * into a loopback TCP connection, and on the other end written with O_DIRECT into a file in `dir`
+ * and synced. Each side's CPU, and the pair's bytes per second.
+ */
+export async function pageLink(bin: string, dir: string, pid: number, range: Range): Promise<{ reader: SideFigures; writer: SideFigures }> {
+  const writer = spawn(bin, ['recv', path.join(dir, 'page-link.bin')], { stdio: ['ignore', 'pipe', 'inherit'] });
+  try {
+    const lines = readline.createInterface({ input: writer.stdout });
+    const it = lines[Symbol.asyncIterator]();
+    const port = parseFigures(String((await it.next()).value ?? '')).port;
+    if (!port) throw new Error('page-link recv did not say its port');
+    const reader = await figures(bin, ['send', String(port), String(pid), `${hex(range[0])}:${range[1] - range[0]}`]);
+    const w = parseFigures(String((await it.next()).value ?? ''));
+    const side = (f: Record<string, number>): SideFigures => ({ bytes: f.bytes, seconds: f.seconds, cpu: f.cpu });
+    return { reader: side(reader), writer: side(w) };
+  } finally {
+    writer.kill('SIGKILL');
+  }
 }

@@ -37,6 +37,8 @@ export interface Resources {
   receiverCpuSeconds: Stat;
   senderThreads: ThreadStats;
   receiverThreads: ThreadStats;
+  cReaderCpuSeconds: Stat;
+  cWriterCpuSeconds: Stat;
 }
 
 export interface Goal {
@@ -90,6 +92,8 @@ export function resourcesOf(throughput: ThroughputResult[] | undefined): Resourc
     receiverCpuSeconds: t.receiverCpuSeconds,
     senderThreads: t.senderThreads,
     receiverThreads: t.receiverThreads,
+    cReaderCpuSeconds: t.cReaderCpuSeconds,
+    cWriterCpuSeconds: t.cWriterCpuSeconds,
   }));
 }
 
@@ -126,6 +130,20 @@ export function judgeGoals(r: Omit<BenchResults, 'goals'>): Goal[] {
       measured: `${fmtNum(growth * 100, 0)}% (${fmtNum(hv(256), 1)} -> ${fmtNum(hv(1024), 1)} ms)`,
       met: growth <= 0.2,
     });
+  }
+  for (const x of r.resources ?? []) {
+    if (!x.default || x.gib !== 1) continue;
+    for (const [side, cpu, floor] of [
+      ['sender', x.senderCpuSeconds, x.cReaderCpuSeconds],
+      ['receiver', x.receiverCpuSeconds, x.cWriterCpuSeconds],
+    ] as const) {
+      const perGiB = cpu.median / x.gib;
+      goals.push({
+        goal: `${side} CPU <= 0.35 s per GiB (${x.name})`,
+        measured: `${fmtNum(perGiB)} s (C ${side === 'sender' ? 'reader' : 'writer'} ${fmtNum(floor.median / x.gib)} s)`,
+        met: perGiB <= 0.35,
+      });
+    }
   }
   const big = r.resources?.find((x) => x.gib === 4 && x.default);
   if (big)
@@ -236,18 +254,22 @@ export function renderResults(r: BenchResults): string {
     out.push(
       renderTable(
         "5. Sender resources over a whole migration (section 1's runs, no verify)",
-        ['config', 'sender peak RSS MiB', 'sender CPU s', 'by thread', 'receiver CPU s', 'by thread'],
+        ['config', 'sender peak RSS MiB', 'sender CPU s', 'by thread', 'C reader', 'receiver CPU s', 'by thread', 'C writer'],
         r.resources.map((x) => [
           x.name,
           fmtStat(x.senderPeakRssMiB, 0),
           fmtStat(x.senderCpuSeconds),
           threadSplit(x.senderThreads),
+          fmtStat(x.cReaderCpuSeconds),
           fmtStat(x.receiverCpuSeconds),
           threadSplit(x.receiverThreads),
+          fmtStat(x.cWriterCpuSeconds),
         ]),
         [
           'peak RSS = VmHWM of the sender process at exit; CPU = user + system, all threads; by thread: main = the JS thread,',
-          'others = libuv pool (reads, fs writes), V8 GC helpers, native worker threads',
+          'others = libuv pool (reads, lz4, fs writes), V8 GC helpers, native worker threads',
+          'C reader / C writer = CPU s of bench/baselines/page-link.c moving the same bytes: process_vm_readv into a loopback',
+          'TCP socket / from it into an O_DIRECT file + fdatasync (each side of the page path with nothing else: its floor)',
         ],
       ),
     );

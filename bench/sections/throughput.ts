@@ -1,11 +1,12 @@
 // Section 1 (and 5): round-0 throughput end to end, against two limits measured in the same run:
 // process_vm_readv of the same stopped target (reading) and writing as many bytes durably into the
 // receiver's images directory (the disk: round 0 ends when its pages are durable). The sender's
-// peak RSS and CPU come from the same runs.
+// peak RSS and CPU come from the same runs, beside the CPU of C programs doing each side's job
+// over loopback TCP (page-link: the floor per side).
 // Runs interleave: each run reads the target with pvr-read, then does one migration per config
 // that shares the target, so load drift on the shared machine hits every config alike.
 
-import { diskWrite, pvrRead } from '../lib/baselines';
+import { diskWrite, pageLink, pvrRead } from '../lib/baselines';
 import type { BenchContext } from '../lib/context';
 import { FillTarget, type Fill } from '../lib/fill-target';
 import { BenchReceiver, migrateOnce, round0BytesPerSecond, scratchDir, type MigrationRun } from '../lib/migration';
@@ -48,6 +49,10 @@ export interface ThroughputResult {
   /** CPU seconds of the main (JS) thread and of the others (libuv pool, GC helpers). */
   senderThreads: ThreadStats;
   receiverThreads: ThreadStats;
+  /** CPU seconds of the C reader (process_vm_readv into TCP) and writer (TCP into O_DIRECT +
+   *  fdatasync) moving the same bytes: each side's floor. */
+  cReaderCpuSeconds: Stat;
+  cWriterCpuSeconds: Stat;
   totalSeconds: Stat;
 }
 
@@ -73,13 +78,19 @@ export async function runThroughput(ctx: BenchContext, configs = THROUGHPUT_CONF
       const target = await FillTarget.start(ctx.bins['fill-target'], { mib, fill });
       const raw: number[] = [];
       const disk: number[] = [];
+      const cReader: number[] = [];
+      const cWriter: number[] = [];
       const per = new Map(group.map((c) => [c, [] as MigrationRun[]]));
       try {
         for (let run = 0; run < ctx.runs; run++) {
           process.kill(target.pid, 'SIGSTOP');
           try {
-            const r = await pvrRead(ctx.bins['pvr-read'], target.pid, [[target.base, target.base + target.pages * 4096]]);
+            const range: [number, number] = [target.base, target.base + target.pages * 4096];
+            const r = await pvrRead(ctx.bins['pvr-read'], target.pid, [range]);
             raw.push(r.bytes / r.seconds / 1e9);
+            const link = await pageLink(ctx.bins['page-link'], receiver.images, target.pid, range);
+            cReader.push(link.reader.cpu);
+            cWriter.push(link.writer.cpu);
           } finally {
             process.kill(target.pid, 'SIGCONT');
           }
@@ -115,6 +126,8 @@ export async function runThroughput(ctx: BenchContext, configs = THROUGHPUT_CONF
           receiverCpuSeconds: stat(ms.map((m) => m.receiverCpuSeconds)),
           senderThreads: byThread(ms.map((m) => m.sender.threads)),
           receiverThreads: byThread(ms.map((m) => m.receiverThreads)),
+          cReaderCpuSeconds: stat(cReader),
+          cWriterCpuSeconds: stat(cWriter),
           totalSeconds: stat(ms.map((m) => m.summary.totalSeconds)),
         });
       }
