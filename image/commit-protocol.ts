@@ -12,7 +12,8 @@
 // commit digest proves the result.
 //
 // A commit (commit): manifest.json and the committed state.json are written and fsynced in
-// parallel with the bitmaps, then renamed in that order; the state.json rename is the commit
+// parallel with the bitmaps and the chunk files touched since the last sync (a commit that ends
+// the final round: its pages), then renamed in that order; the state.json rename is the commit
 // point (a manifest.json is the committed image only while state.json names its commit number).
 //
 // Any other state change (failed, aborted, a committed image reopened for a fix-up round) is one
@@ -91,14 +92,15 @@ export class CommitProtocol {
     );
   }
 
-  /** Make a commit durable: bitmaps, manifest.json and the committed state.json, renamed in that order. */
+  /** Make a commit durable: page data and bitmaps synced, manifest.json and the committed
+   *  state.json renamed in that order. */
   async commit(manifest: ManifestFile, next: StateFile, bitmaps: BitmapPlan): Promise<void> {
     await replaceInOrder(
       [
         { file: this.files.manifest, data: JSON.stringify(manifest, null, 1), beforeRename: () => crashPoint('commit-manifest-tmp') },
         { file: this.files.state, data: JSON.stringify(next), beforeRename: () => crashPoint('commit-manifest-renamed') },
       ],
-      [bitmaps.write()],
+      [this.chunks.syncTouched().then(() => crashPoint('commit-data-synced')), bitmaps.write()],
     );
   }
 

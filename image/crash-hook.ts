@@ -5,6 +5,7 @@
 // Points: write-pages (after a batch's writes were issued, before they complete),
 // round-data-synced (chunk files fsynced), round-bitmaps-written (new bitmap generation durable,
 // state.json not yet replaced), round-durable (state.json replaced), commit-digest-checked,
+// commit-data-synced (a commit ending the final round: its chunk files fsynced),
 // commit-manifest-tmp (temp manifest durable, not renamed), commit-manifest-renamed (manifest in
 // place, state.json not yet committed), commit-done.
 

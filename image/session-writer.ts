@@ -158,45 +158,61 @@ export class SessionWriter extends SessionReader {
   endRound(f: RoundEnd): Promise<RoundAck> {
     return this.serial(async () => {
       this.checkWritable();
-      const cur = this.current;
-      if (!cur) throw badState(`end of round ${f?.round} without its start`);
-      const figures = checkFigures(f);
-      if (figures.round !== cur.round) throw badState(`end of round ${figures.round} but round ${cur.round} is open`);
-      await this.settleWrites();
-      if (this.broken) throw this.broken;
-      const bitmaps = this.durable.planBitmaps();
-      const counts = this.held().counts();
-      const rec: StoredRound = { round: cur.round, phase: cur.phase, endedAt: now(), figures };
-      const before = this.st.windows;
-      const next = this.nextState({
-        lastDurableRound: cur.round,
-        layout: this.layoutNow,
-        windows: bitmaps.index,
-        gen: this.durable.gen,
-        imagePages: counts.dataPages + counts.zeroPages,
-        dataPages: counts.dataPages,
-        rounds: [...this.st.rounds, rec],
-      });
-      await this.durable.round(next, bitmaps);
-      this.st = next;
-      crashPoint('round-durable');
-      this.current = null;
-      storeCounters.roundsDurable++;
-      await this.durable.forgetUnused(before, this.st.windows);
-      return { round: cur.round, pagesStored: counts.dataPages + counts.zeroPages, durableBytes: cur.bytes };
+      const { cur, figures } = await this.closingRound(f);
+      return this.persistRound(cur, figures);
     });
+  }
+
+  /** The open round that `f` ends, its figures checked and its page writes done. */
+  private async closingRound(f: RoundEnd): Promise<{ cur: OpenRound; figures: RoundEnd }> {
+    const cur = this.current;
+    if (!cur) throw badState(`end of round ${f?.round} without its start`);
+    const figures = checkFigures(f);
+    if (figures.round !== cur.round) throw badState(`end of round ${figures.round} but round ${cur.round} is open`);
+    await this.settleWrites();
+    if (this.broken) throw this.broken;
+    return { cur, figures };
+  }
+
+  private async persistRound(cur: OpenRound, figures: RoundEnd): Promise<RoundAck> {
+    const bitmaps = this.durable.planBitmaps();
+    const counts = this.held().counts();
+    const before = this.st.windows;
+    const next = this.nextState({
+      lastDurableRound: cur.round,
+      layout: this.layoutNow,
+      windows: bitmaps.index,
+      gen: this.durable.gen,
+      imagePages: counts.dataPages + counts.zeroPages,
+      dataPages: counts.dataPages,
+      rounds: [...this.st.rounds, this.roundRecord(cur, figures)],
+    });
+    await this.durable.round(next, bitmaps);
+    this.st = next;
+    crashPoint('round-durable');
+    this.current = null;
+    storeCounters.roundsDurable++;
+    await this.durable.forgetUnused(before, this.st.windows);
+    return { round: cur.round, pagesStored: counts.dataPages + counts.zeroPages, durableBytes: cur.bytes };
+  }
+
+  private roundRecord(cur: OpenRound, figures: RoundEnd): StoredRound {
+    return { round: cur.round, phase: cur.phase, endedAt: now(), figures };
   }
 
   /**
    * Commit the image: drop pages outside the final layout, compare the running digest with the
    * sender's, and only if it matches write the manifest and mark the session committed
    * (commit-protocol.ts). A mismatch returns ok=false and leaves the session receiving, so the
-   * sender can fix pages and commit again.
+   * sender can fix pages and commit again. With `finalRound`, the commit also ends the open round:
+   * its pages, the bitmaps, the manifest and the state reach the disk in one set of fsyncs (on a
+   * mismatch the round alone is made durable, as endRound would).
    */
   commit(c: CommitRequest): Promise<CommitOutcome> {
     return this.serial(async () => {
       this.checkWritable();
-      if (this.current) throw badState(`commit while round ${this.current.round} is open`);
+      const closing = c?.finalRound ? await this.closingRound(c.finalRound) : null;
+      if (!closing && this.current) throw badState(`commit while round ${this.current.round} is open`);
       if (this.st.state !== 'receiving') throw badState(`session ${this.id} is ${this.st.state}; start a round before committing again`);
       const layout = checkLayout(c?.layout, this.pageSize);
       const threads = checkThreads(c.threads);
@@ -214,6 +230,7 @@ export class SessionWriter extends SessionReader {
           `digest mismatch: receiver holds ${digestHex(got.digest)} over ${got.pages} pages, ` +
           `sender sent ${digestHex(c.imageDigest)} over ${imagePages} pages; session stays receiving`;
         log.warn(`session ${this.id}: ${message}`);
+        if (closing) await this.persistRound(closing.cur, closing.figures);
         return { ok: false, imageDigest: got.digest, imagePages: got.pages, message };
       }
 
@@ -243,6 +260,7 @@ export class SessionWriter extends SessionReader {
       const next = this.nextState({
         state: 'committed',
         commit,
+        ...(closing && { lastDurableRound: closing.cur.round, rounds: [...this.st.rounds, this.roundRecord(closing.cur, closing.figures)] }),
         layout,
         windows: bitmaps.index,
         gen: this.durable.gen,
@@ -253,6 +271,10 @@ export class SessionWriter extends SessionReader {
       await this.durable.commit(manifest, next, bitmaps);
       this.st = next;
       crashPoint('commit-done');
+      if (closing) {
+        this.current = null;
+        storeCounters.roundsDurable++;
+      }
       storeCounters.commits++;
       await this.durable.forgetUnused(before, this.st.windows);
       log.info(`session ${this.id}: committed ${got.pages} pages, digest ${digestHex(got.digest)}`);

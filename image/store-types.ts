@@ -57,6 +57,8 @@ export interface CommitRequest {
   threads: ThreadState[];
   imageDigest: bigint;
   imagePages: number;
+  /** The open round, ended by this commit and made durable with it (one set of fsyncs). */
+  finalRound?: RoundEnd | null;
 }
 
 export interface CommitOutcome {

@@ -78,6 +78,8 @@ export interface Commit {
   imagePages: number;
   /** image/process-state.ts encodeProcessState(); empty: a memory-only image. */
   processState?: Buffer;
+  /** The open round this commit ends (made durable with it); null/absent: none may be open. */
+  finalRound?: RoundEnd | null;
 }
 
 export interface Report {

@@ -380,10 +380,9 @@ class Migration {
     const populated = await collectRuns(tracked.populatedRuns(this.sent));
     discarded += await this.discardHeld(heldOutside(this.sent, populated, this.pageSize));
     split.finalRoundSeconds += lap(`reconcile (${discarded} pages discarded)`);
-    await this.guard(transfer.endRound(toRoundEnd(this.figures(r, 'STOP_AND_COPY', totals, now() - started, null))));
+    // The commit ends the round: its pages become durable with the image, one set of fsyncs.
+    await this.commit(toRoundEnd(this.figures(r, 'STOP_AND_COPY', totals, now() - started, null)));
     this.journal.durable(r);
-    split.finalRoundSeconds += lap('round durable');
-    await this.commit();
     split.commitSeconds = lap('commit');
     this.freezeSplit = split;
     const downtime = now() - freeze.frozenAt / 1000;
@@ -402,9 +401,8 @@ class Migration {
     await this.guard(transfer.beginRound(this.round, 'VERIFY_FIX', this.layout));
     const fixed = await this.pipe(this.journal.track(this.round, runsToBatches(mismatched, this.opts.maxPages, this.pageSize)));
     const fix = this.figures(this.round, 'VERIFY_FIX', fixed, now() - fixStart, null);
-    await this.guard(transfer.endRound(toRoundEnd(fix)));
+    await this.commit(toRoundEnd(fix));
     this.journal.durable(this.round);
-    await this.commit();
     this.record(fix);
     this.round++;
     const { differ: again } = await this.guard(verifyFrozen(this.opts.pid, this.pageSize, populated, this.sent, this.opts.maxPages));
@@ -412,10 +410,12 @@ class Migration {
     return { downtime, verify: { mode: 'fixed', mismatches: count, seconds: now() - vStart } };
   }
 
-  private async commit(): Promise<void> {
+  /** Commit the image, ending the open round `finalRound` with it (made durable together). */
+  private async commit(finalRound: RoundEnd): Promise<void> {
     const digest = this.sent.digest();
     const result = await this.guard(
       this.transfer!.commit({
+        finalRound,
         layout: this.layout,
         threads: this.freeze!.threads(),
         imageDigest: digest,

@@ -370,9 +370,16 @@ export class MigrationStream {
   }
 
   private async commit(c: Commit): Promise<void> {
-    if (this.state === 'in-round') throw failedPrecondition(`Commit while round ${this.openRound} is still open`);
-    if (this.state === 'committed') throw failedPrecondition('Commit of a session already committed (send a VERIFY_FIX round first)');
-    if (this.lastRound < 0) throw failedPrecondition('Commit before any round was made durable');
+    const final = c.finalRound ?? null;
+    if (final) {
+      // The commit ends the open round (docs/design.md, Wire protocol): one durable write for both.
+      this.requireRound('Commit with a final round');
+      if (final.round !== this.openRound) throw invalidArgument(`Commit ends round ${final.round}, but round ${this.openRound} is open`);
+    } else {
+      if (this.state === 'in-round') throw failedPrecondition(`Commit while round ${this.openRound} is still open`);
+      if (this.state === 'committed') throw failedPrecondition('Commit of a session already committed (send a VERIFY_FIX round first)');
+      if (this.lastRound < 0) throw failedPrecondition('Commit before any round was made durable');
+    }
     if (c.imageDigest.length !== 8) throw invalidArgument(`Commit image_digest is ${c.imageDigest.length} bytes, not 8`);
     if (c.threads.length > MAX_THREADS) throw resourceExhausted(`Commit has ${c.threads.length} threads, more than ${MAX_THREADS}`);
     for (const t of c.threads) {
@@ -395,7 +402,14 @@ export class MigrationStream {
       threads: c.threads.map((t) => ({ tid: t.tid, regs: t.regs, fpregs: t.fpregs, xstate: t.xstate })),
       imageDigest: digestFromBuffer(c.imageDigest),
       imagePages: c.imagePages,
+      finalRound: final,
     });
+    if (final) {
+      // Durable now, with the commit or (refused) on its own.
+      this.lastRound = final.round;
+      this.state = 'between-rounds';
+      this.host.events.roundEnded(this.sessionId, final);
+    }
     await this.reply({
       commit: { ok: out.ok, imageDigest: digestToBuffer(out.imageDigest), imagePages: out.imagePages, message: out.message },
     });

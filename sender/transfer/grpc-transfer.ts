@@ -79,6 +79,7 @@ export class GrpcTransfer implements PageTransfer {
       imageDigest: digestToBuffer(c.imageDigest),
       imagePages: c.imagePages,
       processState: c.processState ? encodeProcessState(c.processState) : Buffer.alloc(0),
+      finalRound: c.finalRound ?? null,
     });
   }
 

@@ -21,6 +21,8 @@ export interface CommitInfo {
   imagePages: number;
   /** A restorable image's process state (image/process-state.ts); undefined: memory only. */
   processState?: ProcessState;
+  /** The open round's end: the commit ends it and makes it durable together with the image. */
+  finalRound?: RoundEnd;
 }
 
 export interface PageTransfer {

@@ -37,7 +37,8 @@ export const ROUNDS: Record<string, Round> = {
   r2fix: { round: 2, phase: 'VERIFY_FIX', batches: [{ addrs: [A + 3 * PS, B + 20 * PS], gen: 2, zeros: new Set() }] },
 };
 
-export type Step = keyof typeof ROUNDS | 'commit';
+/** A round name, a commit, or `NAME+commit`: the round ended by the commit (one durable write). */
+export type Step = keyof typeof ROUNDS | 'commit' | `${keyof typeof ROUNDS}+commit`;
 
 /** The model after these rounds (no store involved). */
 export function simulate(names: (keyof typeof ROUNDS)[]): Model {
@@ -50,17 +51,19 @@ export function simulate(names: (keyof typeof ROUNDS)[]): Model {
   return m;
 }
 
-export async function playRound(img: SessionWriter, model: Model, name: keyof typeof ROUNDS): Promise<void> {
+export async function playRound(img: SessionWriter, model: Model, name: keyof typeof ROUNDS, endedByCommit = false): Promise<void> {
   const r = ROUNDS[name];
   await img.beginRound(r.round, r.phase, LAYOUT);
   for (const b of r.batches) await sendBatch(img, model, b.addrs, b.gen, b.zeros);
-  await img.endRound(figures(r.round));
+  if (endedByCommit) await commitModel(img, model, [], r.round);
+  else await img.endRound(figures(r.round));
 }
 
 export async function playSteps(img: SessionWriter, model: Model, steps: Step[], log: (s: string) => void = () => undefined): Promise<void> {
   for (const s of steps) {
     if (s === 'commit') await commitModel(img, model);
-    else await playRound(img, model, s);
+    else if (s.endsWith('+commit')) await playRound(img, model, s.slice(0, -'+commit'.length) as keyof typeof ROUNDS, true);
+    else await playRound(img, model, s as keyof typeof ROUNDS);
     log(`${s} done`);
   }
 }

@@ -222,6 +222,36 @@ for (const point of ['commit-digest-checked', 'commit-manifest-tmp', 'commit-man
   });
 }
 
+// The final round ended by the commit itself (one set of fsyncs): a crash before the commit
+// point leaves the previous round durable, and a resumed sender sends that round again.
+for (const point of ['commit-data-synced', 'commit-manifest-tmp', 'commit-manifest-renamed']) {
+  test(`crash during a commit that ends the final round, at ${point}: the round before is durable`, async (t) => {
+    const { store, dir } = await crashAndCheck(t, point, ['r0', 'r1+commit'], {
+      state: 'receiving',
+      lastDurableRound: 0,
+      durable: ['r0'],
+      verifyOk: false,
+    });
+    await resumeAndFinish(t, store, dir, ['r0'], ['r1+commit'], ['r0', 'r1']);
+  });
+}
+
+test('a commit that ends the final round: committed, the round recorded, valid after a crash right after it', async (t) => {
+  const { store, dir } = await crashAndCheck(t, 'commit-done', ['r0', 'r1+commit'], {
+    state: 'committed',
+    lastDurableRound: 1,
+    durable: ['r0', 'r1'],
+    verifyOk: true,
+  });
+  const ro = await store.open('victim');
+  t.deepEqual(
+    ro.rounds().map((r) => r.round),
+    [0, 1],
+  );
+  await assertExportEquals(t, ro, simulate(['r0', 'r1']), path.join(dir, 'export'));
+  await ro.close();
+});
+
 test('crash right after the commit: the image is committed and valid', async (t) => {
   const { store, dir } = await crashAndCheck(t, 'commit-done', ['r0', 'r1', 'commit'], {
     state: 'committed',

@@ -180,9 +180,11 @@ export function chunked<T>(xs: T[], n: number): T[][] {
 }
 
 /** Commit the model's pages with the model's digest; fails the test's expectations loudly if refused. */
-export async function commitModel(img: SessionWriter, model: Model, threads: ThreadState[] = []): Promise<void> {
+/** Commit what the model holds (ending the open round `finalRound` with it, when given). */
+export async function commitModel(img: SessionWriter, model: Model, threads: ThreadState[] = [], finalRound?: number): Promise<void> {
   const d = model.digest();
-  const res = await img.commit({ layout: model.layout, threads, imageDigest: d.digest, imagePages: d.pages });
+  const end = finalRound === undefined ? undefined : figures(finalRound);
+  const res = await img.commit({ layout: model.layout, threads, imageDigest: d.digest, imagePages: d.pages, finalRound: end });
   if (!res.ok) throw new Error(`commit refused: ${res.message}`);
 }
 

@@ -185,3 +185,32 @@ async function resumeWhenFree(address: string, id: string): Promise<{ link: Migr
     }
   }
 }
+
+test('a Commit carrying the final RoundEnd ends the open round with the commit; one naming another round is refused', async (t) => {
+  const { dir, images, receiver } = await setup(t);
+  const link = await MigrationLink.connect(receiver.address);
+  t.teardown(() => link.close());
+  const model = new Model();
+  await link.start(sessionStart('final-1'));
+  const layout = [vma(A, 16)];
+  model.setLayout(layout);
+  await link.send({ roundStart: { round: 0, phase: 'PRECOPY', layout } });
+  await link.send({ pages: pageBatch(model, pagesOf(A, 16), 1) });
+  await link.endRound(roundEnd(0));
+  await link.send({ roundStart: { round: 1, phase: 'STOP_AND_COPY', layout } });
+  await link.send({ pages: pageBatch(model, [A + PS, A + 9 * PS], 2, { encoding: 'LZ4' }) });
+  const result = await link.commit({ ...commitOf(model), finalRound: roundEnd(1) });
+  t.true(result.ok, result.message);
+  await link.report({ result: 'committed', downtimeSeconds: 0.02, verify: 'skipped' });
+  await link.close();
+  t.is(await sessionState(images, 'final-1'), 'committed');
+  await assertImageEquals(t, images, 'final-1', model, path.join(dir, 'export'));
+
+  const bad = await MigrationLink.connect(receiver.address);
+  t.teardown(() => bad.close());
+  await bad.start(sessionStart('final-2'));
+  await bad.send({ roundStart: { round: 0, phase: 'PRECOPY', layout } });
+  const err = await t.throwsAsync(bad.commit({ ...commitOf(new Model()), finalRound: roundEnd(4) }));
+  t.regex(err!.message, /Commit ends round 4, but round 0 is open/);
+  t.is((err as LinkError).code, grpc.status.INVALID_ARGUMENT);
+});
