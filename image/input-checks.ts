@@ -118,7 +118,7 @@ export function checkRuns(runs: ArrayLike<number>, pageSize: number, layout: Vma
 const MAX_THREADS = 1 << 16;
 const MAX_REGS_BYTES = 1 << 16;
 
-const FIGURE_KEYS: (keyof RoundEnd)[] = [
+const FIGURE_KEYS: Exclude<keyof RoundEnd, 'laneBatches'>[] = [
   'round',
   'dirtyPages',
   'zeroPages',

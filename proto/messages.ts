@@ -68,6 +68,14 @@ export interface RoundEnd {
   remainingBytes: number;
   throttlePercent: number;
   batches: number;
+  /** Batches sent on lanes 1..N-1, uint32 LE each (empty: no lanes). Not a figure: not stored. */
+  laneBatches?: Buffer;
+}
+
+export interface LaneStart {
+  sessionId: string;
+  lane: number;
+  laneKey: Buffer;
 }
 
 export interface Commit {
@@ -104,7 +112,8 @@ export type SenderMessage =
   | { msg: 'roundEnd'; roundEnd: RoundEnd }
   | { msg: 'commit'; commit: Commit }
   | { msg: 'report'; report: Report }
-  | { msg: 'handover'; handover: Record<string, never> };
+  | { msg: 'handover'; handover: Record<string, never> }
+  | { msg: 'lane'; lane: LaneStart };
 
 /** What the sender may pass: every field optional except the oneof choice (proto3 defaults). */
 export type OutgoingSenderMessage =
@@ -115,13 +124,16 @@ export type OutgoingSenderMessage =
   | { roundEnd: Partial<RoundEnd> & { round: number } }
   | { commit: Partial<Commit> }
   | { report: Partial<Report> }
-  | { handover: Record<string, never> };
+  | { handover: Record<string, never> }
+  | { lane: LaneStart };
 
 export interface SessionAccepted {
   sessionId: string;
   resumed: boolean;
   /** -1 when no round is durable. */
   lastDurableRound: number;
+  /** What a LaneStart must present to join this session (empty from a receiver without lanes). */
+  laneKey?: Buffer;
 }
 
 export interface RoundAck {
@@ -159,6 +171,8 @@ export type ReceiverMessage =
   | { msg: 'accepted'; accepted: SessionAccepted }
   | { msg: 'roundAck'; roundAck: RoundAck }
   | { msg: 'commit'; commit: CommitResult }
-  | { msg: 'handover'; handover: HandoverResult };
+  | { msg: 'handover'; handover: HandoverResult }
+  | { msg: 'laneAccepted'; laneAccepted: { lane: number } };
 
-export type OutgoingReceiverMessage = { accepted: SessionAccepted } | { roundAck: RoundAck } | { commit: CommitResult } | { handover: HandoverResult };
+export type OutgoingReceiverMessage =
+  { accepted: SessionAccepted } | { roundAck: RoundAck } | { commit: CommitResult } | { handover: HandoverResult } | { laneAccepted: { lane: number } };

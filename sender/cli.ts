@@ -4,6 +4,7 @@
 // Parses and checks flags, then hands over to migrate.ts; user mistakes end with one line on
 // stderr and a non-zero exit, never a stack trace.
 
+import { MAX_LANES } from '../proto/lanes';
 import * as os from 'node:os';
 import { UserError, runMain } from '../common/errors';
 import { parseEnumFlag, parseFlags, parseHostPort, parseIntFlag, type HostPort, usageError } from '../common/cli';
@@ -30,6 +31,9 @@ options:
   --max-rounds N          pre-copy rounds at most, round 0 included (default 30)
   --max-pages N           pages per scan batch (default 4096)
   --compress lz4|none     page compression on the wire (default lz4)
+  --streams N             gRPC streams (connections) per session, 1-16: pages are spread over
+                          them by address (default 1; more helps when one stream, not the CPU,
+                          is the limit: a long fat link)
   --auto-converge         throttle a target that dirties memory faster than the link sends it
   --after resume|stop|kill  what to do with the target once the image is committed
                           (default resume: it keeps running)
@@ -76,6 +80,7 @@ const OPTIONS = {
   'downtime-ms': { type: 'string' },
   'max-rounds': { type: 'string' },
   'max-pages': { type: 'string' },
+  streams: { type: 'string' },
   compress: { type: 'string' },
   'auto-converge': { type: 'boolean' },
   after: { type: 'string' },
@@ -109,8 +114,13 @@ export function parseMigrateArgs(argv: string[]): ParsedMigrate | 'help' {
   }
   const to = parseTransferTarget(v.to);
   // Before anything is contacted or attached: a plaintext link off loopback is refused here.
-  if (to.kind === 'grpc') to.security = senderSecurity(v, to.address);
-  else refuseSecurityFlags(v, 'apply to a receiver address, not to --to dir:');
+  if (to.kind === 'grpc') {
+    to.security = senderSecurity(v, to.address);
+    to.streams = parseIntFlag(v.streams, '--streams', 1, 1, MAX_LANES);
+  } else {
+    refuseSecurityFlags(v, 'apply to a receiver address, not to --to dir:');
+    if (v.streams !== undefined) throw new UserError('--streams applies to a receiver address, not to --to dir:');
+  }
   if (v.handover && to.kind !== 'grpc') throw new UserError('--handover needs a receiver (--to HOST:PORT), not an images directory');
   return {
     pid: parseIntFlag(v.pid, '--pid', 0, 1, 2 ** 22),

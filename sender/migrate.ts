@@ -29,7 +29,7 @@ import { decide, type ConvergenceOptions, type Decision, type RoundMeasure, type
 import { FreezeSession, thawAll } from './target/freeze-session';
 import { loseWritesForTest } from './target/lost-write-hook';
 import { isLinkBreak, reconnect } from './reconnect';
-import { PACING } from './pacing';
+import { pacingFor } from './pacing';
 import { runPipeline, STAGE_PAGES, type RoundTotals } from './round-pipeline';
 import { heldOutside, runsNotHeld, runsOutside, runsWithin, sumPages, unionRuns } from '../common/page-runs';
 import { Throttle } from './target/throttle';
@@ -345,7 +345,11 @@ class Migration {
 
   private async pipe(source: AsyncIterable<RunBatch> | Iterable<RunBatch>, onProgress?: (t: RoundTotals) => void): Promise<RoundTotals> {
     try {
-      return await runPipeline(source, this.stager, this.transfer!, { signal: this.signal, onProgress, pacing: PACING[this.opts.to.kind] });
+      return await runPipeline(source, this.stager, this.transfer!, {
+        signal: this.signal,
+        onProgress,
+        pacing: pacingFor(this.opts.to.kind, this.transfer!.lanes),
+      });
     } catch (err) {
       this.assertAlive();
       throw err;

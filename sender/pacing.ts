@@ -25,6 +25,12 @@ export const PACING: Readonly<Record<TransferTarget['kind'], Pacing>> = {
   dir: { inFlight: 3, sweepYoung: false },
 };
 
+/** The pacing of a transfer over `lanes` streams: a batch in flight per lane. */
+export function pacingFor(kind: TransferTarget['kind'], lanes: number): Pacing {
+  const p = PACING[kind];
+  return lanes > 1 ? { ...p, inFlight: Math.max(p.inFlight, lanes) } : p;
+}
+
 /** The most batches any pacing keeps in flight (the stager's ring is sized by it). */
 export const IN_FLIGHT = Math.max(...Object.values(PACING).map((p) => p.inFlight));
 

@@ -14,6 +14,7 @@ import { splitRunBatch, type RunBatch } from './tracking/run-batch';
 import type { BatchStager, StagedBatch } from './stage/batch-stager';
 import type { PageTransfer } from './transfer/page-transfer';
 import { PACING, STAGE_DEPTH, type Pacing } from './pacing';
+import { LANE_SPAN_BYTES } from '../proto/lanes';
 
 const log = logger('pipeline');
 
@@ -59,6 +60,8 @@ export async function runPipeline(
   const inFlight: Promise<void>[] = [];
   const pacing = opts.pacing ?? PACING.grpc;
   const sweep = pacing.sweepYoung ? new YoungBufferSweep() : null;
+  // Over several lanes, a batch holds pages of one lane only (proto/lanes.ts).
+  const spanBytes = transfer.lanes > 1 ? LANE_SPAN_BYTES : 0;
   let failure: unknown = null;
 
   const send = (b: StagedBatch): Promise<void> => {
@@ -94,7 +97,7 @@ export async function runPipeline(
   try {
     scan: for await (const scanned of source) {
       totals.dirtyPages += scanned.pages;
-      for (const batch of splitRunBatch(scanned, STAGE_PAGES, stager.pageSize)) {
+      for (const batch of splitRunBatch(scanned, STAGE_PAGES, stager.pageSize, spanBytes)) {
         if (failure) break scan;
         opts.signal?.throwIfAborted();
         const p = stager.stage(batch);

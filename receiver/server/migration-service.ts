@@ -113,6 +113,10 @@ export class MigrationService implements StreamHost {
     this.abandonTimers.set(id, t);
   }
 
+  holderOf(id: string): MigrationStream | undefined {
+    return this.slots.holder(id);
+  }
+
   streamDone(stream: MigrationStream): void {
     this.streams.delete(stream);
   }

@@ -20,6 +20,11 @@
 //
 // Limits (session-limits.ts): a session slot is claimed before the session is opened; page
 // batches are delayed by --max-rate and refused past --max-image-bytes.
+//
+// Lanes (session-lanes.ts): a stream that begins with LaneStart instead of SessionStart joins the
+// session of the stream holding it (its control stream) and carries only page batches, which go
+// through the control stream's page path. A lane lost breaks the session's link as a lost control
+// stream does (resumable); a control stream that ends ends its lanes.
 
 import * as grpc from '@grpc/grpc-js';
 import { digestFromBuffer, digestToBuffer } from '../../common/image-digest';
@@ -46,6 +51,8 @@ import { RateLimit } from './rate-limit';
 import { ImageBudget, type ReceiverLimits } from './session-limits';
 import type { SessionEvents } from './session-events';
 import type { Handovers } from '../handover/handovers';
+import { LanesClosed, SessionLanes, type LaneEnd } from './session-lanes';
+import type { LaneStart } from '../../proto/messages';
 import { failedPrecondition, invalidArgument, resourceExhausted, statusName, toStreamError } from './stream-error';
 
 const log = logger('server');
@@ -69,9 +76,11 @@ export interface StreamHost {
   sessionLeft(id: string): void;
   /** The stream is over and holds nothing any more. */
   streamDone(stream: MigrationStream): void;
+  /** The stream holding session `id` (a LaneStart joins it), if any. */
+  holderOf(id: string): MigrationStream | undefined;
 }
 
-type State = 'await-start' | 'between-rounds' | 'in-round' | 'committed' | 'finished';
+type State = 'await-start' | 'between-rounds' | 'in-round' | 'committed' | 'finished' | 'lane';
 
 /** Marks the client's half-close in the message queue. */
 const HALF_CLOSE = Symbol('half-close');
@@ -84,8 +93,12 @@ const QUEUE_LOW = 1;
 // previous ones are copied into the page cache on libuv's threads.
 const WRITE_DEPTH = 4;
 
-export class MigrationStream {
+export class MigrationStream implements LaneEnd {
   private state: State = 'await-start';
+  /** This stream's lanes, when it holds a session (their key goes out in SessionAccepted). */
+  private readonly lanes = new SessionLanes();
+  /** A lane stream: the control stream it carries pages for, and its lane number. */
+  private laneOf: { owner: MigrationStream; lane: number } | null = null;
   private session: SessionWriter | null = null;
   private sessionId = '';
   private openRound = -1;
@@ -121,7 +134,11 @@ export class MigrationStream {
     this.done = new Promise((resolve) => (this.markDone = resolve));
     call.on('data', (m: ReceivedMessage) => this.enqueue(m));
     call.on('end', () => this.enqueue(HALF_CLOSE));
-    call.on('cancelled', () => void this.broken('the stream was cancelled or the connection lost'));
+    call.on('cancelled', () => {
+      // A lane cancelled may have looked half-closed first: its session's link is broken either way.
+      if (this.laneOf) this.laneOf.owner.laneLost(this.laneOf.lane, 'the lane was cancelled or its connection lost');
+      void this.broken('the stream was cancelled or the connection lost');
+    });
     log.debug(`stream from ${this.peer} opened`);
   }
 
@@ -183,8 +200,13 @@ export class MigrationStream {
     if (m.msg === 'malformed') throw invalidArgument(m.error);
     if (m.msg === 'oversized') throw resourceExhausted(m.error);
     if (m.msg === undefined) throw invalidArgument('empty SenderMessage: no field of its oneof is set');
+    if (this.state === 'await-start' && m.msg === 'lane') return this.joinLane(m.lane);
     if (this.state === 'await-start' && m.msg !== 'start') {
       throw failedPrecondition(`the stream must begin with SessionStart, not ${m.msg}`);
+    }
+    if (this.state === 'lane') {
+      if (m.msg !== 'pages') throw failedPrecondition(`a lane carries only page batches, not ${m.msg}`);
+      return this.lanePages(m.pages);
     }
     if (this.state === 'finished') throw failedPrecondition(`${m.msg} after the session was given up`);
     // Anything but more pages waits until the pages before it are written (or one failed).
@@ -257,7 +279,7 @@ export class MigrationStream {
         ? `session ${id}: resumed by ${this.peer} (pid ${session.meta.pid}), last durable round ${this.lastRound}`
         : `session ${id}: started by ${this.peer} (pid ${s.pid} ${s.command || '?'} on ${s.sourceHost || '?'}, page size ${pageSize})`,
     );
-    await this.reply({ accepted: { sessionId: id, resumed: s.resume, lastDurableRound: this.lastRound } });
+    await this.reply({ accepted: { sessionId: id, resumed: s.resume, lastDurableRound: this.lastRound, laneKey: this.lanes.key } });
   }
 
   /** Create or resume the session in the store; a failure gives the claimed slot back. */
@@ -299,6 +321,7 @@ export class MigrationStream {
     if (this.handover) this.host.handovers.prebuilt.layout(this.sessionId, this.session!.layout);
     this.openRound = r.round;
     this.state = 'in-round';
+    this.lanes.opened();
     log.debug(`${this.label}: round ${r.round} (${r.phase}) started, ${r.layout.length} VMAs`);
   }
 
@@ -360,6 +383,7 @@ export class MigrationStream {
   private async roundEnd(e: RoundEnd): Promise<void> {
     this.requireRound('RoundEnd');
     if (e.round !== this.openRound) throw invalidArgument(`RoundEnd says round ${e.round}, but round ${this.openRound} is open`);
+    await this.lanesDelivered(e);
     // The store takes the wire's RoundEnd as it is (and checks the figures).
     const durable = await this.session!.endRound(e);
     this.lastRound = e.round;
@@ -375,6 +399,7 @@ export class MigrationStream {
       // The commit ends the open round (docs/design.md, Wire protocol): one durable write for both.
       this.requireRound('Commit with a final round');
       if (final.round !== this.openRound) throw invalidArgument(`Commit ends round ${final.round}, but round ${this.openRound} is open`);
+      await this.lanesDelivered(final);
     } else {
       if (this.state === 'in-round') throw failedPrecondition(`Commit while round ${this.openRound} is still open`);
       if (this.state === 'committed') throw failedPrecondition('Commit of a session already committed (send a VERIFY_FIX round first)');
@@ -429,6 +454,63 @@ export class MigrationStream {
     if (!this.handover) throw failedPrecondition('HandoverStart on a session that did not ask for a handover in its SessionStart');
     if (this.state !== 'committed') throw failedPrecondition('HandoverStart before the commit');
     await this.host.handovers.start(this.session!, (result) => this.reply({ handover: result }));
+  }
+
+  // ---------------------------------------------------------------- lanes
+
+  /** The round's batches on every lane are in the store (RoundEnd.lane_batches says how many). */
+  private async lanesDelivered(e: RoundEnd): Promise<void> {
+    try {
+      await this.lanes.ended(e.laneBatches);
+    } catch (err) {
+      if (err instanceof LanesClosed) throw err;
+      throw invalidArgument((err as Error).message);
+    }
+    await this.settleWrites();
+  }
+
+  /** This stream becomes lane `l.lane` of the session another stream holds. */
+  private async joinLane(l: LaneStart): Promise<void> {
+    const id = checkSessionId(l.sessionId);
+    const owner = this.host.holderOf(id);
+    if (!owner || owner.laneOf || !owner.session) throw failedPrecondition(`LaneStart: no stream of this receiver holds session ${id}`);
+    const why = owner.lanes.attach(l.lane, l.laneKey, this);
+    if (why) throw failedPrecondition(`LaneStart for session ${id}: ${why}`);
+    this.laneOf = { owner, lane: l.lane };
+    this.sessionId = id;
+    this.state = 'lane';
+    log.debug(`session ${id}: lane ${l.lane} joined from ${this.peer}`);
+    await this.reply({ laneAccepted: { lane: l.lane } });
+  }
+
+  /** A batch on this lane: into the control stream's page path once its round is open. */
+  private async lanePages(b: PageBatch): Promise<void> {
+    const { owner, lane } = this.laneOf!;
+    await owner.lanes.roundOpened();
+    try {
+      await owner.pages(b);
+    } catch (err) {
+      await owner.failWith(err); // a bad batch fails the session, whichever stream carried it
+      throw err;
+    }
+    owner.lanes.count(lane);
+  }
+
+  /** Lane `lane` broke: the session's link is broken as if this stream had (resumable). */
+  private laneLost(lane: number, reason: string): void {
+    if (this.closed || !this.resumable) return; // after the commit a lane has nothing left to carry
+    const why = `lane ${lane} lost: ${reason}`;
+    if (!this.call.cancelled && !this.call.writableEnded) this.call.emit('error', { code: grpc.status.UNAVAILABLE, details: why });
+    void this.broken(why);
+  }
+
+  /** LaneEnd: the control stream of this lane is over. */
+  ownerGone(why: string): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.queue.length = 0;
+    if (!this.call.cancelled && !this.call.writableEnded) this.call.emit('error', { code: grpc.status.ABORTED, details: `the session's stream ended: ${why}` });
+    void this.release();
   }
 
   private async report(r: Report): Promise<void> {
@@ -525,6 +607,13 @@ export class MigrationStream {
   private async release(): Promise<void> {
     if (this.released) return;
     this.released = true;
+    if (this.laneOf) {
+      this.laneOf.owner.lanes.detach(this.laneOf.lane, this);
+      this.host.streamDone(this);
+      this.markDone();
+      return;
+    }
+    this.lanes.close(`the stream of session ${this.sessionId || '?'} ended`);
     const session = this.session;
     this.session = null;
     // A process built for a handover that did not take it: a resume rebuilds it from the image.

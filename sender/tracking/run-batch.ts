@@ -95,15 +95,31 @@ export class RunBatcher {
   }
 }
 
-/** Cut runs (sorted) into RunBatches of at most maxPages pages, splitting long runs. */
-export function* runsToBatches(runs: ArrayLike<number>, maxPages: number, pageSize = 4096): Generator<RunBatch> {
+/**
+ * Cut runs (sorted) into RunBatches of at most maxPages pages, splitting long runs. With
+ * spanBytes, a batch also never holds pages of two different spanBytes-aligned spans (so that all
+ * of it goes on one lane: proto/lanes.ts).
+ */
+export function* runsToBatches(runs: ArrayLike<number>, maxPages: number, pageSize = 4096, spanBytes = 0): Generator<RunBatch> {
   let cur: number[] = [];
   let pages = 0;
+  let span = -1;
   for (let i = 0; i < runs.length; i += 2) {
     let start = runs[i];
     let left = runs[i + 1];
     while (left > 0) {
-      const take = Math.min(left, maxPages - pages);
+      let take = Math.min(left, maxPages - pages);
+      if (spanBytes > 0) {
+        const s = Math.floor(start / spanBytes);
+        if (pages > 0 && s !== span) {
+          yield { runs: Float64Array.from(cur), pages };
+          cur = [];
+          pages = 0;
+          take = Math.min(left, maxPages);
+        }
+        span = s;
+        take = Math.min(take, ((s + 1) * spanBytes - start) / pageSize);
+      }
       cur.push(start, take);
       pages += take;
       start += take * pageSize;
@@ -118,11 +134,12 @@ export function* runsToBatches(runs: ArrayLike<number>, maxPages: number, pageSi
   if (pages > 0) yield { runs: Float64Array.from(cur), pages };
 }
 
-/** Pieces of at most maxPages pages of one RunBatch, in order, each with its share of zero hints. */
-export function splitRunBatch(b: RunBatch, maxPages: number, pageSize: number): RunBatch[] {
-  if (b.pages <= maxPages) return [b];
+/** Pieces of at most maxPages pages of one RunBatch (and within one span, see runsToBatches), in
+ *  order, each with its share of zero hints. */
+export function splitRunBatch(b: RunBatch, maxPages: number, pageSize: number, spanBytes = 0): RunBatch[] {
+  if (b.pages <= maxPages && (spanBytes === 0 || withinSpan(b, pageSize, spanBytes))) return [b];
   const pieces: RunBatch[] = [];
-  for (const piece of runsToBatches(b.runs, maxPages, pageSize)) {
+  for (const piece of runsToBatches(b.runs, maxPages, pageSize, spanBytes)) {
     if (b.zeroHint) {
       const first = piece.runs[0];
       const last = piece.runs[piece.runs.length - 2] + piece.runs[piece.runs.length - 1] * pageSize;
@@ -139,4 +156,11 @@ export function splitRunBatch(b: RunBatch, maxPages: number, pageSize: number): 
     pieces.push(piece);
   }
   return pieces;
+}
+
+function withinSpan(b: RunBatch, pageSize: number, spanBytes: number): boolean {
+  const n = b.runs.length;
+  if (n === 0) return true;
+  const last = b.runs[n - 2] + b.runs[n - 1] * pageSize - 1;
+  return Math.floor(b.runs[0] / spanBytes) === Math.floor(last / spanBytes);
 }

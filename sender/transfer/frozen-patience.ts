@@ -39,6 +39,7 @@ export function patientWhileFrozen(inner: PageTransfer, frozen: () => boolean, m
   };
   return {
     description: inner.description,
+    lanes: inner.lanes,
     open: (start) => inner.open(start),
     reopen: (start, ms) => inner.reopen(start, ms),
     cut: (err) => inner.cut(err),

@@ -15,6 +15,7 @@ const log = logger('xfer-local');
 
 export class LocalTransfer implements PageTransfer {
   readonly description: string;
+  readonly lanes = 1;
   private store: ImageStore | null = null;
   private img: SessionWriter | null = null;
 

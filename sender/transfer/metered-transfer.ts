@@ -13,6 +13,7 @@ export function meteredTransfer(inner: PageTransfer, metrics: SenderMetrics): Pa
   let broken = false; // reopen attempts under way for a break already counted
   return {
     description: inner.description,
+    lanes: inner.lanes,
     async open(start: SessionStart) {
       const accepted = await inner.open(start);
       sessionId = start.sessionId;

@@ -24,6 +24,7 @@ import type {
   Commit,
   CommitResult,
   HandoverResult,
+  LaneStart,
   OutgoingSenderMessage,
   ReceiverMessage,
   Report,
@@ -161,6 +162,13 @@ export class MigrationLink {
   /** Open the stream and start (or resume) the session. */
   async start(start: Partial<SessionStart>): Promise<SessionAccepted> {
     if (this.call) throw new Error('MigrationLink.start called twice');
+    this.open();
+    await this.send({ start });
+    return (await this.next('accepted', this.opts.ackTimeoutMs, 'the session start')).accepted;
+  }
+
+  /** Open the Migrate stream (with the token) and route what comes back. */
+  private open(): void {
     const metadata = new grpc.Metadata();
     if (this.opts.security.token !== null) metadata.set(TOKEN_METADATA_KEY, bearer(this.opts.security.token));
     const call = this.client.Migrate(metadata, { deadline: Date.now() + this.opts.streamDeadlineMs }) as NonNullable<MigrationLink['call']>;
@@ -176,8 +184,6 @@ export class MigrationLink {
         resolve();
       });
     });
-    await this.send({ start });
-    return (await this.next('accepted', this.opts.ackTimeoutMs, 'the session start')).accepted;
   }
 
   /**
@@ -199,6 +205,14 @@ export class MigrationLink {
     });
     while (this.queuedBytes > this.opts.maxQueuedBytes && !this.failure) await this.awaitProgress();
     if (this.failure) throw this.failure;
+  }
+
+  /** Open the stream as lane `l.lane` of a session another link started (docs/design.md, Lanes). */
+  async startLane(l: LaneStart): Promise<void> {
+    if (this.call) throw new Error('MigrationLink.startLane on a started link');
+    this.open();
+    await this.send({ lane: l });
+    await this.next('laneAccepted', this.opts.ackTimeoutMs, `lane ${l.lane} of session ${l.sessionId}`);
   }
 
   /** Send the RoundEnd and wait until the receiver says the round is durable. */

@@ -7,8 +7,9 @@ import { formatHostPort, parseHostPort, type HostPort } from '../../common/cli';
 import { PLAINTEXT, type LinkSecurity } from '../../common/link-security';
 import type { PageTransfer } from './page-transfer';
 
-/** grpc: `security` is the link's TLS and token (plaintext as parsed; sender/cli.ts fills it in). */
-export type TransferTarget = { kind: 'grpc'; address: HostPort; security: LinkSecurity } | { kind: 'dir'; path: string };
+/** grpc: `security` is the link's TLS and token (plaintext as parsed; sender/cli.ts fills it in),
+ *  `streams` the streams per session (--streams). */
+export type TransferTarget = { kind: 'grpc'; address: HostPort; security: LinkSecurity; streams: number } | { kind: 'dir'; path: string };
 
 export function parseTransferTarget(value: string): TransferTarget {
   if (value.startsWith('dir:')) {
@@ -16,7 +17,7 @@ export function parseTransferTarget(value: string): TransferTarget {
     if (dir === '') throw new UserError('--to dir: needs a directory, e.g. --to dir:/var/lib/precopy');
     return { kind: 'dir', path: path.resolve(dir) };
   }
-  return { kind: 'grpc', address: parseHostPort(value, '--to'), security: PLAINTEXT };
+  return { kind: 'grpc', address: parseHostPort(value, '--to'), security: PLAINTEXT, streams: 1 };
 }
 
 export function describeTarget(t: TransferTarget): string {
@@ -30,5 +31,5 @@ export async function createTransfer(t: TransferTarget): Promise<PageTransfer> {
     return new LocalTransfer(t.path);
   }
   const { GrpcTransfer } = await import('./grpc-transfer');
-  return new GrpcTransfer(t.address, t.security);
+  return new GrpcTransfer(t.address, t.security, t.streams);
 }

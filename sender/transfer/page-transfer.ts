@@ -28,6 +28,8 @@ export interface CommitInfo {
 export interface PageTransfer {
   /** Where the pages go, for messages: "receiver at 10.0.0.2:7070", "image directory /x". */
   readonly description: string;
+  /** Streams the pages are spread over (proto/lanes.ts laneOf); 1 for an images directory. */
+  readonly lanes: number;
   /** Start the session (refused: UserError naming the reason). */
   open(start: SessionStart): Promise<SessionAccepted>;
   /** After a broken link: drop it WITHOUT giving the session up, connect again (waiting at most

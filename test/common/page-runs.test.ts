@@ -116,3 +116,29 @@ test('runsNotHeld: the pages of runs the receiver does not hold', (t) => {
   t.deepEqual(runsNotHeld(heldSet([]), [at(4), 2], P), [at(4), 2]);
   t.deepEqual(runsNotHeld(held, [at(2), 3, at(8), 1], P), []);
 });
+
+test('runsToBatches with a span: no batch holds pages of two spans; every page once, in order', (t) => {
+  const span = 16 * P;
+  const runs = [0, 40, 50 * P, 3, 62 * P, 5, 100 * P, 1];
+  const batches = [...runsToBatches(runs, 8, P, span)];
+  const pages: number[] = [];
+  for (const b of batches) {
+    t.true(b.pages <= 8);
+    const spans = new Set<number>();
+    for (let i = 0; i < b.runs.length; i += 2) for (let k = 0; k < b.runs[i + 1]; k++) spans.add(Math.floor((b.runs[i] + k * P) / span));
+    t.is(spans.size, 1, `batch ${JSON.stringify([...b.runs])} spans ${[...spans]}`);
+    for (let i = 0; i < b.runs.length; i += 2) for (let k = 0; k < b.runs[i + 1]; k++) pages.push(b.runs[i] + k * P);
+  }
+  const want: number[] = [];
+  for (let i = 0; i < runs.length; i += 2) for (let k = 0; k < runs[i + 1]; k++) want.push(runs[i] + k * P);
+  t.deepEqual(pages, want);
+  const piece = splitRunBatch({ runs: Float64Array.from([14 * P, 4]), pages: 4 }, 8, P, span);
+  t.deepEqual(
+    piece.map((b) => [...b.runs]),
+    [
+      [14 * P, 2],
+      [16 * P, 2],
+    ],
+    'a small batch across a span boundary is cut too',
+  );
+});

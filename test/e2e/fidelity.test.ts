@@ -273,3 +273,21 @@ test('a lost write is found by the verify pass, re-sent, and the image is right'
     killStopped(target.pid);
   }
 });
+
+test('--streams 3: pages spread over three streams of one session, writers and churn meanwhile; image equals memory', async (t) => {
+  await migrateWhile(
+    t,
+    'lanes',
+    { mib: 96, seed: 17 },
+    (tg) => tg.writers(4, 100_000_000),
+    async (tg, m) => {
+      await whileMigrating(m, 100, 10, async (i) => {
+        const addr = await tg.mmap(64 + i);
+        await tg.write(i % 32, 2);
+        if (i % 3 === 0) await tg.munmap(addr, 64 + i);
+      });
+    },
+    () => {},
+    ['--downtime-ms', '1', '--max-rounds', '6', '--streams', '3'],
+  );
+});

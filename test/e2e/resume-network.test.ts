@@ -29,6 +29,8 @@ interface Scenario {
   /** Act while the migration runs (`finished()`: the sender exited). */
   during?(pair: NetPair, receiver: ReceiverHandle, finished: () => boolean, t: ExecutionContext): Promise<void>;
   minReconnects: number;
+  /** More sender flags. */
+  senderArgs?: string[];
 }
 
 async function migrateOver(t: ExecutionContext, s: Scenario): Promise<void> {
@@ -61,6 +63,7 @@ async function migrateOver(t: ExecutionContext, s: Scenario): Promise<void> {
         '3',
         '--reconnect-timeout',
         '60',
+        ...(s.senderArgs ?? []),
       ],
       { spawner: (cmd, args) => pair.spawn('a', cmd, args, { env: { ...env, PRECOPY_LOG: 'info' } }) },
     );
@@ -85,10 +88,12 @@ async function cutFor(pair: NetPair, ms: number, t: ExecutionContext, when: stri
   await pair.restore();
 }
 
-test.serial('link cut for 4 s during pre-copy and during stop-and-copy: resumed, image correct', async (t) => {
+test.serial('link cut for 4 s during pre-copy and during stop-and-copy, over 2 streams: resumed, image correct', async (t) => {
   await migrateOver(t, {
     subnet: '10.77.61.0',
     name: 'cut',
+    // Two streams: a cut breaks both; the resume reconnects the control stream and its lane.
+    senderArgs: ['--streams', '2'],
     // Slow enough that a stop-and-copy round lasts long enough to be cut at its start.
     setup: (pair) => pair.limitRate('a', SLOW.rate, SLOW.burst),
     async during(pair, receiver, finished) {

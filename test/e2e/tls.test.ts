@@ -184,6 +184,8 @@ test.serial('token: missing or wrong token refused UNAUTHENTICATED, the right on
     async (r, images) => {
       await migrateRefused(t, r, images, ['--tls-ca', pki.ca, ...clientCert()], /wrong or missing token \(UNAUTHENTICATED/);
       await migrateOk(t, r, images, ['--tls-ca', pki.ca, ...clientCert(), '--token-file', tokens.right]);
+      // Lanes are Migrate streams of their own: each carries the client certificate and the token.
+      await migrateOk(t, r, images, ['--tls-ca', pki.ca, ...clientCert(), '--token-file', tokens.right, '--streams', '3']);
     },
   );
 });

@@ -27,6 +27,7 @@ function scripted(answers: (SessionAccepted | Error)[]): PageTransfer & { calls:
   const t = {
     calls: 0,
     description: 'receiver at test:1',
+    lanes: 1,
     reopen(start: SessionStart): Promise<SessionAccepted> {
       const a = answers[Math.min(t.calls++, answers.length - 1)];
       if (a instanceof Error) return Promise.reject(a);

@@ -247,7 +247,7 @@ function mutateValue(r: Rng, m: OutgoingSenderMessage, layout: Vma[]): OutgoingS
     return { roundStart: { ...m.roundStart, layout: lay } };
   }
   if ('roundEnd' in m) {
-    const f = { ...m.roundEnd } as Record<string, number>;
+    const f = { ...m.roundEnd } as unknown as Record<string, number>;
     f[r.pick(Object.keys(f))] = r.pick([NaN, Infinity, -1, 2 ** 60, 7]);
     return { roundEnd: f as never };
   }
