@@ -10,7 +10,7 @@
 // Writes bench/results.json, table.txt and chart.svg; prints the table. How to read it:
 // bench/README.md.
 //
-//   node dist/bench/run.js [--only throughput,scan,downtime,alternatives,restore,handover] [--runs N] [--configs 1,5] [--node-flags F] [--out DIR]
+//   node dist/bench/run.js [--only throughput,scan,downtime,alternatives,restore,handover] [--runs N] [--configs 1,7] [--node-flags F] [--out DIR]
 
 import { mkdirSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';

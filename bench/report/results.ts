@@ -79,7 +79,7 @@ export function alternativesResult(tools: ToolFigure[], downtime: DowntimeResult
   return { tools, ratios };
 }
 
-const isDefaultPath = (t: ThroughputResult) => t.config.fill === 'random' && t.config.compress === 'lz4' && t.config.transfer === 'grpc';
+const isDefaultPath = (t: ThroughputResult) => t.config.fill === 'random' && t.config.compress === 'lz4' && t.config.transfer === 'grpc' && !t.config.streams;
 
 /** Section 5 comes from section 1's runs (every config; the goal is judged on random, lz4, gRPC). */
 export function resourcesOf(throughput: ThroughputResult[] | undefined): Resources[] {

@@ -19,10 +19,14 @@ export interface ThroughputConfig {
   compress: 'lz4' | 'none';
   /** grpc: sender → gRPC on loopback → receiver; dir: sender → images directory (no network). */
   transfer: 'grpc' | 'dir';
+  /** grpc: streams per session (sender --streams; default 1). */
+  streams?: number;
 }
 
 export const THROUGHPUT_CONFIGS: ThroughputConfig[] = [
   { name: '1 GiB random, lz4', mib: 1024, fill: 'random', compress: 'lz4', transfer: 'grpc' },
+  { name: '1 GiB random, lz4, 2 streams', mib: 1024, fill: 'random', compress: 'lz4', transfer: 'grpc', streams: 2 },
+  { name: '1 GiB random, lz4, 4 streams', mib: 1024, fill: 'random', compress: 'lz4', transfer: 'grpc', streams: 4 },
   { name: '1 GiB random, no compression', mib: 1024, fill: 'random', compress: 'none', transfer: 'grpc' },
   { name: '1 GiB random, lz4, dir: (no network)', mib: 1024, fill: 'random', compress: 'lz4', transfer: 'dir' },
   { name: '1 GiB text, lz4', mib: 1024, fill: 'text', compress: 'lz4', transfer: 'grpc' },
@@ -97,7 +101,7 @@ export async function runThroughput(ctx: BenchContext, configs = THROUGHPUT_CONF
           const d = await diskWrite(ctx.bins['disk-write'], receiver.images, target.pages * 4096);
           disk.push(d.bytes / d.seconds / 1e9);
           for (const c of group) {
-            const flags = ['--no-verify', '--compress', c.compress];
+            const flags = ['--no-verify', '--compress', c.compress, ...(c.streams ? ['--streams', String(c.streams)] : [])];
             const m = await migrateOnce({ pid: target.pid, to: c.transfer === 'dir' ? { dir: localImages } : receiver, flags });
             per.get(c)!.push(m);
             ctx.progress(
