@@ -49,6 +49,9 @@ export interface PageBatch {
   /** (pages - zero pages) * page size. */
   rawLength: number;
   payload: Buffer;
+  /** Not on the wire: bytes just before `payload`, in the same memory, that the sender's encoder
+   *  may overwrite with the message header instead of copying the payload (page-codec.ts). */
+  payloadHeadroom?: number;
 }
 
 export interface Discard {

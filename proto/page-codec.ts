@@ -123,9 +123,24 @@ function checkedRunValue(v: number): number {
   return v;
 }
 
-/** Serialized SenderMessage{pages: batch}: one allocation (by `alloc`, which must return at least
- *  `size` bytes), the payload copied once. */
-export function encodePagesMessage(batch: PageBatch, alloc: (size: number) => Buffer = Buffer.allocUnsafe): Buffer {
+/** Bytes a caller should leave free before a payload for encodePagesMessageBefore: the header of
+ *  a batch of up to 1024 runs (20 bytes of varints each at most) and its zero map. */
+export const PAGES_HEADER_ROOM = 24 << 10;
+
+interface PagesHeader {
+  runsLen: number;
+  zeroMap: Buffer;
+  payload: Buffer;
+  encoding: number;
+  rawLength: number;
+  /** Length of the PageBatch inside the SenderMessage. */
+  inner: number;
+  /** Bytes of the message before the payload's bytes. */
+  headerLength: number;
+  size: number;
+}
+
+function pagesHeader(batch: PageBatch): PagesHeader {
   const runs = batch.runs;
   let runsLen = 0;
   for (let i = 0; i < runs.length; i++) runsLen += varintLength(checkedRunValue(runs[i]));
@@ -137,44 +152,71 @@ export function encodePagesMessage(batch: PageBatch, alloc: (size: number) => Bu
   if (!Number.isInteger(rawLength) || rawLength < 0 || rawLength > 0xffffffff) {
     throw new RangeError(`PageBatch.rawLength ${rawLength} is not a uint32`);
   }
-
   let inner = 0;
   if (runs.length) inner += 1 + varintLength(runsLen) + runsLen;
   if (zeroMap.length) inner += 1 + varintLength(zeroMap.length) + zeroMap.length;
   if (encoding) inner += 1 + varintLength(encoding);
   if (rawLength) inner += 1 + varintLength(rawLength);
   if (payload.length) inner += 1 + varintLength(payload.length) + payload.length;
-
   const size = 1 + varintLength(inner) + inner;
-  const out = alloc(size).subarray(0, size);
+  return { runsLen, zeroMap, payload, encoding, rawLength, inner, headerLength: size - payload.length, size };
+}
+
+/** Write the message's bytes before the payload into out[0, h.headerLength). */
+function writeHeader(out: Buffer, batch: PageBatch, h: PagesHeader): number {
+  const runs = batch.runs;
   let pos = 0;
   out[pos++] = TAG_SENDER_PAGES;
-  pos = writeVarint(out, pos, inner);
+  pos = writeVarint(out, pos, h.inner);
   if (runs.length) {
     out[pos++] = TAG_RUNS;
-    pos = writeVarint(out, pos, runsLen);
+    pos = writeVarint(out, pos, h.runsLen);
     for (let i = 0; i < runs.length; i++) pos = writeVarint(out, pos, runs[i]);
   }
-  if (zeroMap.length) {
+  if (h.zeroMap.length) {
     out[pos++] = TAG_ZERO_MAP;
-    pos = writeVarint(out, pos, zeroMap.length);
-    out.set(zeroMap, pos);
-    pos += zeroMap.length;
+    pos = writeVarint(out, pos, h.zeroMap.length);
+    out.set(h.zeroMap, pos);
+    pos += h.zeroMap.length;
   }
-  if (encoding) {
+  if (h.encoding) {
     out[pos++] = TAG_ENCODING;
-    pos = writeVarint(out, pos, encoding);
+    pos = writeVarint(out, pos, h.encoding);
   }
-  if (rawLength) {
+  if (h.rawLength) {
     out[pos++] = TAG_RAW_LENGTH;
-    pos = writeVarint(out, pos, rawLength);
+    pos = writeVarint(out, pos, h.rawLength);
   }
-  if (payload.length) {
+  if (h.payload.length) {
     out[pos++] = TAG_PAYLOAD;
-    pos = writeVarint(out, pos, payload.length);
-    out.set(payload, pos);
-    pos += payload.length;
+    pos = writeVarint(out, pos, h.payload.length);
   }
+  return pos;
+}
+
+/** Serialized SenderMessage{pages: batch}: one allocation (by `alloc`, which must return at least
+ *  `size` bytes), the payload copied once. */
+export function encodePagesMessage(batch: PageBatch, alloc: (size: number) => Buffer = Buffer.allocUnsafe): Buffer {
+  const h = pagesHeader(batch);
+  const out = alloc(h.size).subarray(0, h.size);
+  const pos = writeHeader(out, batch, h);
+  out.set(h.payload, pos);
+  return out;
+}
+
+/**
+ * The same message with no copy of the payload: its header is written into the
+ * `batch.payloadHeadroom` bytes just before the payload (same memory), and the message is a view
+ * ending with the payload. Null when the header does not fit there (use encodePagesMessage).
+ */
+export function encodePagesMessageBefore(batch: PageBatch): Buffer | null {
+  const room = batch.payloadHeadroom ?? 0;
+  const payload = batch.payload;
+  if (room <= 0 || !payload || payload.length === 0 || payload.byteOffset < room) return null;
+  const h = pagesHeader(batch);
+  if (h.headerLength > room) return null;
+  const out = Buffer.from(payload.buffer, payload.byteOffset - h.headerLength, h.size);
+  writeHeader(out, batch, h);
   return out;
 }
 

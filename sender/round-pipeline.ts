@@ -66,7 +66,15 @@ export async function runPipeline(
 
   const send = (b: StagedBatch): Promise<void> => {
     totals.batches++;
-    const p = transfer.sendBatch({ runs: b.runs, zeroMap: b.zeroMap ?? EMPTY, encoding: b.encoding, rawLength: b.rawLength, payload: b.payload }).then(() => {
+    const batch = {
+      runs: b.runs,
+      zeroMap: b.zeroMap ?? EMPTY,
+      encoding: b.encoding,
+      rawLength: b.rawLength,
+      payload: b.payload,
+      payloadHeadroom: b.payloadHeadroom,
+    };
+    const p = transfer.sendBatch(batch).then(() => {
       // Accepted: the transfer no longer reads the payload (grpc: serialized; local: written),
       // so its ring slot may take the next batch. A rejected batch keeps its slot (left to the
       // GC): a failed transfer might still hold the payload.

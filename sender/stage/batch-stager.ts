@@ -20,6 +20,7 @@ import { performance } from 'node:perf_hooks';
 import { logger } from '../../common/log';
 import { zeroPageHash } from '../../common/image-digest';
 import { StageFlag, stagePages } from '../../native';
+import { PAGES_HEADER_ROOM } from '../../proto/page-codec';
 import { appendPage, sumPages } from '../../common/page-runs';
 import type { RunBatch } from '../tracking/run-batch';
 import { ProcMem } from './proc-mem';
@@ -55,6 +56,8 @@ export interface StagedBatch {
   rawLength: number;
   /** A view into the batch's ring slot: valid until release(). */
   payload: Buffer;
+  /** Free bytes before payload, in the slot, that the link may write the message header into. */
+  payloadHeadroom: number;
   /** Hand the payload's buffers back for reuse, once nothing reads them (after the batch was
    *  sent). Idempotent; a batch never released just leaves its buffers to the GC. */
   release(): void;
@@ -118,7 +121,7 @@ export class BatchStager {
       throw new RangeError(`maxBatchBytes must be a positive multiple of the page size, got ${opts.maxBatchBytes}`);
     }
     this.maxPages = opts.maxBatchBytes / pageSize;
-    this.ring = new PayloadRing(opts.maxBatchBytes, opts.payloadSlots ?? PAYLOAD_SLOTS, pageSize);
+    this.ring = new PayloadRing(opts.maxBatchBytes, opts.payloadSlots ?? PAYLOAD_SLOTS, pageSize, PAGES_HEADER_ROOM);
     this.outHashes = new BigUint64Array(this.maxPages);
     this.zeroBits = new Uint8Array(Math.ceil(this.maxPages / 8));
     this.zeroHash = zeroPageHash(pageSize);
@@ -168,7 +171,7 @@ export class BatchStager {
       ranges[k++] = segs[s];
       ranges[k++] = segs[s + 1] * ps;
     }
-    const lz4Out = this.opts.compress === 'lz4' ? (slot.lz4 ??= Buffer.allocUnsafe(this.ring.slotBytes)) : null;
+    const lz4Out = this.opts.compress === 'lz4' ? this.ring.lz4Of(slot) : null;
     const t0 = performance.now();
     const out = await stagePages({ pid: this.pid, memFd: this.mem.fd(), ranges, buf: slot.read, lz4Out, pageSize: ps, hashes: slot.hashes, flags: slot.flags });
     this.stats.readSeconds += (performance.now() - t0) / 1000;
@@ -243,7 +246,7 @@ export class BatchStager {
       log.debug(`${n} pages could not be read (unmapped meanwhile): dropped from the batch`);
     }
     const release = (): void => this.ring.release(slot);
-    return { runs, zeroMap, encoding, rawLength, payload, release, pages, zeroPages, unreadable };
+    return { runs, zeroMap, encoding, rawLength, payload, payloadHeadroom: this.ring.headroom, release, pages, zeroPages, unreadable };
   }
 }
 

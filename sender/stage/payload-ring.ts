@@ -10,9 +10,11 @@
 // correct); release() keeps at most `capacity` free slots and lets the extra ones go.
 
 export interface PayloadSlot {
-  /** Pages are read here, then compacted in place: a RAW payload is a view of it. */
+  /** Pages are read here, then compacted in place: a RAW payload is a view of it. Preceded by
+   *  `headroom` bytes of the same memory, for the message header (proto/page-codec.ts). */
   readonly read: Buffer;
-  /** lz4 output, made the first time a batch of this slot is compressed. */
+  /** lz4 output (also after `headroom` bytes), made the first time a batch of this slot is
+   *  compressed: use lz4Of(). */
   lz4: Buffer | null;
   /** Per page read: its hash and its StageFlag (native stagePages fills them). */
   readonly hashes: BigUint64Array;
@@ -36,6 +38,8 @@ export class PayloadRing {
     readonly capacity: number,
     /** Slots hold one hash and one flag per page of this size (default 4096). */
     readonly pageSize = 4096,
+    /** Free bytes kept before each payload buffer (the sender's message header goes there). */
+    readonly headroom = 0,
   ) {
     if (!Number.isInteger(capacity) || capacity < 1) throw new RangeError(`ring capacity must be a positive integer, got ${capacity}`);
   }
@@ -44,12 +48,22 @@ export class PayloadRing {
     let slot = this.free.pop();
     if (!slot) {
       const pages = Math.ceil(this.slotBytes / this.pageSize);
-      slot = { read: Buffer.allocUnsafe(this.slotBytes), lz4: null, hashes: new BigUint64Array(pages), flags: new Uint8Array(pages) };
+      slot = { read: this.area(), lz4: null, hashes: new BigUint64Array(pages), flags: new Uint8Array(pages) };
       this.stats.slotsMade++;
     }
     this.held.add(slot);
     this.handedOut++;
     return slot;
+  }
+
+  /** The slot's lz4 output buffer, made on first use. */
+  lz4Of(slot: PayloadSlot): Buffer {
+    return (slot.lz4 ??= this.area());
+  }
+
+  /** slotBytes of fresh memory after `headroom` free bytes. */
+  private area(): Buffer {
+    return Buffer.allocUnsafeSlow(this.headroom + this.slotBytes).subarray(this.headroom);
   }
 
   /** Give the slot back; a second release of the same slot is a no-op. */

@@ -37,7 +37,7 @@ import { migrationClientConstructor, serializeSenderMessage, type LinkCodec } fr
 import { PLAINTEXT, TOKEN_METADATA_KEY, bearer, type LinkSecurity } from '../../common/link-security';
 import { tlsProblem } from './tls-probe';
 import { MessageBuffers } from './message-buffers';
-import { encodePagesMessage } from '../../proto/page-codec';
+import { encodePagesMessage, encodePagesMessageBefore } from '../../proto/page-codec';
 
 const log = logger('link');
 
@@ -194,16 +194,22 @@ export class MigrationLink {
     if (this.failure) throw this.failure;
     const call = this.call;
     if (!call) throw new Error('MigrationLink.send before start');
-    const pooled = this.opts.codec === 'fast' && 'pages' in m;
-    const bytes = pooled ? encodePagesMessage(m.pages, this.pageBuffers.take) : serializeSenderMessage(m, this.opts.codec);
+    const fast = this.opts.codec === 'fast' && 'pages' in m;
+    // A page batch whose payload has room before it is framed there, with no copy; the caller's
+    // buffer is then read until the write completes, so send() waits for that (docs/design.md, Page path).
+    const inPlace = fast ? encodePagesMessageBefore(m.pages) : null;
+    const pooled = fast && !inPlace;
+    const bytes = inPlace ?? (pooled ? encodePagesMessage(m.pages, this.pageBuffers.take) : serializeSenderMessage(m, this.opts.codec));
+    let written = false;
     this.queuedBytes += bytes.length;
     call.write(bytes, () => {
       // Framed and handed to HTTP/2 (or dropped with the stream): the bytes are free again.
       if (pooled) this.pageBuffers.give(bytes);
+      written = true;
       this.queuedBytes -= bytes.length;
       for (const wake of this.progress) wake();
     });
-    while (this.queuedBytes > this.opts.maxQueuedBytes && !this.failure) await this.awaitProgress();
+    while ((this.queuedBytes > this.opts.maxQueuedBytes || (inPlace && !written)) && !this.failure) await this.awaitProgress();
     if (this.failure) throw this.failure;
   }
 

@@ -4,7 +4,7 @@
 
 import test from 'ava';
 import type { PageBatch } from '../../proto/messages';
-import { decodePagesMessage, encodePagesMessage } from '../../proto/page-codec';
+import { PAGES_HEADER_ROOM, decodePagesMessage, encodePagesMessage, encodePagesMessageBefore } from '../../proto/page-codec';
 import { migrationDefinition } from '../../proto/service';
 
 const proto = migrationDefinition('proto-loader').Migrate;
@@ -32,6 +32,21 @@ for (const [name, batch] of Object.entries(BATCHES)) {
     t.deepEqual(decodePagesMessage(mine), { msg: 'pages', pages: batch });
     t.deepEqual(decodePagesMessage(theirs), { msg: 'pages', pages: batch });
     t.deepEqual({ ...proto.requestDeserialize(mine) }, { msg: 'pages', pages: batch });
+  });
+
+  test(`codec: ${name}: framed in the payload's headroom, the same bytes as a copy`, (t) => {
+    const area = Buffer.alloc(PAGES_HEADER_ROOM + batch.payload.length, 0xee);
+    const payload = area.subarray(PAGES_HEADER_ROOM);
+    batch.payload.copy(payload);
+    const inPlace = encodePagesMessageBefore({ ...batch, payload, payloadHeadroom: PAGES_HEADER_ROOM });
+    if (batch.payload.length === 0) {
+      t.is(inPlace, null, 'no payload: nothing to save');
+      return;
+    }
+    t.true(inPlace!.equals(encodePagesMessage(batch)));
+    t.is(inPlace!.buffer, area.buffer, 'a view of the caller memory, not a copy');
+    t.is(encodePagesMessageBefore({ ...batch, payload, payloadHeadroom: 2 }), null, 'too little room: the caller copies');
+    t.is(encodePagesMessageBefore({ ...batch, payload: batch.payload }), null, 'no headroom declared');
   });
 }
 
