@@ -4,6 +4,7 @@
 // Parses and checks flags, then hands over to migrate.ts; user mistakes end with one line on
 // stderr and a non-zero exit, never a stack trace.
 
+import { ON_NO_CONVERGENCE } from './convergence';
 import { MAX_LANES } from '../proto/lanes';
 import * as os from 'node:os';
 import { UserError, runMain } from '../common/errors';
@@ -34,7 +35,12 @@ options:
   --streams N             gRPC streams (connections) per session, 1-16: pages are spread over
                           them by address (default 1; more helps when one stream, not the CPU,
                           is the limit: a long fat link)
-  --auto-converge         throttle a target that dirties memory faster than the link sends it
+  --on-no-convergence throttle|abort|freeze
+                          when the target dirties memory too fast for --downtime-ms: throttle
+                          it (freeze it a growing share of each 100 ms) until it converges;
+                          abort: give up, the target runs on untouched, exit 3; freeze: freeze
+                          it anyway for as long as the rest takes (default throttle)
+  --auto-converge         the same as --on-no-convergence throttle (the default)
   --after resume|stop|kill  what to do with the target once the image is committed
                           (default resume: it keeps running)
   --verify / --no-verify  compare the frozen target's memory with the image (default --verify)
@@ -83,6 +89,7 @@ const OPTIONS = {
   streams: { type: 'string' },
   compress: { type: 'string' },
   'auto-converge': { type: 'boolean' },
+  'on-no-convergence': { type: 'string' },
   after: { type: 'string' },
   verify: { type: 'boolean' },
   'no-verify': { type: 'boolean' },
@@ -130,7 +137,7 @@ export function parseMigrateArgs(argv: string[]): ParsedMigrate | 'help' {
     maxRounds: parseIntFlag(v['max-rounds'], '--max-rounds', 30, 1, 10_000),
     maxPages: parseIntFlag(v['max-pages'], '--max-pages', 4096, 1, 262_144),
     compress: parseEnumFlag(v.compress, '--compress', 'lz4', ['lz4', 'none'] as const),
-    autoConverge: v['auto-converge'] ?? false,
+    ...convergencePolicy(v['on-no-convergence'], v['auto-converge']),
     after: parseEnumFlag(v.after, '--after', 'resume', ['resume', 'stop', 'kill'] as const),
     verify: !v['no-verify'],
     restorable: v.restorable || v.handover ? { dropConnections: v['drop-connections'] ?? false } : null,
@@ -175,3 +182,10 @@ async function main(argv: string[]): Promise<number> {
 }
 
 if (require.main === module) runMain('sender', () => main(process.argv.slice(2)));
+
+/** --on-no-convergence (and the older --auto-converge, now its default): the convergence options. */
+function convergencePolicy(value: string | undefined, autoConverge: boolean | undefined): { autoConverge: boolean; abortIfUnmet: boolean } {
+  const policy = parseEnumFlag(value, '--on-no-convergence', 'throttle', ON_NO_CONVERGENCE);
+  if (autoConverge && policy !== 'throttle') throw new UserError(`--auto-converge throttles the target; it contradicts --on-no-convergence ${policy}`);
+  return { autoConverge: policy === 'throttle', abortIfUnmet: policy === 'abort' };
+}

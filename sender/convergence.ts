@@ -25,12 +25,21 @@ export interface RoundMeasure {
   throttlePercent: number;
 }
 
+/** What to do when the downtime target cannot be met (--on-no-convergence; docs/design.md,
+ *  Convergence): throttle the target until it can (then freeze), give up with the target
+ *  running, or freeze anyway for as long as copying what is left takes. */
+export const ON_NO_CONVERGENCE = ['throttle', 'abort', 'freeze'] as const;
+export type OnNoConvergence = (typeof ON_NO_CONVERGENCE)[number];
+
 export interface ConvergenceOptions {
   /** --downtime-ms / 1000. */
   downtimeSeconds: number;
   /** --max-rounds: pre-copy rounds (round 0 included) before stop-and-copy at the latest. */
   maxRounds: number;
+  /** Throttle a target that outpaces the link (--on-no-convergence throttle, the default). */
   autoConverge: boolean;
+  /** Give up instead of freezing when a stop is not for the downtime (--on-no-convergence abort). */
+  abortIfUnmet?: boolean;
 }
 
 export type StopReason = 'downtime' | 'no-progress' | 'max-rounds';
@@ -46,6 +55,8 @@ export interface Decision {
   dirtyRateBytesPerSecond: number;
   /** Throttle to apply during the next round (auto-converge), 0 when off. */
   nextThrottlePercent: number;
+  /** With stop: give the migration up instead of freezing (the target cannot meet the target). */
+  abort?: boolean;
 }
 
 // Bandwidth is averaged over this many recent rounds (bytes-weighted): one round is noisy, and
@@ -136,12 +147,19 @@ export function decide(history: readonly RoundMeasure[], opts: ConvergenceOption
   // With auto-converge the throttle is the answer to a dirty set that does not shrink: give it
   // every step up to the maximum before declaring there is no progress.
   const throttleSpent = !opts.autoConverge || last.throttlePercent >= THROTTLE_MAX;
+  const giveUp = opts.abortIfUnmet ? { abort: true } : {};
   if (throttleSpent && noProgress(history)) {
     const why = `dirty set did not shrink over the last two rounds (expected downtime ${ms(expected)}, target ${target})`;
-    return { ...base, stop: true, reason: 'no-progress', why };
+    return { ...base, ...giveUp, stop: true, reason: 'no-progress', why };
   }
   if (history.length >= opts.maxRounds) {
-    return { ...base, stop: true, reason: 'max-rounds', why: `reached --max-rounds ${opts.maxRounds} (expected downtime ${ms(expected)}, target ${target})` };
+    return {
+      ...base,
+      ...giveUp,
+      stop: true,
+      reason: 'max-rounds',
+      why: `reached --max-rounds ${opts.maxRounds} (expected downtime ${ms(expected)}, target ${target})`,
+    };
   }
   const why = `expected downtime ${ms(expected)} is over the target ${target}` + (throttle > 0 ? `; throttling the target ${throttle}%` : '');
   return { ...base, stop: false, why };

@@ -52,6 +52,8 @@ import { resolveCommand, runHandover } from './handover/run-handover';
 import { targetUid } from './handover/target-uid';
 import { SILENT_REPORTER, type MigrationReporter } from './report/reporter';
 
+/** Exit status of a migration given up under --on-no-convergence abort. */
+export const EXIT_NO_CONVERGENCE = 3;
 const log = logger('migrate');
 
 export interface MigrateOptions {
@@ -65,6 +67,8 @@ export interface MigrateOptions {
   maxPages: number;
   compress: 'lz4' | 'none';
   autoConverge: boolean;
+  /** --on-no-convergence abort: give up rather than freeze past the downtime target. */
+  abortIfUnmet?: boolean;
   after: 'resume' | 'stop' | 'kill';
   verify: boolean;
   /** --restorable: refuse what a restore cannot recreate before touching the target, and
@@ -148,7 +152,7 @@ class Migration {
 
   constructor(private readonly opts: MigrateOptions) {
     this.reporter = opts.reporter ?? SILENT_REPORTER;
-    this.conv = { downtimeSeconds: opts.downtimeMs / 1000, maxRounds: opts.maxRounds, autoConverge: opts.autoConverge };
+    this.conv = { downtimeSeconds: opts.downtimeMs / 1000, maxRounds: opts.maxRounds, autoConverge: opts.autoConverge, abortIfUnmet: opts.abortIfUnmet };
     if (opts.signal) {
       const outer = opts.signal;
       if (outer.aborted) this.abortCtl.abort(outer.reason);
@@ -291,6 +295,14 @@ class Migration {
     const decision = decide(this.history.slice(this.epoch), this.conv);
     this.record(this.figures(r, 'PRECOPY', totals, m.durationSeconds, decision, throttle, vmaChange));
     log.debug(`round ${r}: ${decision.why}`);
+    if (decision.abort) {
+      // Never frozen: the fail step (7.) untracks the target and aborts the session.
+      throw new UserError(
+        `gave up after ${r + 1} rounds without freezing the target (--on-no-convergence abort): ${decision.why}; ` +
+          `the target runs on, untouched (nothing committed)`,
+        EXIT_NO_CONVERGENCE,
+      );
+    }
     if (this.throttle!.failure) throw this.throttle!.failure;
     if (!decision.stop) this.throttle!.set(decision.nextThrottlePercent);
     this.round++;

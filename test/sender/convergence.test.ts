@@ -135,3 +135,18 @@ test('the dirty rate is measured over the interval the pages were written in', (
 test('decide refuses an empty history', (t) => {
   t.throws(() => decide([], opts), { instanceOf: RangeError });
 });
+
+test('--on-no-convergence abort: a stop for no progress or max-rounds gives up; a stop for the downtime does not', (t) => {
+  const abort = { ...opts, abortIfUnmet: true };
+  const stuck = decide(rounds([64, 60, 63, 64], 10), abort);
+  t.true(stuck.stop && stuck.abort === true);
+  t.is(stuck.reason, 'no-progress');
+  const capped = decide(rounds([512, 300, 200], 100), { ...abort, maxRounds: 3 });
+  t.true(capped.stop && capped.abort === true);
+  t.is(capped.reason, 'max-rounds');
+  const met = decide(rounds([512, 1]), abort);
+  t.true(met.stop);
+  t.is(met.reason, 'downtime');
+  t.falsy(met.abort);
+  t.falsy(decide(rounds([64, 60, 63, 64], 10), opts).abort, 'freeze: never gives up');
+});
