@@ -114,8 +114,8 @@ export function cpuPerGiB(resources: Resources[] | undefined): CpuPerGiB | null 
   const row = (gib: number) => resources?.find((x) => x.default && x.gib === gib);
   const [one, four] = [row(1), row(4)];
   if (!one) return null;
-  const fields = ['senderCpuSeconds', 'receiverCpuSeconds', 'cReaderCpuSeconds', 'cWriterCpuSeconds'] as const;
-  const per = (k: (typeof fields)[number]) => (four ? (four[k].median - one[k].median) / 3 : one[k].median);
+  type Field = 'senderCpuSeconds' | 'receiverCpuSeconds' | 'cReaderCpuSeconds' | 'cWriterCpuSeconds';
+  const per = (k: Field) => (four ? (four[k].median - one[k].median) / 3 : one[k].median);
   return {
     basis: four ? '1 and 4 GiB random, lz4: (4 GiB - 1 GiB) / 3' : '1 GiB random, lz4, whole migration',
     sender: per('senderCpuSeconds'),
