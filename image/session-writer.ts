@@ -1,3 +1,5 @@
+// (Over 400 lines on purpose: every change a writer makes — rounds, page batches, the commit,
+// failing — in one class next to the checks it makes; the durable order is commit-protocol.ts.)
 // A session being received: the one handle that may change it (ImageStore.create and resume take
 // the session lock for it, close releases it). To what SessionReader reads it adds the rounds —
 // begin, page batches, discards, end — the commit, and failing or aborting the session. Page

@@ -39,7 +39,8 @@ options:
                           when the target dirties memory too fast for --downtime-ms: throttle
                           it (freeze it a growing share of each 100 ms) until it converges;
                           abort: give up, the target runs on untouched, exit 3; freeze: freeze
-                          it anyway for as long as the rest takes (default throttle)
+                          it anyway for as long as the rest takes (default throttle; freeze
+                          with --restorable or --handover)
   --auto-converge         the same as --on-no-convergence throttle (the default)
   --after resume|stop|kill  what to do with the target once the image is committed
                           (default resume: it keeps running)
@@ -137,7 +138,7 @@ export function parseMigrateArgs(argv: string[]): ParsedMigrate | 'help' {
     maxRounds: parseIntFlag(v['max-rounds'], '--max-rounds', 30, 1, 10_000),
     maxPages: parseIntFlag(v['max-pages'], '--max-pages', 4096, 1, 262_144),
     compress: parseEnumFlag(v.compress, '--compress', 'lz4', ['lz4', 'none'] as const),
-    ...convergencePolicy(v['on-no-convergence'], v['auto-converge']),
+    ...convergencePolicy(v['on-no-convergence'], v['auto-converge'], !!(v.restorable || v.handover)),
     after: parseEnumFlag(v.after, '--after', 'resume', ['resume', 'stop', 'kill'] as const),
     verify: !v['no-verify'],
     restorable: v.restorable || v.handover ? { dropConnections: v['drop-connections'] ?? false } : null,
@@ -183,9 +184,18 @@ async function main(argv: string[]): Promise<number> {
 
 if (require.main === module) runMain('sender', () => main(process.argv.slice(2)));
 
-/** --on-no-convergence (and the older --auto-converge, now its default): the convergence options. */
-function convergencePolicy(value: string | undefined, autoConverge: boolean | undefined): { autoConverge: boolean; abortIfUnmet: boolean } {
-  const policy = parseEnumFlag(value, '--on-no-convergence', 'throttle', ON_NO_CONVERGENCE);
+/**
+ * --on-no-convergence (and the older --auto-converge, the same as throttle): the convergence
+ * options. The default is throttle, but freeze for an image that is to be restored (--restorable,
+ * --handover): each throttle freeze leaves a sleeping thread inside restart_syscall for the rest of
+ * its sleep, and a restore can only resume that as EINTR (docs/design.md, Convergence).
+ */
+function convergencePolicy(
+  value: string | undefined,
+  autoConverge: boolean | undefined,
+  restorable: boolean,
+): { autoConverge: boolean; abortIfUnmet: boolean } {
+  const policy = parseEnumFlag(value, '--on-no-convergence', autoConverge || !restorable ? 'throttle' : 'freeze', ON_NO_CONVERGENCE);
   if (autoConverge && policy !== 'throttle') throw new UserError(`--auto-converge throttles the target; it contradicts --on-no-convergence ${policy}`);
   return { autoConverge: policy === 'throttle', abortIfUnmet: policy === 'abort' };
 }

@@ -396,9 +396,7 @@ class Migration {
     const populated = await collectRuns(tracked.populatedRuns(this.sent));
     discarded += await this.discardHeld(heldOutside(this.sent, populated, this.pageSize));
     split.finalRoundSeconds += lap(`reconcile (${discarded} pages discarded)`);
-    // The commit ends the round: its pages become durable with the image, one set of fsyncs.
-    await this.commit(toRoundEnd(this.figures(r, 'STOP_AND_COPY', totals, now() - started, null)));
-    this.journal.durable(r);
+    await this.endWithCommit(toRoundEnd(this.figures(r, 'STOP_AND_COPY', totals, now() - started, null)));
     split.commitSeconds = lap('commit');
     this.freezeSplit = split;
     const downtime = now() - freeze.frozenAt / 1000;
@@ -417,8 +415,7 @@ class Migration {
     await this.guard(transfer.beginRound(this.round, 'VERIFY_FIX', this.layout));
     const fixed = await this.pipe(this.journal.track(this.round, runsToBatches(mismatched, this.opts.maxPages, this.pageSize)));
     const fix = this.figures(this.round, 'VERIFY_FIX', fixed, now() - fixStart, null);
-    await this.commit(toRoundEnd(fix));
-    this.journal.durable(this.round);
+    await this.endWithCommit(toRoundEnd(fix));
     this.record(fix);
     this.round++;
     const { differ: again } = await this.guard(verifyFrozen(this.opts.pid, this.pageSize, populated, this.sent, this.opts.maxPages));
@@ -426,8 +423,27 @@ class Migration {
     return { downtime, verify: { mode: 'fixed', mismatches: count, seconds: now() - vStart } };
   }
 
-  /** Commit the image, ending the open round `finalRound` with it (made durable together). */
-  private async commit(finalRound: RoundEnd): Promise<void> {
+  /**
+   * End the open round and commit. A migration sends one Commit that ends the round: its pages
+   * become durable with the image, one set of fsyncs less in the downtime. A handover ends the
+   * round first and commits once it is durable: should the network fail while the source is
+   * frozen, the sender thaws it and reconnects, and what the dead connection still delivers later
+   * can then only make a round durable, never commit an image the source has run past (which would
+   * leave nothing to hand over; docs/design.md, Wire protocol).
+   */
+  private async endWithCommit(end: RoundEnd): Promise<void> {
+    if (this.opts.handover) {
+      await this.guard(this.transfer!.endRound(end));
+      this.journal.durable(end.round);
+      await this.commit();
+    } else {
+      await this.commit(end);
+      this.journal.durable(end.round);
+    }
+  }
+
+  /** Commit the image (ending the open round `finalRound` with it, when given). */
+  private async commit(finalRound?: RoundEnd): Promise<void> {
     const digest = this.sent.digest();
     const result = await this.guard(
       this.transfer!.commit({

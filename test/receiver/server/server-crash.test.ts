@@ -50,7 +50,7 @@ test('kill -9 between rounds: restart, resume at the last durable round, finish'
   t.false(await verifyOk(images, 'c-between'));
   const again = await MigrationLink.connect(second.address);
   t.teardown(() => again.close());
-  t.deepEqual(await again.start(sessionStart('c-between', { resume: true })), { sessionId: 'c-between', resumed: true, lastDurableRound: 0 });
+  t.like(await again.start(sessionStart('c-between', { resume: true })), { sessionId: 'c-between', resumed: true, lastDurableRound: 0 });
   await sendRound1(again, model);
   t.true((await again.commit(commitOf(model))).ok);
   await again.close();

@@ -29,7 +29,7 @@ test('round trip: raw, lz4 and zero pages, layout changes, discard; the export e
   t.teardown(() => link.close());
   const model = new Model();
 
-  t.deepEqual(await link.start(sessionStart('rt-1')), { sessionId: 'rt-1', resumed: false, lastDurableRound: -1 });
+  t.like(await link.start(sessionStart('rt-1')), { sessionId: 'rt-1', resumed: false, lastDurableRound: -1 });
 
   // Round 0: A raw in batches of 16 pages (shuffled: any order), B in one lz4 batch with zero pages.
   const layout0 = [vma(A, 64), vma(B, 32)];
@@ -128,7 +128,7 @@ test('a stream closed or cancelled mid-round leaves the session resumable at its
   const second = await MigrationLink.connect(receiver.address);
   t.teardown(() => second.close());
   const accepted = await second.start(sessionStart('res-1', { resume: true }));
-  t.deepEqual(accepted, { sessionId: 'res-1', resumed: true, lastDurableRound: 0 });
+  t.like(accepted, { sessionId: 'res-1', resumed: true, lastDurableRound: 0 });
   await second.send({ roundStart: { round: 1, phase: 'PRECOPY', layout } });
   await second.send({ pages: pageBatch(model, pagesOf(A, 4), 2) });
   await second.endRound(roundEnd(1));

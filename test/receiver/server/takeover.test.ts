@@ -30,7 +30,7 @@ test('a resume takes over a session still held by a stale stream of this receive
   const fresh = await MigrationLink.connect(receiver.address);
   t.teardown(() => fresh.close());
   const accepted = await fresh.start(sessionStart('tk-1', { resume: true }));
-  t.deepEqual(accepted, { sessionId: 'tk-1', resumed: true, lastDurableRound: 0 });
+  t.like(accepted, { sessionId: 'tk-1', resumed: true, lastDurableRound: 0 });
 
   // The old stream was ended with a status naming what happened (not retryable: no ping-pong).
   const err = await stale.whenEnded();
