@@ -466,10 +466,15 @@ class Migration {
 
   private afterAction(): void {
     log.debug(`counters: tracking ${JSON.stringify(this.tracked!.stats)}; staging ${JSON.stringify(this.stager.stats)}`);
-    // Untrack first: the target goes on (or is inspected, or dies) with no registration left.
+    // Thaw (or stop, or kill) first, then untrack: closing the userfaultfd clears the
+    // write-protection of every page (20-30 ms per GiB, and up to a few hundred ms when the
+    // thaw that follows it waits on the same mm), time the target no longer spends frozen.
+    const t0 = performance.now();
+    this.freeze!.afterAction(this.opts.after);
+    const t1 = performance.now();
     this.tracked!.close();
     this.tracked = null;
-    this.freeze!.afterAction(this.opts.after);
+    log.debug(`after: ${this.opts.after} in ${(t1 - t0).toFixed(1)} ms, untracked in ${(performance.now() - t1).toFixed(1)} ms`);
   }
 
   /** The switch: untrack, keep the source stopped durably, ask the receiver to start the process,
