@@ -85,11 +85,13 @@ export class ImageStore {
     return img;
   }
 
-  /** Reopen a receiving session at its last durable round, owning it. */
-  async resume(id: string): Promise<SessionWriter> {
+  /** Reopen a receiving session at its last durable round, owning it; with `reopenCommitted`, a
+   *  committed one too (its next round makes it receiving again, as a verify fix-up does). */
+  async resume(id: string, opts: { reopenCommitted?: boolean } = {}): Promise<SessionWriter> {
     const dir = await this.sessionDir(id);
     const img = await this.take(id, dir);
-    if (img.state !== 'receiving') {
+    const ok = img.state === 'receiving' || (img.state === 'committed' && opts.reopenCommitted === true);
+    if (!ok) {
       await img.close();
       throw new StoreError('BAD_STATE', `session ${id} is ${img.state}; only a receiving session can be resumed`);
     }

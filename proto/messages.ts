@@ -32,6 +32,8 @@ export interface SessionStart {
   handover?: boolean;
   /** Real uid of the target (the receiver's --handover-users check). */
   uid?: number;
+  /** With resume: a session committed by a Commit whose answer was lost may be reopened. */
+  reopenCommitted?: boolean;
 }
 
 export interface RoundStart {

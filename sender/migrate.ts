@@ -248,6 +248,8 @@ class Migration {
       downtimeTargetSeconds: this.conv.downtimeSeconds,
       handover: !!this.opts.handover,
       uid: this.opts.handover ? targetUid(this.opts.pid) : 0,
+      // Not committed as far as we know: a commit of ours the receiver holds had its answer lost.
+      reopenCommitted: resume && !this.committed,
     };
   }
 

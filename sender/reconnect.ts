@@ -87,8 +87,9 @@ function worthRetrying(err: unknown): boolean {
 function refusal(err: unknown, id: string): unknown {
   if (!(err instanceof LinkError)) return err;
   if (/\bis committed\b/.test(err.message)) {
+    // Only when it may not be reopened: a handover of it was asked for, or an older receiver.
     return new UserError(
-      `session ${id} was committed by the receiver before the connection broke (the commit's answer was lost): ` +
+      `session ${id} was committed by the receiver before the connection broke (the commit's answer was lost) and cannot be reopened: ` +
         `the image holds the memory as frozen at the stop-and-copy and its digest was checked, but the verify pass did not run ` +
         `and the target was thawed and has run on since. Nothing to fix; migrate again with a new --session for a newer image.`,
       1,

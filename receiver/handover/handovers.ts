@@ -139,6 +139,12 @@ export class Handovers {
     }
   }
 
+  /** Whether a handover of session `id` was ever asked for here (a decision record exists, or a
+   *  start is in progress): then its committed image must not be reopened. */
+  async asked(id: string): Promise<boolean> {
+    return this.busy.has(id) || (await readRecord(this.imagesDir, id).catch(() => null)) !== null;
+  }
+
   /** At start-up: every `starting` record an earlier run left is decided from facts. */
   async recover(ids: string[]): Promise<void> {
     for (const id of ids) {

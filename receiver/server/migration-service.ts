@@ -79,13 +79,13 @@ export class MigrationService implements StreamHost {
    * writes settled). Returns false when another stream holds the session and it is not taken
    * over: the store then refuses with its own message.
    */
-  async claim(id: string, stream: MigrationStream, resume: boolean): Promise<boolean> {
+  async claim(id: string, stream: MigrationStream, resume: boolean, reopen = false): Promise<boolean> {
     const old = this.slots.holder(id);
     if (old === undefined || old === stream) {
       this.slots.claim(id, stream);
       return true;
     }
-    if (!resume || !old.resumable) return false;
+    if (!resume || !(old.resumable || (reopen && old.committed))) return false;
     this.slots.claim(id, stream);
     log.warn(
       `session ${id}: a resume from ${stream.peer} takes it over from the stream of ${old.peer}, which still held it (a connection gone stale?); ending that stream`,

@@ -66,8 +66,9 @@ export interface StreamHost {
   readonly events: SessionEvents;
   readonly limits: ReceiverLimits;
   readonly handovers: Handovers;
-  /** Before opening session `id`: a slot, or a takeover (false: held by another stream, not taken over). */
-  claim(id: string, stream: MigrationStream, resume: boolean): Promise<boolean>;
+  /** Before opening session `id`: a slot, or a takeover (false: held by another stream, not taken
+   *  over); `reopen`: a committed session's stream may be taken over too. */
+  claim(id: string, stream: MigrationStream, resume: boolean, reopen?: boolean): Promise<boolean>;
   /** The stream does not hold session `id` (any more). */
   unclaim(id: string, stream: MigrationStream): void;
   /** A stream took session `id` (create or resume). */
@@ -145,6 +146,11 @@ export class MigrationStream implements LaneEnd {
   /** Holds a session that a resume may take over (receiving, not given up or committed). */
   get resumable(): boolean {
     return this.state === 'between-rounds' || this.state === 'in-round';
+  }
+
+  /** Holds a committed session (a resume that reopens it may take it over). */
+  get committed(): boolean {
+    return this.state === 'committed';
   }
 
   /** A resume from `by` takes this stream's session: end the stream (ABORTED, for a sender still
@@ -243,8 +249,11 @@ export class MigrationStream implements LaneEnd {
       if (why) throw failedPrecondition(why);
       this.handover = true;
     }
-    if (await this.host.claim(id, this, s.resume)) this.claimed = id;
-    const session = await this.openSession(s, id, pageSize);
+    // A sender that lost its Commit's answer may reopen a session that Commit committed, unless a
+    // handover of it was asked for (docs/design.md, Resume).
+    const reopen = s.resume && s.reopenCommitted === true && !(await this.host.handovers.asked(id));
+    if (await this.host.claim(id, this, s.resume, reopen)) this.claimed = id;
+    const session = await this.openSession(s, id, pageSize, reopen);
     if (this.closed) {
       // The client went away while the session was opened: let it go again.
       await session.close();
@@ -283,11 +292,11 @@ export class MigrationStream implements LaneEnd {
   }
 
   /** Create or resume the session in the store; a failure gives the claimed slot back. */
-  private async openSession(s: SessionStart, id: string, pageSize: number): Promise<SessionWriter> {
+  private async openSession(s: SessionStart, id: string, pageSize: number, reopen: boolean): Promise<SessionWriter> {
     const { store } = this.host;
     try {
       return s.resume
-        ? await store.resume(id)
+        ? await store.resume(id, { reopenCommitted: reopen })
         : await store.create({
             sessionId: id,
             sourceHost: s.sourceHost,
