@@ -39,8 +39,8 @@ test('resume with reopen_committed: the committed session is reopened at its las
   t.like(accepted, { resumed: true, lastDurableRound: 0 });
   await again.send({ roundStart: { round: 1, phase: 'PRECOPY', layout } });
   await again.send({ pages: pageBatch(model, [A + 2 * PS], 2) });
-  t.is(await sessionState(images, 'reopen-1'), 'receiving', 'reopened on disk by its next round');
   await again.endRound(roundEnd(1));
+  t.is(await sessionState(images, 'reopen-1'), 'receiving', 'reopened on disk by its next round');
   await again.send({ roundStart: { round: 2, phase: 'STOP_AND_COPY', layout } });
   t.true((await again.commit({ ...commitOf(model), finalRound: roundEnd(2) })).ok);
   await again.report({ result: 'committed', downtimeSeconds: 0.01, verify: 'skipped' });
