@@ -25,6 +25,7 @@
         "native/thread_state.cc",
         "native/helper_process.cc",
         "native/capture_helper.cc",
+        "native/cow_snapshot.cc",
         "native/restore_stub.cc"
       ],
       "include_dirs": ["<!@(node -p \"require('node-addon-api').include\")", "node_modules/lz4/deps/lz4/lib"],
@@ -52,6 +53,8 @@
       "sources": [
         "native/capture_helper_main.cc",
         "native/capture_helper.cc",
+        "native/cow_snapshot.cc",
+        "native/pagemap_scan.cc",
         "native/thread_state.cc",
         "native/helper_process.cc",
         "native/inject.cc",

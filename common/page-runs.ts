@@ -145,6 +145,15 @@ export function runsWithin(runs: ArrayLike<number>, layout: readonly Vma[], page
   return out;
 }
 
+/** The pages of `runs` inside `areas` ([start, end) byte pairs) and outside them. */
+export function splitRuns(runs: ArrayLike<number>, areas: ArrayLike<number>, pageSize: number): { inside: number[]; outside: number[] } {
+  const have = toRanges(runs, pageSize);
+  const cut: Range[] = [];
+  for (let i = 0; i + 1 < areas.length; i += 2) cut.push([areas[i], areas[i + 1]]);
+  const outside = subtract(have, merge(cut));
+  return { inside: toRuns(subtract(have, outside), pageSize), outside: toRuns(outside, pageSize) };
+}
+
 /** The pages of `runs` that `held` does not hold (sorted, merged). */
 export function runsNotHeld(held: HeldPages, runs: ArrayLike<number>, pageSize: number): number[] {
   const out: Range[] = [];

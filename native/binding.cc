@@ -446,7 +446,10 @@ class CaptureFrozenWrap : public Napi::ObjectWrap<CaptureFrozenWrap> {
         {InstanceAccessor<&CaptureFrozenWrap::Pid>("pid"), InstanceMethod<&CaptureFrozenWrap::Threads>("threads"),
          InstanceMethod<&CaptureFrozenWrap::Capture>("capture"), InstanceMethod<&CaptureFrozenWrap::Thaw>("thaw"),
          InstanceMethod<&CaptureFrozenWrap::ThawStopped>("thawStopped"),
-         InstanceMethod<&CaptureFrozenWrap::Kill>("kill")});
+         InstanceMethod<&CaptureFrozenWrap::Kill>("kill"),
+         InstanceMethod<&CaptureFrozenWrap::RequestSnapshot>("requestSnapshot"),
+         InstanceMethod<&CaptureFrozenWrap::AwaitSnapshot>("awaitSnapshot"),
+         InstanceMethod<&CaptureFrozenWrap::DropSnapshot>("dropSnapshot")});
   }
 
   explicit CaptureFrozenWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<CaptureFrozenWrap>(info) {
@@ -469,6 +472,23 @@ class CaptureFrozenWrap : public Napi::ObjectWrap<CaptureFrozenWrap> {
   void Kill(const Napi::CallbackInfo& info) {
     guarded(info.Env(), [&] { frozen_->kill(); });
   }
+  void RequestSnapshot(const Napi::CallbackInfo& info) {
+    guarded(info.Env(), [&] { frozen_->requestSnapshot(); });
+  }
+  // { pid, notHeld: Float64Array of [start, end) pairs }
+  Napi::Value AwaitSnapshot(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&] {
+      const precopy::SnapshotInfo s = frozen_->awaitSnapshot();
+      Napi::Env env = info.Env();
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("pid", Napi::Number::New(env, s.pid));
+      Napi::Float64Array ranges = Napi::Float64Array::New(env, s.notHeld.size());
+      for (size_t i = 0; i < s.notHeld.size(); i++) ranges[i] = static_cast<double>(s.notHeld[i]);
+      o.Set("notHeld", ranges);
+      return o;
+    });
+  }
+  void DropSnapshot(const Napi::CallbackInfo&) { frozen_->dropSnapshot(); }
 
   std::unique_ptr<precopy::HelperFrozenProcess> frozen_;
 };

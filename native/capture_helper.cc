@@ -14,6 +14,7 @@
 #include <memory>
 #include <string>
 
+#include "cow_snapshot.h"
 #include "helper_process.h"
 #include "inject.h"
 #include "proc_files.h"
@@ -27,8 +28,15 @@ namespace precopy {
 
 namespace {
 
-enum : uint32_t { kFrozenThread = 1, kFrozenDone = 2, kThread = 3, kProcess = 4, kDone = 5, kError = 6 };
-enum : uint32_t { kCmdCapture = 1, kCmdThaw = 2, kCmdThawStopped = 3, kCmdKill = 4 };
+enum : uint32_t { kFrozenThread = 1, kFrozenDone = 2, kThread = 3, kProcess = 4, kDone = 5, kError = 6, kSnapshot = 7 };
+enum : uint32_t {
+  kCmdCapture = 1,
+  kCmdThaw = 2,
+  kCmdThawStopped = 3,
+  kCmdKill = 4,
+  kCmdSnapshot = 5,
+  kCmdDropSnapshot = 6
+};
 
 struct WireStatus {
   uint32_t type;  // kFrozenDone, kDone or kError
@@ -62,6 +70,13 @@ struct WireProcess {
   int32_t dumpable, securebits, pad;
   uint64_t brk;
   KernelSigaction actions[64];
+};
+
+// Followed by `ranges` [start, end) u64 pairs: what the snapshot does not hold (cow_snapshot.h).
+struct WireSnapshot {
+  uint32_t type;
+  int32_t pid;
+  uint32_t ranges, pad;
 };
 
 constexpr size_t kMaxXstate = 64 * 1024;
@@ -117,8 +132,28 @@ void sendCapture(int sock, const ProcessCapture& pc) {
   sendMessage(sock, &p, sizeof p);
 }
 
-// Runs until told to let go or until the addon's end is closed (EOF): then thaws.
-void serve(SeizedProcess& sp, uint64_t gadget, int sock) {
+void sendStatus(int sock, uint32_t type, const SysError* e) {
+  WireStatus s = status(type, e);
+  sendMessage(sock, &s, sizeof s);
+}
+
+void sendSnapshot(int sock, const CowSnapshot& snap) {
+  const size_t pairs = snap.notHeld.size() / 2;
+  if (sizeof(WireSnapshot) + pairs * 16 > kMaxMessage)
+    throwSys(E2BIG, "clone",
+             "the snapshot leaves out " + std::to_string(pairs) + " memory areas: too many to verify while frozen");
+  std::vector<uint8_t> buf(sizeof(WireSnapshot) + pairs * 16);
+  WireSnapshot w = {kSnapshot, snap.pid, static_cast<uint32_t>(pairs), 0};
+  memcpy(buf.data(), &w, sizeof w);
+  memcpy(buf.data() + sizeof w, snap.notHeld.data(), pairs * 16);
+  sendMessage(sock, buf.data(), buf.size());
+}
+
+// Runs until told to let go or until the addon's end is closed (EOF): then thaws. A snapshot
+// outlives the thaw: the helper serves until it is dropped (or EOF, which drops it too).
+void serve(SeizedProcess& sp, uint64_t gadget, long options, int sock) {
+  pid_t snapshot = -1;
+  bool thawed = false;
   for (;;) {
     uint32_t cmd = 0;
     size_t n;
@@ -129,29 +164,47 @@ void serve(SeizedProcess& sp, uint64_t gadget, int sock) {
     }
     if (n != sizeof cmd) {  // EOF (the sender died or dropped us) or garbage: let the target go
       sp.detachAll();
+      dropCowSnapshot(snapshot);
       return;
     }
     switch (cmd) {
       case kCmdCapture:
         try {
+          if (thawed) throwSys(EINVAL, "capture", "the process is no longer frozen");
           sendCapture(sock, captureProcess(sp, gadget));
-          WireStatus s = status(kDone, nullptr);
-          sendMessage(sock, &s, sizeof s);
+          sendStatus(sock, kDone, nullptr);
         } catch (const SysError& e) {
-          WireStatus s = status(kError, &e);
-          sendMessage(sock, &s, sizeof s);
+          sendStatus(sock, kError, &e);
         }
+        break;
+      case kCmdSnapshot:
+        try {
+          if (thawed || snapshot > 0) throwSys(EINVAL, "clone", "a snapshot needs a frozen process and is taken once");
+          CowSnapshot snap = takeCowSnapshot(sp, gadget, options);
+          snapshot = snap.pid;
+          sendSnapshot(sock, snap);
+        } catch (const SysError& e) {
+          if (snapshot > 0) dropCowSnapshot(std::exchange(snapshot, -1));
+          sendStatus(sock, kError, &e);
+        }
+        break;
+      case kCmdDropSnapshot:
+        dropCowSnapshot(std::exchange(snapshot, -1));
+        sendStatus(sock, kDone, nullptr);
+        if (thawed) return;
         break;
       case kCmdThawStopped:
       case kCmdKill:
         ::kill(sp.pid(), cmd == kCmdKill ? SIGKILL : SIGSTOP);
+        dropCowSnapshot(std::exchange(snapshot, -1));
         [[fallthrough]];
       case kCmdThaw:
       default: {
         sp.detachAll();
-        WireStatus s = status(kDone, nullptr);
-        sendMessage(sock, &s, sizeof s);
-        return;
+        thawed = true;
+        sendStatus(sock, kDone, nullptr);
+        if (snapshot < 0) return;
+        break;
       }
     }
   }
@@ -165,14 +218,15 @@ void captureHelperMain(pid_t pid, int sock) {
   if (::poll(&hup, 1, 0) == 1 && (hup.revents & (POLLHUP | POLLRDHUP))) return;
   std::unique_ptr<SeizedProcess> sp;
   uint64_t gadget = 0;
+  long options = PTRACE_O_TRACESYSGOOD;  // what SeizedProcess seizes with
   try {
     gadget = findSyscallGadget(pid);
     const bool seccomp = statusField(pid, "Seccomp") > 0;
+    if (seccomp) options |= PTRACE_O_SUSPEND_SECCOMP;
     sp = std::make_unique<SeizedProcess>(pid);
     for (SeizedThread& t : sp->threads()) {
       if (t.exited) continue;
-      if (seccomp && ::ptrace(PTRACE_SETOPTIONS, t.tid, nullptr,
-                              reinterpret_cast<void*>(PTRACE_O_TRACESYSGOOD | PTRACE_O_SUSPEND_SECCOMP)) < 0)
+      if (seccomp && ::ptrace(PTRACE_SETOPTIONS, t.tid, nullptr, reinterpret_cast<void*>(options)) < 0)
         throwSys(errno, "ptrace(PTRACE_SETOPTIONS)",
                  "process " + std::to_string(pid) +
                      " runs under seccomp and it cannot be suspended for the capture: " + strerror(errno));
@@ -194,7 +248,7 @@ void captureHelperMain(pid_t pid, int sock) {
   }
   WireStatus s = status(kFrozenDone, nullptr);
   sendMessage(sock, &s, sizeof s);
-  serve(*sp, gadget, sock);
+  serve(*sp, gadget, options, sock);
 }
 
 // ---- addon side ----
@@ -313,8 +367,62 @@ ProcessCapture HelperFrozenProcess::capture() {
   }
 }
 
+void HelperFrozenProcess::requestSnapshot() {
+  if (finished_ || snapshotAsked_ || snapshotHeld_)
+    throwSys(EINVAL, "clone", "a snapshot of process " + std::to_string(pid_) + " needs it frozen and is taken once");
+  const uint32_t cmd = kCmdSnapshot;
+  if (!sendMessage(sock_.get(), &cmd, sizeof cmd)) throwHelperGone(pid_);
+  snapshotAsked_ = true;
+}
+
+SnapshotInfo HelperFrozenProcess::awaitSnapshot() {
+  if (!snapshotAsked_) throwSys(EINVAL, "clone", "no snapshot was asked for");
+  snapshotAsked_ = false;
+  std::vector<uint8_t> buf(kMaxMessage);
+  const size_t n = recvMessage(sock_.get(), buf.data(), buf.size(), "the capture helper");
+  if (n == 0) throwHelperGone(pid_);
+  uint32_t type;
+  memcpy(&type, buf.data(), sizeof type);
+  if (type == kError && n == sizeof(WireStatus)) {
+    WireStatus s;
+    memcpy(&s, buf.data(), sizeof s);
+    throwStatus(s);
+  }
+  WireSnapshot w;
+  if (type != kSnapshot || n < sizeof w) throwSys(EPROTO, "recv", "the capture helper sent an unexpected message");
+  memcpy(&w, buf.data(), sizeof w);
+  if (n != sizeof w + w.ranges * 16ull) throwSys(EPROTO, "recv", "the capture helper sent a malformed snapshot record");
+  snapshotHeld_ = true;
+  SnapshotInfo info{w.pid, std::vector<uint64_t>(w.ranges * 2)};
+  memcpy(info.notHeld.data(), buf.data() + sizeof w, w.ranges * 16ull);
+  return info;
+}
+
+void HelperFrozenProcess::dropSnapshot() {
+  if (!snapshotHeld_) return;
+  snapshotHeld_ = false;
+  const uint32_t cmd = kCmdDropSnapshot;
+  if (sendMessage(sock_.get(), &cmd, sizeof cmd)) {
+    WireStatus s;
+    try {
+      recvMessage(sock_.get(), &s, sizeof s, "the capture helper");
+    } catch (const SysError&) {
+    }
+  }
+  if (finished_) {  // thawed already: the helper exits now
+    sock_.reset();
+    reapHelper();
+  }
+}
+
 void HelperFrozenProcess::finish(uint32_t cmd) {
   if (finished_) return;
+  if (snapshotAsked_) {  // its answer comes first on the socket
+    try {
+      awaitSnapshot();
+    } catch (const SysError&) {
+    }
+  }
   finished_ = true;
   bool ok = sendMessage(sock_.get(), &cmd, sizeof cmd);
   WireStatus s = {};
@@ -326,8 +434,11 @@ void HelperFrozenProcess::finish(uint32_t cmd) {
       n = 0;
     }
   }
-  sock_.reset();
-  reapHelper();
+  if (!(snapshotHeld_ && cmd == kCmdThaw && n == sizeof s)) {  // a snapshot outlives a thaw only
+    snapshotHeld_ = false;
+    sock_.reset();
+    reapHelper();
+  }
   if (n != sizeof s) throwHelperGone(pid_);
   if (s.type == kError) throwStatus(s);
 }

@@ -12,6 +12,8 @@
 
 #include <sys/types.h>
 
+#include <stdint.h>
+
 #include <vector>
 
 #include "freeze.h"
@@ -21,6 +23,11 @@
 namespace precopy {
 
 constexpr const char* kCaptureHelperName = "precopy-capture-helper";
+
+struct SnapshotInfo {
+  pid_t pid;
+  std::vector<uint64_t> notHeld;  // [start, end) pairs (cow_snapshot.h)
+};
 
 class HelperFrozenProcess {
  public:
@@ -37,9 +44,16 @@ class HelperFrozenProcess {
   const std::vector<ThreadRegs>& threads() const { return threads_; }
   // Everything a restore needs from the threads (see thread_state.h). The process stays frozen.
   ProcessCapture capture();
+  // A copy-on-write snapshot of the frozen memory (cow_snapshot.h), taken by the helper while the
+  // caller goes on: requestSnapshot() returns at once, awaitSnapshot() waits for it (throws
+  // SysError, ENOTSUP with the reason, when this process rules it out). It outlives thaw() until
+  // dropSnapshot() (or the destructor).
+  void requestSnapshot();
+  SnapshotInfo awaitSnapshot();
+  void dropSnapshot();
   void thaw();
-  void thawStopped();  // SIGSTOP queued, then detach: the process stays stopped
-  void kill();         // SIGKILL, then detach
+  void thawStopped();  // SIGSTOP queued, then detach: the process stays stopped (drops a snapshot)
+  void kill();         // SIGKILL, then detach (drops a snapshot)
 
  private:
   void finish(uint32_t cmd);
@@ -49,6 +63,8 @@ class HelperFrozenProcess {
   Fd sock_;
   std::vector<ThreadRegs> threads_;
   bool finished_ = false;
+  bool snapshotAsked_ = false;  // requested, answer not read yet
+  bool snapshotHeld_ = false;
 };
 
 // Body of the helper executable.

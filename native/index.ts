@@ -513,6 +513,22 @@ export interface RestorableFrozen extends Frozen {
   capture(): CapturedProcess;
   /** SIGKILL the target, then let go of it. */
   kill(): void;
+  /** Ask the helper for a copy-on-write snapshot of the frozen memory (native/cow_snapshot.h);
+   *  returns at once, the helper takes it while this thread goes on. */
+  requestSnapshot(): void;
+  /** Wait for the snapshot asked for. Throws NativeError (code ENOTSUP, with the reason) when
+   *  this target rules a snapshot out; the target is then as it was, still frozen. */
+  awaitSnapshot(): CowSnapshot;
+  /** Kill the snapshot (it outlives thaw() until then). Never throws. */
+  dropSnapshot(): void;
+}
+
+/** A process holding the target's private memory as it was at the freeze; it never runs. */
+export interface CowSnapshot {
+  pid: number;
+  /** [start, end) byte pairs of the target's memory the snapshot does not hold as it was (shared
+   *  mappings, MADV_DONTFORK / MADV_WIPEONFORK ones): verify those while frozen. */
+  notHeld: Float64Array;
 }
 
 /** Freeze every thread of pid through the capture helper (a few ms to start it). */

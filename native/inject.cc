@@ -8,9 +8,11 @@
 #include <stdio.h>
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <sys/user.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -57,6 +59,45 @@ void setRegs(pid_t pid, pid_t tid, const user_regs_struct& r) {
   if (::ptrace(PTRACE_SETREGS, tid, nullptr, &r) < 0)
     throwForPid(errno, "ptrace(PTRACE_SETREGS)", pid, "set registers of");
 }
+
+#ifndef PTRACE_GET_RSEQ_CONFIGURATION
+#define PTRACE_GET_RSEQ_CONFIGURATION 0x420f
+#endif
+
+// The thread's registered rseq area. Returning to user mode to run the injected syscall makes
+// the kernel rewrite it (cpu_id, mm_cid: the thread was scheduled out) and, were the thread
+// stopped inside an rseq critical section, clear its rseq_cs, which would cancel the abort the
+// thread is owed when it resumes. So the area is put back as it was, with the registers: the
+// process (and an image or snapshot of it) sees no byte changed by an injection.
+class RseqArea {
+ public:
+  RseqArea(pid_t pid, pid_t tid) : pid_(pid) {
+    struct {
+      uint64_t abiPointer;
+      uint32_t abiSize, signature, flags, pad;
+    } rc = {};
+    if (::ptrace(static_cast<__ptrace_request>(PTRACE_GET_RSEQ_CONFIGURATION), tid, sizeof rc, &rc) < 0 ||
+        !rc.abiPointer)
+      return;  // no rseq (or a kernel without the query): nothing the kernel writes
+    addr_ = rc.abiPointer;
+    len_ = std::min<size_t>(rc.abiSize, sizeof saved_);
+    if (!transfer(false)) len_ = 0;
+  }
+  void restore() {
+    if (len_ && !transfer(true)) throwForPid(errno, "process_vm_writev", pid_, "restore the rseq area of");
+  }
+
+ private:
+  bool transfer(bool write) {
+    struct iovec l = {saved_, len_}, r = {reinterpret_cast<void*>(addr_), len_};
+    ssize_t n = write ? ::process_vm_writev(pid_, &l, 1, &r, 1, 0) : ::process_vm_readv(pid_, &l, 1, &r, 1, 0);
+    return n == static_cast<ssize_t>(len_);
+  }
+  pid_t pid_;
+  uint64_t addr_ = 0;
+  size_t len_ = 0;
+  uint8_t saved_[64];
+};
 
 bool isStopSignal(int sig) {
   return sig == SIGSTOP || sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU;
@@ -154,6 +195,7 @@ long injectSyscall(SeizedProcess& sp, SeizedThread& t, uint64_t gadget, long nr,
   size_t i = 0;
   for (uint64_t a : args) *slots[i++] = a;
 
+  RseqArea rseq(pid, tid);
   long result;
   try {
     setRegs(pid, tid, r);
@@ -163,9 +205,14 @@ long injectSyscall(SeizedProcess& sp, SeizedThread& t, uint64_t gadget, long nr,
     if (!t.exited) {
       ::ptrace(PTRACE_SETREGS, tid, nullptr, &saved);
       ::ptrace(PTRACE_SETSIGMASK, tid, sizeof savedMask, &savedMask);
+      try {
+        rseq.restore();
+      } catch (const SysError&) {
+      }
     }
     throw;
   }
+  rseq.restore();
   // Exactly the saved registers, orig_rax and rax included: after detach the kernel's own
   // restart logic sees the interrupted syscall as it was (e.g. -ERESTARTSYS with orig_rax = read)
   // and restarts it.

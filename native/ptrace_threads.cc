@@ -35,7 +35,8 @@ void sleepMicros(long us) {
 Stop classify(int status) {
   if (!WIFSTOPPED(status)) return {StopKind::Exited, 0};
   const int sig = WSTOPSIG(status);
-  if ((status >> 16) == PTRACE_EVENT_STOP) return {StopKind::Event, sig};
+  // PTRACE_EVENT_STOP, and the fork/clone events of a snapshot (cow_snapshot.cc): never a signal.
+  if ((status >> 16) != 0) return {StopKind::Event, sig};
   if (sig == (SIGTRAP | 0x80)) return {StopKind::Syscall, sig};
   return {StopKind::Signal, sig};
 }
@@ -80,8 +81,10 @@ Stop SeizedProcess::waitStop(pid_t tid) {
     }
     const long now = nowMs();
     if (now >= nextZombieCheck) {
-      // A zombie group leader is never reported while other threads live: check /proc.
+      // A zombie group leader is never reported while other threads live: check /proc. (A tracee
+      // of ours that is a process of its own, a snapshot's child, is found under its own pid.)
       char st = threadState(pid, tid);
+      if (st == 0) st = threadState(tid, tid);
       if (st == 0 || st == 'Z' || st == 'X') {
         if (!leaderExitIsParents(tid) && ::waitpid(tid, &status, __WALL | WNOHANG) == tid) return classify(status);
         return {StopKind::Exited, 0};

@@ -1,10 +1,6 @@
 // Thread and signal state at the freeze. Out-parameters of the injected queries (sigaltstack,
-// PR_GET_TID_ADDRESS, rt_sigaction) need memory inside the target: we use the thread's own stack
-// below its red zone. The x86_64 ABI lets a signal handler frame clobber anything below rsp-128 at
-// any moment, so the thread keeps nothing there; still, the bytes are read first and written back,
-// so a thawed process and the image see exactly what they had. No mapping is created or removed
-// (an injected mmap would show up in the sender's VMA diff and could land where the process is
-// about to map something).
+// PR_GET_TID_ADDRESS, rt_sigaction) go to the thread's own stack below its red zone
+// (stack_scratch.h).
 #include "thread_state.h"
 
 #include <elf.h>
@@ -17,6 +13,7 @@
 #include <string>
 
 #include "inject.h"
+#include "stack_scratch.h"
 #include "sys_error.h"
 
 #ifndef PTRACE_GET_RSEQ_CONFIGURATION
@@ -40,42 +37,6 @@ struct RseqConfiguration {
 std::string tidText(pid_t tid) {
   return "thread " + std::to_string(tid);
 }
-
-// Scratch bytes on a stopped thread's stack, below the red zone; put back on destruction.
-class StackScratch {
- public:
-  static constexpr size_t kSize = 64;
-  StackScratch(pid_t pid, pid_t tid, uint64_t rsp) : pid_(pid), addr_((rsp - 128 - kSize) & ~uint64_t{63}) {
-    if (!transfer(false, saved_))
-      throwSys(errno, "process_vm_readv",
-               tidText(tid) + " of process " + std::to_string(pid) + " has no readable stack below rsp 0x" + hex(rsp) +
-                   " to hold the results of injected queries");
-  }
-  ~StackScratch() { transfer(true, saved_); }
-  StackScratch(const StackScratch&) = delete;
-  StackScratch& operator=(const StackScratch&) = delete;
-  uint64_t addr() const { return addr_; }
-  void read(void* out, size_t len) const {
-    struct iovec l = {out, len}, r = {reinterpret_cast<void*>(addr_), len};
-    if (::process_vm_readv(pid_, &l, 1, &r, 1, 0) != static_cast<ssize_t>(len))
-      throwForPid(errno, "process_vm_readv", pid_, "read the stack of");
-  }
-
- private:
-  static std::string hex(uint64_t v) {
-    char b[32];
-    snprintf(b, sizeof b, "%llx", static_cast<unsigned long long>(v));
-    return b;
-  }
-  bool transfer(bool write, uint8_t* buf) const {
-    struct iovec l = {buf, kSize}, r = {reinterpret_cast<void*>(addr_), kSize};
-    ssize_t n = write ? ::process_vm_writev(pid_, &l, 1, &r, 1, 0) : ::process_vm_readv(pid_, &l, 1, &r, 1, 0);
-    return n == static_cast<ssize_t>(kSize);
-  }
-  pid_t pid_;
-  uint64_t addr_;
-  uint8_t saved_[kSize];
-};
 
 void ptraceRead(pid_t pid, pid_t tid, int req, void* addr, void* data, const char* name) {
   if (::ptrace(static_cast<__ptrace_request>(req), tid, addr, data) < 0)

@@ -24,14 +24,14 @@ import { UserError } from '../common/errors';
 import { digestHex, digestToBuffer } from '../common/image-digest';
 import type { HostPort } from '../common/cli';
 import type { Vma } from '../common/vma';
-import { probeKernel, type KernelFeatures } from '../native';
+import { probeKernel, type CowSnapshot, type KernelFeatures } from '../native';
 import { decide, type ConvergenceOptions, type Decision, type RoundMeasure, type StopReason } from './convergence';
 import { FreezeSession, thawAll } from './target/freeze-session';
 import { loseWritesForTest } from './target/lost-write-hook';
 import { isLinkBreak, reconnect } from './reconnect';
 import { pacingFor } from './pacing';
 import { runPipeline, STAGE_PAGES, type RoundTotals } from './round-pipeline';
-import { heldOutside, runsNotHeld, runsOutside, runsWithin, sumPages, unionRuns } from '../common/page-runs';
+import { heldOutside, runsNotHeld, runsOutside, runsWithin, splitRuns, sumPages, unionRuns } from '../common/page-runs';
 import { Throttle } from './target/throttle';
 import { checkTarget, estimateMemoryBytes, explainTargetError, forgetTarget, isAlive, type TargetIdentity } from './target/target-process';
 import { verifyFrozen } from './verify';
@@ -377,7 +377,11 @@ class Migration {
     const transfer = this.transfer!;
     this.throttle!.stop();
     this.assertAlive();
-    const freeze = (this.freeze = new FreezeSession(this.opts.pid, !!this.opts.restorable));
+    // A snapshot moves the verify pass off the freeze when the source runs on after the commit
+    // (docs/design.md, Verify off the freeze); a handover's destination, and a source stopped or
+    // killed after the commit, gain nothing from it.
+    const offFreeze = this.opts.verify && !this.opts.handover && this.opts.after === 'resume';
+    const freeze = (this.freeze = new FreezeSession(this.opts.pid, !!this.opts.restorable || offFreeze));
     const lap = laps(freeze.frozenAt / 1000);
     const split: FreezeSplit = { freezeSeconds: lap(`freeze (${freeze.threads().length} threads)`), captureSeconds: 0, finalRoundSeconds: 0, commitSeconds: 0 };
     if (this.opts.restorable) {
@@ -398,31 +402,84 @@ class Migration {
     const populated = await collectRuns(tracked.populatedRuns(this.sent));
     discarded += await this.discardHeld(heldOutside(this.sent, populated, this.pageSize));
     split.finalRoundSeconds += lap(`reconcile (${discarded} pages discarded)`);
+    if (offFreeze) freeze.requestSnapshot(); // the capture helper forks it while the commit travels
     await this.endWithCommit(toRoundEnd(this.figures(r, 'STOP_AND_COPY', totals, now() - started, null)));
     split.commitSeconds = lap('commit');
     this.freezeSplit = split;
     const downtime = now() - freeze.frozenAt / 1000;
     this.record(this.figures(r, 'STOP_AND_COPY', totals, now() - started, null, 0, vmaChange, discarded));
     this.round++;
-
-    // Verify while still frozen: the frozen memory against what the receiver holds (its digest
-    // of the image equals ours, checked at commit). Pages that differ are re-sent and committed.
     if (!this.opts.verify) return { downtime, verify: { mode: 'skipped', mismatches: 0, seconds: 0 } };
-    const vStart = now();
-    const { differ: mismatched } = await this.guard(verifyFrozen(this.opts.pid, this.pageSize, populated, this.sent, this.opts.maxPages));
-    if (mismatched.length === 0) return { downtime, verify: { mode: 'ok', mismatches: 0, seconds: now() - vStart } };
-    const count = sumPages(mismatched);
+    const snapshot = offFreeze ? freeze.awaitSnapshot() : null;
+    if (snapshot) {
+      this.cleanups.push(() => freeze.dropSnapshot());
+      lap(`snapshot ${snapshot.pid}`);
+    }
+    return { downtime, verify: await this.verifyImage(populated, snapshot) };
+  }
+
+  /**
+   * The verify pass: the memory as frozen against what the receiver holds (its digest of the
+   * image equals ours, checked at commit); pages that differ are re-sent and committed. With a
+   * snapshot, only what it does not hold (shared memory...) is verified while frozen; the target
+   * then runs on and the rest is read from the snapshot.
+   */
+  private async verifyImage(populated: number[], snapshot: CowSnapshot | null): Promise<VerifyResult> {
+    const start = now();
+    const parts = snapshot ? splitRuns(populated, snapshot.notHeld, this.pageSize) : { inside: populated, outside: [] };
+    let mismatches = await this.verifyAndFix(this.opts.pid, parts.inside);
+    const frozenSeconds = now() - start;
+    if (snapshot) {
+      this.afterAction();
+      log.debug(`verify: thawed; ${sumPages(parts.outside)} pages verified off the freeze from snapshot ${snapshot.pid}`);
+      try {
+        mismatches += await this.verifyAndFix(snapshot.pid, parts.outside);
+      } finally {
+        this.freeze!.dropSnapshot();
+      }
+    }
+    return { mode: mismatches > 0 ? 'fixed' : 'ok', mismatches, seconds: now() - start, offFreeze: snapshot !== null, frozenSeconds };
+  }
+
+  /** Verify `runs` of the memory of `pid` (the frozen target or its snapshot), re-send the pages
+   *  that differ (read from there) and check again; returns how many were re-sent. */
+  private async verifyAndFix(pid: number, runs: number[]): Promise<number> {
+    if (runs.length === 0) return 0;
+    const differ = await this.differing(pid, runs);
+    if (differ.length === 0) return 0;
+    const count = sumPages(differ);
     log.warn(`verify: ${count} pages differ from the frozen target (a lost write?): re-sending them`);
+    log.debug(
+      `verify: first differing runs ${differ
+        .slice(0, 8)
+        .map((v, i) => (i % 2 ? String(v) : `0x${v.toString(16)}`))
+        .join(' ')}`,
+    );
     const fixStart = now();
-    await this.guard(transfer.beginRound(this.round, 'VERIFY_FIX', this.layout));
-    const fixed = await this.pipe(this.journal.track(this.round, runsToBatches(mismatched, this.opts.maxPages, this.pageSize)));
-    const fix = this.figures(this.round, 'VERIFY_FIX', fixed, now() - fixStart, null);
-    await this.endWithCommit(toRoundEnd(fix));
-    this.record(fix);
-    this.round++;
-    const { differ: again } = await this.guard(verifyFrozen(this.opts.pid, this.pageSize, populated, this.sent, this.opts.maxPages));
+    this.stager.readFrom(pid);
+    try {
+      await this.guard(this.transfer!.beginRound(this.round, 'VERIFY_FIX', this.layout));
+      const fixed = await this.pipe(this.journal.track(this.round, runsToBatches(differ, this.opts.maxPages, this.pageSize)));
+      const fix = this.figures(this.round, 'VERIFY_FIX', fixed, now() - fixStart, null);
+      await this.endWithCommit(toRoundEnd(fix));
+      this.record(fix);
+      this.round++;
+    } finally {
+      this.stager.readFrom(this.opts.pid);
+    }
+    const again = await this.differing(pid, runs);
     if (again.length > 0) throw new Error(`verify: ${sumPages(again)} pages still differ after re-sending them`);
-    return { downtime, verify: { mode: 'fixed', mismatches: count, seconds: now() - vStart } };
+    return count;
+  }
+
+  private async differing(pid: number, runs: number[]): Promise<number[]> {
+    const { differ, unreadable } = await this.guard(verifyFrozen(pid, this.pageSize, runs, this.sent, this.opts.maxPages));
+    // The target's own pages may be out of reach (logged by the pass); a snapshot's never are,
+    // unless it was killed: then nothing is verified.
+    if (pid !== this.opts.pid && unreadable.length > 0 && !isAlive(pid)) {
+      throw new Error(`verify: the snapshot process ${pid} of the frozen target vanished (killed?): the committed image is not verified`);
+    }
+    return differ;
   }
 
   /**
@@ -467,6 +524,7 @@ class Migration {
   // ------------------------------------------------------------------ 6. after
 
   private afterAction(): void {
+    if (!this.tracked) return; // done already: thawed for the verify off the freeze
     log.debug(`counters: tracking ${JSON.stringify(this.tracked!.stats)}; staging ${JSON.stringify(this.stager.stats)}`);
     // Thaw (or stop, or kill) first, then untrack: closing the userfaultfd clears the
     // write-protection of every page (20-30 ms per GiB, and up to a few hundred ms when the

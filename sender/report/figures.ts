@@ -33,7 +33,19 @@ export interface RoundRecord {
 }
 
 export type VerifyResult =
-  { mode: 'ok'; mismatches: 0; seconds: number } | { mode: 'fixed'; mismatches: number; seconds: number } | { mode: 'skipped'; mismatches: 0; seconds: 0 };
+  | {
+      mode: 'ok' | 'fixed';
+      /** Pages found different and re-sent. */
+      mismatches: number;
+      /** The whole pass, fixes included. */
+      seconds: number;
+      /** Verified from a copy-on-write snapshot after the thaw (docs/design.md, Verify off the
+       *  freeze); false: all of it while frozen. */
+      offFreeze: boolean;
+      /** Of `seconds`, spent with the target frozen (the snapshot's leftovers: shared memory...). */
+      frozenSeconds: number;
+    }
+  | { mode: 'skipped'; mismatches: 0; seconds: 0 };
 
 export interface MigrationSummary {
   result: 'committed';
@@ -93,7 +105,7 @@ export interface HandoverFigures extends FreezeSplit {
 }
 
 export function verifyText(v: VerifyResult): string {
-  if (v.mode === 'ok') return 'ok';
-  if (v.mode === 'fixed') return `fixed ${v.mismatches} pages`;
-  return 'skipped';
+  if (v.mode === 'skipped') return 'skipped';
+  const what = v.mode === 'ok' ? 'ok' : `fixed ${v.mismatches} pages`;
+  return v.offFreeze ? `${what} (off the freeze, ${(v.seconds * 1000).toFixed(0)} ms)` : what;
 }

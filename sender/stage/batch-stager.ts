@@ -107,12 +107,12 @@ export class BatchStager {
   private readonly outHashes: BigUint64Array;
   private readonly zeroBits: Uint8Array;
   private readonly zeroHash: bigint;
-  private readonly mem: ProcMem;
+  private mem: ProcMem;
   /** Settles when the last batch handed to stage() is done (ordering of overlapping calls). */
   private lastStaged: Promise<void> = Promise.resolve();
 
   constructor(
-    readonly pid: number,
+    private pid: number,
     readonly pageSize: number,
     private readonly opts: StagerOptions,
     private readonly sent: SentPages,
@@ -125,6 +125,16 @@ export class BatchStager {
     this.outHashes = new BigUint64Array(this.maxPages);
     this.zeroBits = new Uint8Array(Math.ceil(this.maxPages / 8));
     this.zeroHash = zeroPageHash(pageSize);
+    this.mem = new ProcMem(pid);
+  }
+
+  /** Read pages from another process from now on: the verify's snapshot of the frozen target
+   *  (its pages re-sent from there; docs/design.md, Verify off the freeze), then the target again.
+   *  Call between rounds only (nothing staged in flight). */
+  readFrom(pid: number): void {
+    if (pid === this.pid) return;
+    this.mem.close();
+    this.pid = pid;
     this.mem = new ProcMem(pid);
   }
 

@@ -8,7 +8,7 @@
 // thing that must never happen before the commit is a queued SIGSTOP (thawStopped), and only
 // afterAction() below sends it.
 
-import { freeze, freezeForRestore, type Frozen, type RestorableFrozen } from '../../native';
+import { freeze, freezeForRestore, NativeError, type CowSnapshot, type Frozen, type RestorableFrozen } from '../../native';
 import type { ProcessState } from '../../image/process-state';
 import { captureProcessState, type CaptureOptions } from '../capture/capture-process-state';
 import type { ThreadState } from '../../proto/messages';
@@ -73,14 +73,38 @@ export class FreezeSession {
   private readonly restorable: RestorableFrozen | null;
   private thawedAt = 0;
 
-  /** restorable: freeze through the capture helper, so that captureState() can be called. */
+  /** helper: freeze through the capture helper, so that captureState() and the snapshot calls
+   *  can be used. */
   constructor(
     readonly pid: number,
-    restorable = false,
+    helper = false,
   ) {
     this.frozenAt = performance.now();
-    this.restorable = restorable ? freezeTrackedForRestore(pid) : null;
+    this.restorable = helper ? freezeTrackedForRestore(pid) : null;
     this.frozen = this.restorable ?? freezeTracked(pid, true);
+  }
+
+  /** Have the helper take a copy-on-write snapshot of the frozen memory (native/cow_snapshot.h)
+   *  while this thread goes on (the commit): awaitSnapshot() collects it. */
+  requestSnapshot(): void {
+    this.restorable!.requestSnapshot();
+  }
+
+  /** The snapshot asked for, or null (logged) when this target rules one out: it stays frozen
+   *  and the verify pass runs frozen, as without a snapshot. */
+  awaitSnapshot(): CowSnapshot | null {
+    try {
+      return this.restorable!.awaitSnapshot();
+    } catch (err) {
+      if (!(err instanceof NativeError)) throw err;
+      log.info(`the verify pass stays in the freeze: ${err.message}`);
+      return null;
+    }
+  }
+
+  /** Kill the snapshot, if any (it outlives the thaw until then). Never throws. */
+  dropSnapshot(): void {
+    this.restorable?.dropSnapshot();
   }
 
   /** Everything a restore needs beyond memory, as it is now (frozen). */
@@ -101,6 +125,7 @@ export class FreezeSession {
   /** --after: resume (thaw), stop (SIGSTOP queued, then detach), kill (SIGKILL, then detach).
    *  Only ever called after the receiver acknowledged the commit. */
   afterAction(after: 'resume' | 'stop' | 'kill'): void {
+    if (this.thawedAt) return;
     if (after === 'kill') {
       // SIGKILL reaches a ptrace-stopped process; the detach that follows may find it gone.
       process.kill(this.pid, 'SIGKILL');

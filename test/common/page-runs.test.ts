@@ -4,7 +4,7 @@
 
 import test from 'ava';
 import type { Vma } from '../../common/vma';
-import { heldOutside, runsNotHeld, runsOutside, runsWithin, sumPages, unionRuns } from '../../common/page-runs';
+import { heldOutside, runsNotHeld, runsOutside, runsWithin, splitRuns, sumPages, unionRuns } from '../../common/page-runs';
 import { runsToBatches, splitRunBatch } from '../../sender/tracking/run-batch';
 
 const P = 4096;
@@ -141,4 +141,14 @@ test('runsToBatches with a span: no batch holds pages of two spans; every page o
     ],
     'a small batch across a span boundary is cut too',
   );
+});
+
+test('splitRuns: the pages inside byte areas and outside them, runs cut at the area edges', (t) => {
+  const P = 4096;
+  // runs: [0x10000, 8 pages] [0x40000, 2 pages]; areas: [0x12000, 0x14000) [0x40000, 0x50000)
+  const { inside, outside } = splitRuns([0x10000, 8, 0x40000, 2], new Float64Array([0x12000, 0x14000, 0x40000, 0x50000]), P);
+  t.deepEqual(inside, [0x12000, 2, 0x40000, 2]);
+  t.deepEqual(outside, [0x10000, 2, 0x14000, 4]);
+  t.is(sumPages(inside) + sumPages(outside), 10);
+  t.deepEqual(splitRuns([0x10000, 8], new Float64Array(0), P), { inside: [], outside: [0x10000, 8] });
 });

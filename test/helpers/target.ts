@@ -53,6 +53,15 @@ export interface SleepStats {
   errors: number;
 }
 
+export interface ChildStats {
+  sigchld: number;
+  forks: number;
+  anomalies: number;
+  maxrssKiB: number;
+  utimeUs: number;
+  stimeUs: number;
+}
+
 export interface ExitStatus {
   code: number | null;
   signal: NodeJS.Signals | null;
@@ -330,6 +339,27 @@ export class Target {
   async sleepStats(): Promise<SleepStats> {
     const f = replyFields(await this.cmd('sleepstats'));
     return { count: f.count, maxOvershootUs: f.max_overshoot_us, errors: f.errors };
+  }
+
+  /** madvise(MADV_WIPEONFORK or MADV_DONTFORK) on pages of an area (from mmap()). */
+  async madvise(addr: number, pages: number, advice: 'wipeonfork' | 'dontfork'): Promise<void> {
+    await this.cmd(`madvise ${hex(addr)} ${pages} ${advice}`);
+  }
+
+  /** Count the SIGCHLDs the target receives from now on (childStats().sigchld). */
+  async countSigchld(): Promise<void> {
+    await this.cmd('sigchld');
+  }
+
+  /** A thread that forks a child and waits for it, over and over, counting anything unexpected. */
+  async forkLoop(on: boolean): Promise<void> {
+    await this.cmd(`forkloop ${on ? 'on' : 'off'}`);
+  }
+
+  /** SIGCHLDs counted, fork loop figures, getrusage(RUSAGE_CHILDREN). */
+  async childStats(): Promise<ChildStats> {
+    const f = replyFields(await this.cmd('childstats'));
+    return { sigchld: f.sigchld, forks: f.forks, anomalies: f.anomalies, maxrssKiB: f.maxrss_kib, utimeUs: f.utime_us, stimeUs: f.stime_us };
   }
 
   /** Open fds of the target: fd number → /proc/self/fd link target. */

@@ -25,8 +25,10 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -338,6 +340,17 @@ static int cmd_dontneed(char **a, int n, char *out, size_t cap) {
   return 0;
 }
 
+// madvise ADDR PAGES wipeonfork|dontfork: what fork() leaves out of a copy of this process.
+static int cmd_madvise(char **a, int n, char *out, size_t cap) {
+  uint64_t addr, pages;
+  (void)out, (void)cap;
+  if (n != 3 || parse_u64(a[0], &addr) || parse_u64(a[1], &pages) || (strcmp(a[2], "wipeonfork") && strcmp(a[2], "dontfork")))
+    return FAIL("usage: madvise ADDR PAGES wipeonfork|dontfork");
+  int advice = !strcmp(a[2], "wipeonfork") ? MADV_WIPEONFORK : MADV_DONTFORK;
+  if (madvise((void *)(uintptr_t)addr, pages * PAGE, advice)) return FAIL("madvise: %s", strerror(errno));
+  return 0;
+}
+
 static int cmd_brk(char **a, int n, char *out, size_t cap) {
   uint64_t pages;
   if (n != 1 || parse_u64(a[0], &pages) || !pages || pages > (1UL << 20)) return FAIL("usage: brk PAGES");
@@ -416,6 +429,75 @@ static int cmd_fork(char **a, int n, char *out, size_t cap) {
   if (c < 0) return FAIL("fork: %s", strerror(errno));
   if (c == 0) child_main(parent);
   snprintf(out, cap, " pid=%d", (int)c);
+  return 0;
+}
+
+// ---------------------------------------------------------------- child processes
+// What a migration's snapshot must never show the process (docs/design.md, Verify off the
+// freeze): a SIGCHLD (`sigchld` counts them), a child its wait() sees, child accounting
+// (`childstats`), and any effect on its own fork()/wait() (`forkloop`: fork a child that exits
+// 42, wait for any child, expect exactly that one, then expect no child left).
+
+static atomic_uint_fast64_t g_sigchld, g_forks, g_fork_anomalies;
+static atomic_int g_forkloop_on;
+
+static void on_sigchld(int sig) {
+  (void)sig;
+  atomic_fetch_add(&g_sigchld, 1);
+}
+
+static int cmd_sigchld(char **a, int n, char *out, size_t cap) {
+  (void)a, (void)out, (void)cap;
+  if (n) return FAIL("usage: sigchld");
+  struct sigaction sa = {0};
+  sa.sa_handler = on_sigchld;
+  sa.sa_flags = SA_RESTART;
+  if (sigaction(SIGCHLD, &sa, NULL)) return FAIL("sigaction: %s", strerror(errno));
+  return 0;
+}
+
+static void *forkloop_main(void *arg) {
+  (void)arg;
+  while (atomic_load(&g_forkloop_on)) {
+    pid_t c = fork();
+    if (c < 0) {
+      atomic_fetch_add(&g_fork_anomalies, 1);
+      continue;
+    }
+    if (c == 0) _exit(42);
+    int st = 0;
+    pid_t r;
+    while ((r = waitpid(-1, &st, __WALL)) < 0 && errno == EINTR) {
+    }
+    if (r != c || !WIFEXITED(st) || WEXITSTATUS(st) != 42) atomic_fetch_add(&g_fork_anomalies, 1);
+    if (waitpid(-1, &st, __WALL | WNOHANG) != -1 || errno != ECHILD) atomic_fetch_add(&g_fork_anomalies, 1);
+    atomic_fetch_add(&g_forks, 1);
+    usleep(200);
+  }
+  return NULL;
+}
+
+static int cmd_forkloop(char **a, int n, char *out, size_t cap) {
+  (void)out, (void)cap;
+  static pthread_t th;
+  if (n != 1 || (strcmp(a[0], "on") && strcmp(a[0], "off"))) return FAIL("usage: forkloop on|off");
+  int on = !strcmp(a[0], "on");
+  if (on == atomic_load(&g_forkloop_on)) return 0;
+  atomic_store(&g_forkloop_on, on);
+  if (on) return pthread_create(&th, NULL, forkloop_main, NULL) ? FAIL("pthread_create") : 0;
+  pthread_join(th, NULL);
+  return 0;
+}
+
+static int cmd_childstats(char **a, int n, char *out, size_t cap) {
+  (void)a;
+  if (n) return FAIL("usage: childstats");
+  struct rusage ru;
+  getrusage(RUSAGE_CHILDREN, &ru);
+  snprintf(out, cap, " sigchld=%" PRIu64 " forks=%" PRIu64 " anomalies=%" PRIu64 " maxrss_kib=%ld utime_us=%ld stime_us=%ld",
+           (uint64_t)atomic_load(&g_sigchld), (uint64_t)atomic_load(&g_forks), (uint64_t)atomic_load(&g_fork_anomalies),
+           ru.ru_maxrss, (long)(ru.ru_utime.tv_sec * 1000000 + ru.ru_utime.tv_usec),
+           (long)(ru.ru_stime.tv_sec * 1000000 + ru.ru_stime.tv_usec));
   return 0;
 }
 
@@ -583,7 +665,8 @@ static const struct command COMMANDS[] = {
     {"mprotect", cmd_mprotect}, {"dontneed", cmd_dontneed}, {"brk", cmd_brk},
     {"stack", cmd_stack},       {"filewrite", cmd_filewrite}, {"fork", cmd_fork},
     {"blockers", cmd_blockers}, {"ping", cmd_ping},         {"sleepstats", cmd_sleepstats},
-    {"fds", cmd_fds},           {"exec", cmd_exec},
+    {"fds", cmd_fds},           {"exec", cmd_exec},         {"sigchld", cmd_sigchld},
+    {"forkloop", cmd_forkloop}, {"childstats", cmd_childstats}, {"madvise", cmd_madvise},
 };
 
 static _Noreturn void usage(const char *why) {
