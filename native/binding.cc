@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "capture_helper.h"
+#include "inject.h"
 #include "direct_write.h"
 #include "fd_inspect.h"
 #include "freeze.h"
@@ -449,12 +450,18 @@ class CaptureFrozenWrap : public Napi::ObjectWrap<CaptureFrozenWrap> {
          InstanceMethod<&CaptureFrozenWrap::Kill>("kill"),
          InstanceMethod<&CaptureFrozenWrap::RequestSnapshot>("requestSnapshot"),
          InstanceMethod<&CaptureFrozenWrap::AwaitSnapshot>("awaitSnapshot"),
-         InstanceMethod<&CaptureFrozenWrap::DropSnapshot>("dropSnapshot")});
+         InstanceMethod<&CaptureFrozenWrap::DropSnapshot>("dropSnapshot"),
+         InstanceMethod<&CaptureFrozenWrap::FreezeNow>("freeze")});
   }
 
   explicit CaptureFrozenWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<CaptureFrozenWrap>(info) {
     const pid_t pid = static_cast<pid_t>(intArg(info, 0, "pid"));
-    frozen_ = guarded(info.Env(), [&] { return std::make_unique<precopy::HelperFrozenProcess>(pid); });
+    // (pid[, gadgetHint, prepareOnly]): prepareOnly starts the helper; freeze() freezes.
+    const uint64_t hint =
+        info.Length() > 1 && info[1].IsNumber() ? static_cast<uint64_t>(info[1].As<Napi::Number>().Int64Value()) : 0;
+    const bool prepareOnly = info.Length() > 2 && info[2].ToBoolean();
+    frozen_ =
+        guarded(info.Env(), [&] { return std::make_unique<precopy::HelperFrozenProcess>(pid, hint, !prepareOnly); });
   }
 
  private:
@@ -489,6 +496,9 @@ class CaptureFrozenWrap : public Napi::ObjectWrap<CaptureFrozenWrap> {
     });
   }
   void DropSnapshot(const Napi::CallbackInfo&) { frozen_->dropSnapshot(); }
+  void FreezeNow(const Napi::CallbackInfo& info) {
+    guarded(info.Env(), [&] { frozen_->freeze(); });
+  }
 
   std::unique_ptr<precopy::HelperFrozenProcess> frozen_;
 };
@@ -697,6 +707,18 @@ Napi::Value FreezeForRestore(const Napi::CallbackInfo& info) {
   return data(info.Env()).captureFrozenClass.New({info[0]});
 }
 
+// prepareFreezeForRestore(pid, gadgetHint): the helper started, the target not frozen yet.
+Napi::Value PrepareFreezeForRestore(const Napi::CallbackInfo& info) {
+  return data(info.Env()).captureFrozenClass.New({info[0], info[1], Napi::Boolean::New(info.Env(), true)});
+}
+
+// findSyscallGadget(pid) -> address of a `syscall` instruction in its executable memory.
+Napi::Value FindSyscallGadget(const Napi::CallbackInfo& info) {
+  const pid_t pid = static_cast<pid_t>(intArg(info, 0, "pid"));
+  return guarded(info.Env(),
+                 [&] { return Napi::Number::New(info.Env(), static_cast<double>(precopy::findSyscallGadget(pid))); });
+}
+
 Napi::Value StartRestoreStub(const Napi::CallbackInfo& info) {
   return data(info.Env()).restoreStubClass.New({info[0]});
 }
@@ -891,6 +913,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("arm", Napi::Function::New<Arm>(env));
   exports.Set("freeze", Napi::Function::New<Freeze>(env));
   exports.Set("freezeForRestore", Napi::Function::New<FreezeForRestore>(env));
+  exports.Set("prepareFreezeForRestore", Napi::Function::New<PrepareFreezeForRestore>(env));
+  exports.Set("findSyscallGadget", Napi::Function::New<FindSyscallGadget>(env));
   exports.Set("startRestoreStub", Napi::Function::New<StartRestoreStub>(env));
   exports.Set("reapChild", Napi::Function::New<ReapChild>(env));
   exports.Set("readPages", Napi::Function::New<ReadPages>(env));

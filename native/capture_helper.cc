@@ -35,7 +35,8 @@ enum : uint32_t {
   kCmdThawStopped = 3,
   kCmdKill = 4,
   kCmdSnapshot = 5,
-  kCmdDropSnapshot = 6
+  kCmdDropSnapshot = 6,
+  kCmdFreeze = 7
 };
 
 struct WireStatus {
@@ -212,15 +213,21 @@ void serve(SeizedProcess& sp, uint64_t gadget, long options, int sock) {
 
 }  // namespace
 
-void captureHelperMain(pid_t pid, int sock) {
-  // The sender died before we started: leave the target alone.
-  struct pollfd hup = {sock, POLLRDHUP, 0};
-  if (::poll(&hup, 1, 0) == 1 && (hup.revents & (POLLHUP | POLLRDHUP))) return;
+void captureHelperMain(pid_t pid, uint64_t gadgetHint, int sock) {
+  // Started ahead of the freeze: wait for the word. EOF (the sender died, or dropped us before
+  // freezing) or anything else: leave the target alone.
+  uint32_t cmd = 0;
+  try {
+    if (recvMessage(sock, &cmd, sizeof cmd, "the addon") != sizeof cmd || cmd != kCmdFreeze) return;
+  } catch (const SysError&) {
+    return;
+  }
   std::unique_ptr<SeizedProcess> sp;
   uint64_t gadget = 0;
   long options = PTRACE_O_TRACESYSGOOD;  // what SeizedProcess seizes with
   try {
-    gadget = findSyscallGadget(pid);
+    // The sender found the gadget before the freeze; checking it costs one read.
+    gadget = gadgetHint && isSyscallGadget(pid, gadgetHint) ? gadgetHint : findSyscallGadget(pid);
     const bool seccomp = statusField(pid, "Seccomp") > 0;
     if (seccomp) options |= PTRACE_O_SUSPEND_SECCOMP;
     sp = std::make_unique<SeizedProcess>(pid);
@@ -266,16 +273,26 @@ namespace {
 
 }  // namespace
 
-HelperFrozenProcess::HelperFrozenProcess(pid_t pid) : pid_(pid) {
+HelperFrozenProcess::HelperFrozenProcess(pid_t pid, uint64_t gadgetHint, bool freezeNow) : pid_(pid) {
   checkTargetPid(pid);
-  Helper h = spawnHelper(siblingExecutable(kCaptureHelperName), {std::to_string(pid)});
+  char hint[32];
+  snprintf(hint, sizeof hint, "%llx", static_cast<unsigned long long>(gadgetHint));
+  Helper h = spawnHelper(siblingExecutable(kCaptureHelperName), {std::to_string(pid), hint});
   helper_ = h.pid;
   sock_ = std::move(h.sock);
+  finished_ = true;  // not frozen until freeze()
+  if (freezeNow) freeze();
+}
+
+void HelperFrozenProcess::freeze() {
+  if (!finished_ || helper_ < 0) throwSys(EINVAL, "ptrace", "process " + std::to_string(pid_) + " was frozen already");
   try {
+    const uint32_t cmd = kCmdFreeze;
+    if (!sendMessage(sock_.get(), &cmd, sizeof cmd)) throwHelperGone(pid_);
     std::vector<uint8_t> buf(kMaxMessage);
     for (;;) {
       size_t n = recvMessage(sock_.get(), buf.data(), buf.size(), "the capture helper");
-      if (n == 0) throwHelperGone(pid);
+      if (n == 0) throwHelperGone(pid_);
       uint32_t type;
       memcpy(&type, buf.data(), sizeof type);
       if (type == kFrozenThread && n == sizeof(WireFrozenThread)) {
@@ -291,8 +308,8 @@ HelperFrozenProcess::HelperFrozenProcess(pid_t pid) : pid_(pid) {
         throwSys(EPROTO, "recv", "the capture helper sent an unexpected message");
       }
     }
+    finished_ = false;
   } catch (...) {
-    finished_ = true;
     sock_.reset();
     reapHelper();
     throw;
@@ -416,7 +433,13 @@ void HelperFrozenProcess::dropSnapshot() {
 }
 
 void HelperFrozenProcess::finish(uint32_t cmd) {
-  if (finished_) return;
+  if (finished_) {
+    if (helper_ > 0 && !snapshotHeld_ && threads_.empty()) {  // started, never frozen: let it go
+      sock_.reset();
+      reapHelper();
+    }
+    return;
+  }
   if (snapshotAsked_) {  // its answer comes first on the socket
     try {
       awaitSnapshot();

@@ -31,9 +31,13 @@ struct SnapshotInfo {
 
 class HelperFrozenProcess {
  public:
-  // Starts the helper and waits until every thread of pid is stopped (as FrozenProcess does);
-  // threads() then holds each thread's registers as frozen. Throws SysError.
-  explicit HelperFrozenProcess(pid_t pid);
+  // Starts the helper and, with freezeNow, freeze()s. gadgetHint: a `syscall` instruction of the
+  // target found beforehand (findSyscallGadget), checked by the helper; 0 to have it search.
+  HelperFrozenProcess(pid_t pid, uint64_t gadgetHint, bool freezeNow);
+  // Has the (already started) helper stop every thread of pid, and waits until each is stopped
+  // (as FrozenProcess does); threads() then holds each thread's registers as frozen. Throws
+  // SysError. Starting the helper ahead keeps its start-up out of the freeze.
+  void freeze();
   // Without thaw/thawStopped/kill: closes the socket, so the helper thaws the target.
   ~HelperFrozenProcess();
   HelperFrozenProcess(const HelperFrozenProcess&) = delete;
@@ -68,6 +72,6 @@ class HelperFrozenProcess {
 };
 
 // Body of the helper executable.
-void captureHelperMain(pid_t pid, int sock);
+void captureHelperMain(pid_t pid, uint64_t gadgetHint, int sock);
 
 }  // namespace precopy

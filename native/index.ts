@@ -537,6 +537,25 @@ export function freezeForRestore(pid: number): RestorableFrozen {
   return addon().freezeForRestore(pid) as RestorableFrozen;
 }
 
+/** The capture helper started ahead of a freeze (its start-up and, with a gadget found by
+ *  findSyscallGadget(), its search stay out of the frozen time): freeze() freezes, and the
+ *  object is then a RestorableFrozen. thaw() before freeze() lets the helper go untouched. */
+export interface PreparedFreeze extends RestorableFrozen {
+  freeze(): void;
+}
+
+export function prepareFreezeForRestore(pid: number, gadgetHint = 0): PreparedFreeze {
+  checkPid(pid);
+  return addon().prepareFreezeForRestore(pid, gadgetHint) as PreparedFreeze;
+}
+
+/** Address of a `syscall` instruction in pid's executable memory ([vdso] first): where injected
+ *  syscalls run. Throws NativeError. */
+export function findSyscallGadget(pid: number): number {
+  checkPid(pid);
+  return addon().findSyscallGadget(pid) as number;
+}
+
 // ---- restore stub (native/restore_stub.*) ----
 
 /**

@@ -127,6 +127,18 @@ uint64_t findSyscallGadget(pid_t pid) {
   throwSys(ENOEXEC, "pread", "no syscall instruction found in the executable memory of process " + std::to_string(pid));
 }
 
+bool isSyscallGadget(pid_t pid, uint64_t addr) {
+  const std::string memPath = "/proc/" + std::to_string(pid) + "/mem";
+  Fd mem(::open(memPath.c_str(), O_RDONLY | O_CLOEXEC));
+  unsigned char b[2] = {0, 0};
+  if (!mem.valid() || ::pread(mem.get(), b, 2, static_cast<off_t>(addr)) != 2 || b[0] != 0x0f || b[1] != 0x05)
+    return false;
+  // And executable: a data page that happens to hold 0f 05 would fault.
+  for (const Mapping& m : executableMappings(pid))
+    if (m.start <= addr && addr + 2 <= m.end) return true;
+  return false;
+}
+
 namespace {
 
 // Resume the borrowed thread until our syscall has run: its enter stop, then its exit stop.

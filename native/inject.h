@@ -13,6 +13,8 @@ namespace precopy {
 
 // Address of a `syscall` instruction (0f 05) in the target's executable memory ([vdso] first).
 uint64_t findSyscallGadget(pid_t pid);
+// True when `addr` still holds one (a gadget found earlier; an exec would have moved it).
+bool isSyscallGadget(pid_t pid, uint64_t addr);
 
 // Runs syscall `nr` with up to six arguments in seized thread `t` (which must be in a ptrace
 // stop), returns the raw result (-errno on failure). The thread's registers and signal mask are

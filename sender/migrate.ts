@@ -24,7 +24,7 @@ import { UserError } from '../common/errors';
 import { digestHex, digestToBuffer } from '../common/image-digest';
 import type { HostPort } from '../common/cli';
 import type { Vma } from '../common/vma';
-import { probeKernel, type CowSnapshot, type KernelFeatures } from '../native';
+import { findSyscallGadget, prepareFreezeForRestore, probeKernel, type CowSnapshot, type KernelFeatures, type PreparedFreeze } from '../native';
 import { decide, type ConvergenceOptions, type Decision, type RoundMeasure, type StopReason } from './convergence';
 import { FreezeSession, thawAll } from './target/freeze-session';
 import { loseWritesForTest } from './target/lost-write-hook';
@@ -118,6 +118,10 @@ class Migration {
 
   private target!: TargetIdentity;
   private features!: KernelFeatures;
+  /** A `syscall` instruction of the target, found at set-up so the capture helper need not
+   *  search for it while the target is frozen (0: let it search). */
+  private gadget = 0;
+  private freezeHelper: PreparedFreeze | null = null;
   private sessionId = '';
   private transfer: PageTransfer | null = null;
   private link: GrpcTransfer | null = null;
@@ -198,6 +202,13 @@ class Migration {
     if (opts.restorable) checkRestorable(opts.pid, opts.restorable);
     this.cleanups.push(() => forgetTarget(opts.pid)); // the exec witness (target-process.ts)
     this.features = probeKernel();
+    try {
+      this.gadget = findSyscallGadget(opts.pid);
+    } catch {
+      this.gadget = 0; // the helper searches again (and says why, should it need one)
+    }
+    this.prepareFreezeHelper();
+    this.cleanups.push(() => this.freezeHelper?.thaw());
     if (this.features.missing.length > 0) {
       throw new UserError(
         `this kernel (${this.features.kernelRelease}) cannot track a process's writes: missing ` +
@@ -377,11 +388,9 @@ class Migration {
     const transfer = this.transfer!;
     this.throttle!.stop();
     this.assertAlive();
-    // A snapshot moves the verify pass off the freeze when the source runs on after the commit
-    // (docs/design.md, Verify off the freeze); a handover's destination, and a source stopped or
-    // killed after the commit, gain nothing from it.
-    const offFreeze = this.opts.verify && !this.opts.handover && this.opts.after === 'resume';
-    const freeze = (this.freeze = new FreezeSession(this.opts.pid, !!this.opts.restorable || offFreeze));
+    const offFreeze = this.verifiesOffFreeze;
+    const helper = this.opts.restorable || offFreeze ? this.takeFreezeHelper() : null;
+    const freeze = (this.freeze = new FreezeSession(this.opts.pid, helper));
     const lap = laps(freeze.frozenAt / 1000);
     const split: FreezeSplit = { freezeSeconds: lap(`freeze (${freeze.threads().length} threads)`), captureSeconds: 0, finalRoundSeconds: 0, commitSeconds: 0 };
     if (this.opts.restorable) {
@@ -416,6 +425,26 @@ class Migration {
       lap(`snapshot ${snapshot.pid}`);
     }
     return { downtime, verify: await this.verifyImage(populated, snapshot) };
+  }
+
+  /** A snapshot moves the verify pass off the freeze when the source runs on after the commit
+   *  (docs/design.md, Verify off the freeze); a handover's destination, and a source stopped or
+   *  killed after the commit, gain nothing from it. */
+  private get verifiesOffFreeze(): boolean {
+    return this.opts.verify && !this.opts.handover && this.opts.after === 'resume';
+  }
+
+  /** The capture helper for the next freeze, started ahead (at set-up, and again after a
+   *  freeze the link broke): its start-up is then not frozen time. */
+  private takeFreezeHelper(): PreparedFreeze {
+    const h = this.freezeHelper ?? prepareFreezeForRestore(this.opts.pid, this.gadget);
+    this.freezeHelper = null;
+    return h;
+  }
+
+  private prepareFreezeHelper(): void {
+    if (this.freezeHelper || !(this.opts.restorable || this.verifiesOffFreeze)) return;
+    this.freezeHelper = prepareFreezeForRestore(this.opts.pid, this.gadget);
   }
 
   /**
@@ -714,6 +743,7 @@ class Migration {
     this.round = Math.max(this.round + 1, durable + 1);
     this.epoch = this.history.length;
     this.reconnects++;
+    this.prepareFreezeHelper();
     log.warn(
       `resumed session ${this.sessionId} at durable round ${durable} after ${back.seconds.toFixed(1)} s; re-sending the ${this.replay.pageCount} pages it lost, and what was written meanwhile`,
     );

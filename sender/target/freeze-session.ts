@@ -8,7 +8,7 @@
 // thing that must never happen before the commit is a queued SIGSTOP (thawStopped), and only
 // afterAction() below sends it.
 
-import { freeze, freezeForRestore, NativeError, type CowSnapshot, type Frozen, type RestorableFrozen } from '../../native';
+import { freeze, NativeError, type CowSnapshot, type Frozen, type PreparedFreeze, type RestorableFrozen } from '../../native';
 import type { ProcessState } from '../../image/process-state';
 import { captureProcessState, type CaptureOptions } from '../capture/capture-process-state';
 import type { ThreadState } from '../../proto/messages';
@@ -33,14 +33,14 @@ export function freezeTracked(pid: number, captureRegisters: boolean): Frozen {
   return f;
 }
 
-/** The same, through the capture helper, for a restorable image: its capture() injects
- *  queries into the frozen threads, so the freeze must be held by a process that finishes every
- *  injection even if we are killed (docs/design.md, Restore). */
-function freezeTrackedForRestore(pid: number): RestorableFrozen {
+/** The same, through the capture helper started ahead (prepareFreezeForRestore), for a
+ *  restorable image or a snapshot: they inject into the frozen threads, so the freeze must be
+ *  held by a process that finishes every injection even if we are killed (docs/design.md, Restore). */
+function freezeTrackedForRestore(prepared: PreparedFreeze): RestorableFrozen {
   installExitHook();
-  const f = freezeForRestore(pid);
-  live.add(f);
-  return f;
+  prepared.freeze();
+  live.add(prepared);
+  return prepared;
 }
 
 /** Thaw one freeze; a target that died meanwhile is not an error (nothing left to thaw). */
@@ -73,14 +73,14 @@ export class FreezeSession {
   private readonly restorable: RestorableFrozen | null;
   private thawedAt = 0;
 
-  /** helper: freeze through the capture helper, so that captureState() and the snapshot calls
+  /** helper: freeze through this capture helper, so that captureState() and the snapshot calls
    *  can be used. */
   constructor(
     readonly pid: number,
-    helper = false,
+    helper: PreparedFreeze | null = null,
   ) {
     this.frozenAt = performance.now();
-    this.restorable = helper ? freezeTrackedForRestore(pid) : null;
+    this.restorable = helper ? freezeTrackedForRestore(helper) : null;
     this.frozen = this.restorable ?? freezeTracked(pid, true);
   }
 
