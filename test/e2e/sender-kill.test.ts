@@ -1,10 +1,11 @@
 // The real sender CLI SIGKILLed at random moments of migrations of a hot multi-threaded target:
 // whatever the sender was doing (opening the session, arming: ptrace injection in the arm helper,
-// round 0, later rounds, auto-converge throttling: short freezes, the stop-and-copy freeze), the
-// target runs on: alive, no thread stopped or traced, no userfaultfd left in its fds, no uffd-wp
-// registration left, its own in-memory checksums consistent (`check`), its writers writing. The
-// receiver (a real process, --abandon-after 1) marks the session aborted once nobody resumes it; a
-// kill that lands after the commit leaves a committed image that verifies.
+// round 0, later rounds, auto-converge throttling: short freezes, the stop-and-copy freeze, the
+// verify pass reading its snapshot after the thaw), the target runs on: alive, no thread stopped
+// or traced, no userfaultfd left in its fds, no uffd-wp registration left, its own in-memory
+// checksums consistent (`check`), its writers writing, no child, and the verify's snapshot process
+// gone. The receiver (a real process, --abandon-after 1) marks the session aborted once nobody
+// resumes it; a kill that lands after the commit leaves a committed image that verifies.
 //
 // The moments: each kill waits for a phase's line in the sender's debug log (PRECOPY_LOG=debug),
 // then a random delay; where the kill really landed is read back from everything the sender wrote
@@ -19,7 +20,7 @@ import { ImageStore } from '../../image/image-store';
 import { startReceiver, type ReceiverHandle } from '../helpers/receiver';
 import { Target } from '../helpers/target';
 import { threadStates } from '../helpers/procmem';
-import { prng, sleep, threadTracers } from '../native/native-helpers';
+import { prng, sleep, threadTracers, waitFor } from '../native/native-helpers';
 import { describeRun, receiverCli, startSender, tempDir, type Spawner } from '../helpers/migration-cli';
 import { assertUnharmed } from './target-health';
 
@@ -50,12 +51,15 @@ const PLANS: Plan[] = [
   { aim: 'later rounds', flags: NEVER_CONVERGES, trigger: /^migrate: debug: round 1:/m, maxDelayMs: 80 },
   { aim: 'throttling', flags: [...NEVER_CONVERGES, '--auto-converge'], trigger: /^throttle: throttling the target/m, maxDelayMs: 300 },
   { aim: 'freeze', flags: ['--downtime-ms', '1', '--max-rounds', '2'], trigger: /^migrate: debug: stop-and-copy: freeze/m, maxDelayMs: 30 },
+  // The target runs again; the verify pass reads the snapshot the capture helper holds.
+  { aim: 'verify off the freeze', flags: ['--downtime-ms', '1', '--max-rounds', '2'], trigger: /^migrate: debug: verify: thawed/m, maxDelayMs: 60 },
 ];
 
-type Landed = 'set-up' | 'arming' | 'round 0' | 'later rounds' | 'throttling' | 'freeze' | 'after commit';
+type Landed = 'set-up' | 'arming' | 'round 0' | 'later rounds' | 'throttling' | 'freeze' | 'after commit' | 'verifying';
 
 /** Where the sender was when it died: the last phase its log shows. */
 function landed(stderr: string): Landed {
+  if (/verify: thawed/.test(stderr)) return 'verifying';
   if (/stop-and-copy: commit/.test(stderr)) return 'after commit';
   if (/stop-and-copy: freeze/.test(stderr)) return 'freeze';
   if (/^throttle: throttling the target/m.test(stderr)) return 'throttling';
@@ -75,6 +79,8 @@ interface Kill {
   frozen: boolean;
   /** The arm helper was still injecting into the target when the sender died. */
   midInjection: boolean;
+  /** The verify's snapshot process the sender had, if any. */
+  snapshot?: number;
   /** First time the receiver was seen holding the session in a final state. */
   settledAt?: number;
   state?: string;
@@ -120,6 +126,28 @@ class SessionWatch {
   }
 }
 
+/** The snapshot of a killed sender's verify pass: its helper saw the sender gone and killed it;
+ *  the target has no child left (the snapshot never was one). */
+async function assertSnapshotGone(t: ExecutionContext, target: Target, snapshot: number, label: string): Promise<void> {
+  const exited = () => {
+    try {
+      return /^\d+ \(.*\) [ZX]/.test(fs.readFileSync(`/proc/${snapshot}/stat`, 'utf8'));
+    } catch {
+      return true;
+    }
+  };
+  const gone = await waitFor(`${label}: snapshot ${snapshot} exits`, exited, 20_000).then(
+    () => true,
+    () => false,
+  );
+  t.true(gone, `${label}: the snapshot process ${snapshot} is gone`);
+  const children = fs
+    .readdirSync(`/proc/${target.pid}/task`)
+    .map((tid) => fs.readFileSync(`/proc/${target.pid}/task/${tid}/children`, 'utf8').trim())
+    .filter(Boolean);
+  t.deepEqual(children, [], `${label}: the target has no child`);
+}
+
 let receiver: ReceiverHandle;
 let images: string;
 test.before(async () => {
@@ -157,7 +185,8 @@ async function killOnce(t: ExecutionContext, target: Target, plan: Plan, session
   // an arm helper finishing an injection the kill interrupted the sender in.
   const midInjection = threadTracers(target.pid).some((x) => x !== 0);
   t.is(run.signal, 'SIGKILL', `${session}: the sender was still running when killed\n${describeRun(run)}`);
-  return { session, landed: landed(run.stderr), killedAt, frozen, midInjection };
+  const snapshot = /stop-and-copy: snapshot (\d+)/.exec(run.stderr)?.[1];
+  return { session, landed: landed(run.stderr), killedAt, frozen, midInjection, snapshot: snapshot ? Number(snapshot) : undefined };
 }
 
 for (let batch = 0; batch < BATCHES; batch++) {
@@ -180,7 +209,9 @@ for (let batch = 0; batch < BATCHES; batch++) {
           const session = `kill-${process.pid}-${batch}-${i}`;
           const kill = await killOnce(t, target, plan, session, Math.floor(rnd() * plan.maxDelayMs));
           kills.push(kill);
-          await assertUnharmed(t, target, { writers: true, label: `kill ${i} (aimed at ${plan.aim}, landed in ${kill.landed})` });
+          const label = `kill ${i} (aimed at ${plan.aim}, landed in ${kill.landed})`;
+          await assertUnharmed(t, target, { writers: true, label });
+          if (kill.snapshot) await assertSnapshotGone(t, target, kill.snapshot, label);
         }
       } finally {
         await watch.settle(30_000);
@@ -190,7 +221,7 @@ for (let batch = 0; batch < BATCHES; batch++) {
       // The receiver's view: aborted after --abandon-after; committed (and verifying) only when the
       // kill came after the commit; no session at all only when the sender died before opening one.
       for (const k of kills) {
-        if (k.landed === 'after commit' || (k.landed === 'freeze' && k.state === 'committed')) {
+        if (k.landed === 'after commit' || k.landed === 'verifying' || (k.landed === 'freeze' && k.state === 'committed')) {
           t.is(k.state, 'committed', `${k.session} (${k.landed})`);
           const verify = await receiverCli(['verify', '--images', images, k.session]);
           t.is(verify.code, 0, `${k.session}: ${verify.stdout}${verify.stderr}`);
@@ -210,6 +241,7 @@ for (let batch = 0; batch < BATCHES; batch++) {
       t.true(covered(['later rounds']), 'a kill during a later round');
       t.true(covered(['throttling']), 'a kill while throttling');
       t.true(covered(['freeze', 'after commit']), 'a kill during the stop-and-copy');
+      t.true(covered(['verifying']), 'a kill during the verify off the freeze');
       t.true(
         kills.some((k) => k.frozen),
         'a kill with the target frozen',
