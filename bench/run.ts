@@ -7,10 +7,11 @@
 //   5. resources     sender peak RSS and CPU (from section 1's runs)
 //   6. restore       receiver restore of a --restorable image vs reading its pages from the store
 //   7. handover      downtime from the freeze to the process running at the destination; rollback
+//   8. slowdown      a redis-server's requests/s and latency before, during and after its migration
 // Writes bench/results.json, table.txt and chart.svg; prints the table. How to read it:
 // bench/README.md.
 //
-//   node dist/bench/run.js [--only throughput,scan,downtime,alternatives,restore,handover] [--runs N] [--configs 1,7] [--node-flags F] [--out DIR]
+//   node dist/bench/run.js [--only throughput,scan,downtime,alternatives,restore,handover,slowdown] [--runs N] [--configs 1,7] [--node-flags F] [--out DIR]
 
 import { mkdirSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
@@ -30,9 +31,10 @@ import { runDowntime } from './sections/downtime';
 import { runHandover } from './sections/handover';
 import { runRestore } from './sections/restore';
 import { runScan } from './sections/scan';
+import { runSlowdown } from './sections/slowdown';
 import { THROUGHPUT_CONFIGS, runThroughput } from './sections/throughput';
 
-const SECTIONS = ['throughput', 'scan', 'downtime', 'alternatives', 'restore', 'handover'] as const;
+const SECTIONS = ['throughput', 'scan', 'downtime', 'alternatives', 'restore', 'handover', 'slowdown'] as const;
 type Section = (typeof SECTIONS)[number];
 
 const USAGE = `usage: node dist/bench/run.js [--only SECTION,...] [--runs N] [--configs N,...] [--node-flags F] [--out DIR]
@@ -93,6 +95,7 @@ runMain('bench', async () => {
     const alternatives = want('alternatives') ? alternativesResult(await runAlternatives(ctx), downtime) : undefined;
     const restore = want('restore') ? await runRestore(ctx) : undefined;
     const handover = want('handover') ? await runHandover(ctx) : undefined;
+    const slowdown = want('slowdown') ? await runSlowdown(ctx) : undefined;
     const partial: Omit<BenchResults, 'goals'> = {
       startedAt,
       seconds: (performance.now() - t0) / 1000,
@@ -112,6 +115,7 @@ runMain('bench', async () => {
       resources: throughput ? resourcesOf(throughput) : undefined,
       restore,
       handover,
+      slowdown,
     };
     const results: BenchResults = { ...partial, goals: judgeGoals(partial) };
     const table = renderResults(results);

@@ -409,9 +409,11 @@ class Migration {
     const totals = await this.pipe(this.journal.track(r, loseWritesForTest(tracked.dirtyRuns(this.opts.maxPages), this.pageSize)));
     split.finalRoundSeconds += lap(`${totals.dirtyPages} dirty pages`);
     const populated = await collectRuns(tracked.populatedRuns(this.sent));
+    // The capture helper forks the snapshot while the reconcile and the commit travel (the fork
+    // holds the target's mmap lock: it cannot overlap the reads and scans before).
+    if (offFreeze) freeze.requestSnapshot();
     discarded += await this.discardHeld(heldOutside(this.sent, populated, this.pageSize));
     split.finalRoundSeconds += lap(`reconcile (${discarded} pages discarded)`);
-    if (offFreeze) freeze.requestSnapshot(); // the capture helper forks it while the commit travels
     await this.endWithCommit(toRoundEnd(this.figures(r, 'STOP_AND_COPY', totals, now() - started, null)));
     split.commitSeconds = lap('commit');
     this.freezeSplit = split;

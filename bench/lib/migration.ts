@@ -46,11 +46,12 @@ export class BenchReceiver {
     private readonly stopNow: () => void,
   ) {}
 
-  static async start(): Promise<BenchReceiver> {
+  /** args: more `receiver serve` flags (--max-rate ...). */
+  static async start(args: string[] = []): Promise<BenchReceiver> {
     const images = scratchDir('receiver');
     const env = { ...process.env, PRECOPY_LOG: 'warn' };
-    const spawner = (cmd: string, args: string[]) => spawn(cmd, [...nodeFlags, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
-    const handle = await startReceiver({ images, env, spawner });
+    const spawner = (cmd: string, a: string[]) => spawn(cmd, [...nodeFlags, ...a], { stdio: ['ignore', 'pipe', 'pipe'], env });
+    const handle = await startReceiver({ images, args, env, spawner });
     const stop = onCleanup(() => handle.child.kill('SIGKILL'));
     return new BenchReceiver(handle, images, stop);
   }
@@ -84,6 +85,8 @@ export interface MigrateArgs {
   flags?: string[];
   /** Leave the committed image in place for the caller, who removes it (run.removeImage()). */
   keepImage?: boolean;
+  /** Each line of the sender's stderr (debug log) as it arrives, with performance.now(). */
+  onStderrLine?: (line: string, at: number) => void;
 }
 
 let sessions = 0;
@@ -126,7 +129,15 @@ export async function migrateOnce(a: MigrateArgs): Promise<MigrationRun> {
     let out = '';
     let err = '';
     child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
+    let partial = '';
+    child.stderr.setEncoding('utf8').on('data', (d: string) => {
+      err += d;
+      if (!a.onStderrLine) return;
+      const at = performance.now();
+      const lines = (partial + d).split('\n');
+      partial = lines.pop()!;
+      for (const l of lines) a.onStderrLine(l, at);
+    });
     const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
     killSender();
     if (code !== 0) throw new Error(`sender migrate exited ${code}:\n${err.split('\n').slice(-15).join('\n')}`);

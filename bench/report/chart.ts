@@ -91,7 +91,7 @@ export function renderChart(r: BenchResults): string {
     });
   }
   if (r.downtime) {
-    const rates = [...new Set(r.downtime.map((d) => d.rateMBps))];
+    const rates = [...new Set(r.downtime.filter((d) => d.mib === 1024).map((d) => d.rateMBps))];
     const alt = r.alternatives?.tools.filter((t) => t.available) ?? [];
     panels.push({
       title: "3./4. Downtime of a 1 GiB target by dirty rate, and the alternatives' pause",
@@ -102,7 +102,7 @@ export function renderChart(r: BenchResults): string {
           label: `${rate} MB/s dirtied`,
           bars: [false, true].map((verify) => ({
             name: verify ? 'frozen, with verify' : 'downtime, no verify',
-            value: r.downtime!.find((d) => d.rateMBps === rate && d.verify === verify)?.[verify ? 'frozenMs' : 'downtimeMs'].median ?? NaN,
+            value: r.downtime!.find((d) => d.mib === 1024 && d.rateMBps === rate && d.verify === verify)?.[verify ? 'frozenMs' : 'downtimeMs'].median ?? NaN,
             color: verify ? '#aec7e8' : OURS,
           })),
         })),
