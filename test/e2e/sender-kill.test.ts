@@ -19,7 +19,7 @@ import * as fs from 'node:fs';
 import { ImageStore } from '../../image/image-store';
 import { startReceiver, type ReceiverHandle } from '../helpers/receiver';
 import { Target } from '../helpers/target';
-import { threadStates } from '../helpers/procmem';
+import { childPids, hasExited, threadStates } from '../helpers/procmem';
 import { prng, sleep, threadTracers, waitFor } from '../native/native-helpers';
 import { describeRun, receiverCli, startSender, tempDir, type Spawner } from '../helpers/migration-cli';
 import { assertUnharmed } from './target-health';
@@ -129,23 +129,12 @@ class SessionWatch {
 /** The snapshot of a killed sender's verify pass: its helper saw the sender gone and killed it;
  *  the target has no child left (the snapshot never was one). */
 async function assertSnapshotGone(t: ExecutionContext, target: Target, snapshot: number, label: string): Promise<void> {
-  const exited = () => {
-    try {
-      return /^\d+ \(.*\) [ZX]/.test(fs.readFileSync(`/proc/${snapshot}/stat`, 'utf8'));
-    } catch {
-      return true;
-    }
-  };
-  const gone = await waitFor(`${label}: snapshot ${snapshot} exits`, exited, 20_000).then(
+  const gone = await waitFor(`${label}: snapshot ${snapshot} exits`, () => hasExited(snapshot), 20_000).then(
     () => true,
     () => false,
   );
   t.true(gone, `${label}: the snapshot process ${snapshot} is gone`);
-  const children = fs
-    .readdirSync(`/proc/${target.pid}/task`)
-    .map((tid) => fs.readFileSync(`/proc/${target.pid}/task/${tid}/children`, 'utf8').trim())
-    .filter(Boolean);
-  t.deepEqual(children, [], `${label}: the target has no child`);
+  t.deepEqual(childPids(target.pid), [], `${label}: the target has no child`);
 }
 
 let receiver: ReceiverHandle;

@@ -11,7 +11,7 @@ import test, { type ExecutionContext } from 'ava';
 import * as fs from 'node:fs';
 import { spawn } from 'node:child_process';
 import { Target } from '../helpers/target';
-import { readMaps, readMem } from '../helpers/procmem';
+import { childPids, hasExited, readMaps, readMem } from '../helpers/procmem';
 import { describeRun, exportRaw, runSender, startSender, useReceiver, type SenderRun, type Spawner } from '../helpers/migration-cli';
 import { waitFor } from '../native/native-helpers';
 import { assertUnharmed } from './target-health';
@@ -23,28 +23,11 @@ let sessions = 0;
 const sessionId = (name: string) => `off-${name}-${process.pid}-${sessions++}`;
 const debugEnv = { PRECOPY_LOG: 'debug' };
 
-function children(pid: number): number[] {
-  const out: number[] = [];
-  for (const tid of fs.readdirSync(`/proc/${pid}/task`)) {
-    const text = fs.readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8').trim();
-    if (text) out.push(...text.split(/\s+/).map(Number));
-  }
-  return out;
-}
-
-function exited(pid: number): boolean {
-  try {
-    return /^\d+ \(.*\) [ZX]/.test(fs.readFileSync(`/proc/${pid}/stat`, 'utf8'));
-  } catch {
-    return true;
-  }
-}
-
 /** The snapshot the sender's debug log names, checked gone. */
 async function snapshotGone(t: ExecutionContext, run: SenderRun): Promise<void> {
   const m = /stop-and-copy: snapshot (\d+)/.exec(run.stderr);
   if (!m) return void t.fail(`the sender took no snapshot:\n${describeRun(run)}`);
-  await waitFor(`snapshot process ${m[1]} exits`, () => exited(Number(m[1])), 10_000);
+  await waitFor(`snapshot process ${m[1]} exits`, () => hasExited(Number(m[1])), 10_000);
   t.pass();
 }
 
@@ -130,7 +113,7 @@ test.serial('no trace in the target: no SIGCHLD, child, zombie, child accounting
     const run = await runSender(['--pid', String(target.pid), '--to', shared.receiver().address, '--session', sessionId('trace')], { env: debugEnv });
     offFreeze(t, run);
     await snapshotGone(t, run);
-    t.deepEqual(children(target.pid), [], 'no child (nor zombie)');
+    t.deepEqual(childPids(target.pid), [], 'no child (nor zombie)');
     t.deepEqual(await target.childStats(), before.stats, 'no SIGCHLD, getrusage(RUSAGE_CHILDREN) unchanged');
     t.deepEqual([...(await target.fds()).entries()], before.fds, 'the same fds');
     t.is(fs.readFileSync(`/proc/${target.pid}/maps`, 'utf8'), before.maps, 'the same mappings');
@@ -152,7 +135,7 @@ test.serial("the target's own fork() and wait() during the migration see only th
     const stats = await target.childStats();
     t.true(stats.forks > 0, 'the loop forked');
     t.is(stats.anomalies, 0, `its wait() saw a child it did not fork, or missed its own (${stats.forks} forks)`);
-    t.deepEqual(children(target.pid), []);
+    t.deepEqual(childPids(target.pid), []);
     await assertUnharmed(t, target, { writers: true });
   } finally {
     await target.kill();

@@ -98,3 +98,22 @@ export function isAlive(pid: number): boolean {
     return false;
   }
 }
+
+/** Children of every thread of pid (what its wait() could see), zombies included. */
+export function childPids(pid: number): number[] {
+  const out: number[] = [];
+  for (const tid of fs.readdirSync(`/proc/${pid}/task`)) {
+    const text = fs.readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8').trim();
+    if (text) out.push(...text.split(/\s+/).map(Number));
+  }
+  return out;
+}
+
+/** Gone, or a zombie its parent has not reaped yet: it holds nothing any more. */
+export function hasExited(pid: number): boolean {
+  try {
+    return /^\d+ \(.*\) [ZX]/.test(fs.readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return true;
+  }
+}

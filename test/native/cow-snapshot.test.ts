@@ -7,30 +7,11 @@
 import test from 'ava';
 import * as fs from 'node:fs';
 import { freezeForRestore } from '../../native';
-import { readMem } from '../helpers/procmem';
+import { childPids, hasExited, readMem } from '../helpers/procmem';
 import { withTarget } from '../helpers/target';
 import { sleep, waitFor } from './native-helpers';
 
 const PAGE = 4096;
-
-/** Children of every thread of pid (what wait() could see). */
-function children(pid: number): number[] {
-  const out: number[] = [];
-  for (const tid of fs.readdirSync(`/proc/${pid}/task`)) {
-    const text = fs.readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8').trim();
-    if (text) out.push(...text.split(/\s+/).map(Number));
-  }
-  return out;
-}
-
-/** Gone, or a zombie its new parent (init) has not reaped yet: no longer holding anything. */
-function exited(pid: number): boolean {
-  try {
-    return /^\d+ \(.*\) [ZX]/.test(fs.readFileSync(`/proc/${pid}/stat`, 'utf8'));
-  } catch {
-    return true;
-  }
-}
 
 const inside = (ranges: Float64Array, start: number, end: number): boolean => {
   for (let i = 0; i < ranges.length; i += 2) if (ranges[i] <= start && end <= ranges[i + 1]) return true;
@@ -60,7 +41,7 @@ test.serial('the snapshot holds the frozen memory while the target writes on, an
       const snap = f.awaitSnapshot();
       snapPid = snap.pid;
       t.true(snap.pid > 0);
-      t.deepEqual(children(tg.pid), [], 'the target has no child');
+      t.deepEqual(childPids(tg.pid), [], 'the target has no child');
       const status = fs.readFileSync(`/proc/${snap.pid}/status`, 'utf8');
       t.not(Number(/PPid:\s+(\d+)/.exec(status)![1]), tg.pid, "the snapshot is not the target's child");
       t.regex(status, /State:\s+t/, 'the snapshot is held in a tracing stop');
@@ -78,10 +59,10 @@ test.serial('the snapshot holds the frozen memory while the target writes on, an
       f.thaw();
       f.dropSnapshot();
     }
-    await waitFor('the snapshot process exits', () => exited(snapPid));
+    await waitFor('the snapshot process exits', () => hasExited(snapPid));
     const after = await tg.childStats();
     t.deepEqual(after, before, 'no SIGCHLD, no child accounting');
-    t.deepEqual(children(tg.pid), []);
+    t.deepEqual(childPids(tg.pid), []);
     t.true((await tg.check()).bad === 0);
   }),
 );
@@ -100,8 +81,8 @@ test.serial('a snapshot whose owner goes away is killed; it never runs', (t) =>
       t.true(tracer > 0);
       process.kill(tracer, 'SIGKILL');
     }
-    await waitFor('the snapshot process exits', () => exited(snapPid));
-    t.deepEqual(children(tg.pid), []);
+    await waitFor('the snapshot process exits', () => hasExited(snapPid));
+    t.deepEqual(childPids(tg.pid), []);
     t.true((await tg.check()).bad === 0);
   }),
 );
