@@ -44,7 +44,10 @@ options:
   --auto-converge         the same as --on-no-convergence throttle (the default)
   --after resume|stop|kill  what to do with the target once the image is committed
                           (default resume: it keeps running)
-  --verify / --no-verify  compare the frozen target's memory with the image (default --verify)
+  --verify / --no-verify  compare the frozen target's memory with the image (default --verify);
+                          with --after resume it reads a copy-on-write snapshot after the thaw
+  --verify-frozen         compare before the thaw even with --after resume: a pause that grows
+                          with memory, but no copy-on-write faults in the target afterwards
   --reconnect-timeout SECONDS  if the link to the receiver breaks, keep the target running
                           (thawed) and tracked, reconnect and resume the session for up to
                           SECONDS (default 120; 0: fail at once); pre-copy then starts a
@@ -94,6 +97,7 @@ const OPTIONS = {
   after: { type: 'string' },
   verify: { type: 'boolean' },
   'no-verify': { type: 'boolean' },
+  'verify-frozen': { type: 'boolean' },
   'reconnect-timeout': { type: 'string' },
   restorable: { type: 'boolean' },
   handover: { type: 'boolean' },
@@ -114,6 +118,7 @@ export function parseMigrateArgs(argv: string[]): ParsedMigrate | 'help' {
   if (v.pid === undefined) throw usageError('--pid is required', USAGE);
   if (v.to === undefined) throw usageError('--to is required (HOST:PORT of a receiver, or dir:PATH)', USAGE);
   if (v.verify && v['no-verify']) throw new UserError('--verify and --no-verify contradict each other');
+  if (v['verify-frozen'] && v['no-verify']) throw new UserError('--verify-frozen and --no-verify contradict each other');
   if (v.handover && v.after !== undefined)
     throw new UserError('--handover decides what becomes of the source (killed once the destination runs): drop --after');
   if (v['drop-connections'] && !v.restorable && !v.handover) throw new UserError('--drop-connections applies only with --restorable or --handover');
@@ -141,6 +146,7 @@ export function parseMigrateArgs(argv: string[]): ParsedMigrate | 'help' {
     ...convergencePolicy(v['on-no-convergence'], v['auto-converge'], !!(v.restorable || v.handover)),
     after: parseEnumFlag(v.after, '--after', 'resume', ['resume', 'stop', 'kill'] as const),
     verify: !v['no-verify'],
+    verifyFrozen: v['verify-frozen'] ?? false,
     restorable: v.restorable || v.handover ? { dropConnections: v['drop-connections'] ?? false } : null,
     handover: v.handover ? { securityFlags: securityFlagArgs(v) } : null,
     reconnectTimeoutSeconds: parseIntFlag(v['reconnect-timeout'], '--reconnect-timeout', DEFAULT_RECONNECT_TIMEOUT_SECONDS, 0, 86_400),

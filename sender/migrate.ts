@@ -71,6 +71,8 @@ export interface MigrateOptions {
   abortIfUnmet?: boolean;
   after: 'resume' | 'stop' | 'kill';
   verify: boolean;
+  /** --verify-frozen: verify before the thaw even with --after resume (no snapshot). */
+  verifyFrozen?: boolean;
   /** --restorable: refuse what a restore cannot recreate before touching the target, and
    *  capture the process's state at the freeze. null: a memory image only. */
   restorable?: { dropConnections: boolean } | null;
@@ -433,7 +435,7 @@ class Migration {
    *  (docs/design.md, Verify off the freeze); a handover's destination, and a source stopped or
    *  killed after the commit, gain nothing from it. */
   private get verifiesOffFreeze(): boolean {
-    return this.opts.verify && !this.opts.handover && this.opts.after === 'resume';
+    return this.opts.verify && !this.opts.verifyFrozen && !this.opts.handover && this.opts.after === 'resume';
   }
 
   /** The capture helper for the next freeze, started ahead (at set-up, and again after a

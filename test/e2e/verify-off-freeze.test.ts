@@ -141,3 +141,21 @@ test.serial("the target's own fork() and wait() during the migration see only th
     await target.kill();
   }
 });
+
+test.serial('--verify-frozen keeps the pass in the freeze; with --no-verify it is refused', async (t) => {
+  const target = await Target.start({ mib: 16, seed: 34 });
+  try {
+    const run = await runSender(['--pid', String(target.pid), '--to', shared.receiver().address, '--session', sessionId('frozen'), '--verify-frozen']);
+    t.is(run.code, 0, describeRun(run));
+    const v = run.summary!.verify;
+    t.is(v.mode, 'ok');
+    if (v.mode !== 'skipped') t.false(v.offFreeze);
+    const bad = await runSender(['--pid', String(target.pid), '--to', shared.receiver().address, '--verify-frozen', '--no-verify'], { json: false });
+    t.is(bad.code, 2, describeRun(bad));
+    t.regex(bad.stderr, /--verify-frozen and --no-verify contradict each other/);
+    t.notRegex(bad.stderr, /\n\s+at /, 'no stack trace');
+    await assertUnharmed(t, target);
+  } finally {
+    await target.kill();
+  }
+});
