@@ -159,3 +159,22 @@ test.serial('--verify-frozen keeps the pass in the freeze; with --no-verify it i
     await target.kill();
   }
 });
+
+test.serial('a target the snapshot would be handed back to (a child subreaper) is verified while frozen, and the sender says why', async (t) => {
+  const target = await Target.start({ mib: 16, seed: 35 });
+  try {
+    await target.subreaper();
+    await target.countSigchld();
+    const run = await runSender(['--pid', String(target.pid), '--to', shared.receiver().address, '--session', sessionId('subreaper')], { env: debugEnv });
+    t.is(run.code, 0, describeRun(run));
+    const v = run.summary!.verify;
+    t.is(v.mode, 'ok');
+    if (v.mode !== 'skipped') t.false(v.offFreeze);
+    t.regex(run.stderr, /the verify pass stays in the freeze: no snapshot of process \d+: it is a child subreaper/);
+    t.deepEqual(childPids(target.pid), []);
+    t.is((await target.childStats()).sigchld, 0);
+    await assertUnharmed(t, target);
+  } finally {
+    await target.kill();
+  }
+});

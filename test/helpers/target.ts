@@ -346,6 +346,11 @@ export class Target {
     await this.cmd(`madvise ${hex(addr)} ${pages} ${advice}`);
   }
 
+  /** prctl(PR_SET_CHILD_SUBREAPER): orphans below it become its children. */
+  async subreaper(): Promise<void> {
+    await this.cmd('subreaper');
+  }
+
   /** Count the SIGCHLDs the target receives from now on (childStats().sigchld). */
   async countSigchld(): Promise<void> {
     await this.cmd('sigchld');

@@ -489,6 +489,14 @@ static int cmd_forkloop(char **a, int n, char *out, size_t cap) {
   return 0;
 }
 
+// subreaper: become a child subreaper (orphaned descendants are reparented to us).
+static int cmd_subreaper(char **a, int n, char *out, size_t cap) {
+  (void)a, (void)out, (void)cap;
+  if (n) return FAIL("usage: subreaper");
+  if (prctl(PR_SET_CHILD_SUBREAPER, 1)) return FAIL("prctl: %s", strerror(errno));
+  return 0;
+}
+
 static int cmd_childstats(char **a, int n, char *out, size_t cap) {
   (void)a;
   if (n) return FAIL("usage: childstats");
@@ -667,6 +675,7 @@ static const struct command COMMANDS[] = {
     {"blockers", cmd_blockers}, {"ping", cmd_ping},         {"sleepstats", cmd_sleepstats},
     {"fds", cmd_fds},           {"exec", cmd_exec},         {"sigchld", cmd_sigchld},
     {"forkloop", cmd_forkloop}, {"childstats", cmd_childstats}, {"madvise", cmd_madvise},
+    {"subreaper", cmd_subreaper},
 };
 
 static _Noreturn void usage(const char *why) {
