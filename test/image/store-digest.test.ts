@@ -158,41 +158,45 @@ test('a zero page overwriting a data page, and a data page overwriting a zero pa
   await img.close();
 });
 
-test('a read-only handle has no running digest; resuming only to abort reads nothing; a session whose data is missing on disk cannot go on', async (t) => {
-  const dir = tempDir(t);
-  const store = new ImageStore(dir);
-  const A = 0x7f0000000000;
-  for (const id of ['gone', 'idle']) {
-    const img = await store.create(meta(id));
-    const model = new Model();
-    model.setLayout([vma(A, 8)]);
-    await img.beginRound(0, 'PRECOPY', model.layout);
-    await sendBatch(img, model, [A, A + 7 * PS], 0);
-    await img.endRound(figures(0));
+// Serial: storeCounters is process-wide, and the other tests of this file read pages concurrently.
+test.serial(
+  'a read-only handle has no running digest; resuming only to abort reads nothing; a session whose data is missing on disk cannot go on',
+  async (t) => {
+    const dir = tempDir(t);
+    const store = new ImageStore(dir);
+    const A = 0x7f0000000000;
+    for (const id of ['gone', 'idle']) {
+      const img = await store.create(meta(id));
+      const model = new Model();
+      model.setLayout([vma(A, 8)]);
+      await img.beginRound(0, 'PRECOPY', model.layout);
+      await sendBatch(img, model, [A, A + 7 * PS], 0);
+      await img.endRound(figures(0));
+      await img.close();
+    }
+
+    const ro = await store.open('gone');
+    // @ts-expect-error a reader keeps no running digest: heldDigest is a writer's
+    t.is(ro.heldDigest, undefined);
+    await ro.close();
+
+    // The digest is rebuilt at the first round or commit, not at resume (which may be to abort).
+    const readBefore = storeCounters.bytesRead;
+    const idle = await store.resume('idle');
+    await idle.abort('nobody came back');
+    await idle.close();
+    t.is(storeCounters.bytesRead, readBefore, 'no page read to abort');
+
+    // The chunk file loses its last page (storage damage): the running digest cannot be rebuilt, so
+    // the session takes no round and no commit (it used to be refused at every commit).
+    const chunks = path.join(dir, 'gone', 'chunks');
+    const [name] = await fsp.readdir(chunks);
+    await fsp.truncate(path.join(chunks, name), 7 * PS);
+    const img = await store.resume('gone');
+    const damaged = /session gone is damaged: data of page 0x7f0000007000 is missing from its chunk file/;
+    await t.throwsAsync(img.beginRound(1, 'PRECOPY', [vma(A, 8)]), { message: damaged });
+    await t.throwsAsync(img.commit({ layout: [vma(A, 8)], threads: [], imageDigest: 0n, imagePages: 2 }), { message: damaged });
+    t.is(img.state, 'receiving');
     await img.close();
-  }
-
-  const ro = await store.open('gone');
-  // @ts-expect-error a reader keeps no running digest: heldDigest is a writer's
-  t.is(ro.heldDigest, undefined);
-  await ro.close();
-
-  // The digest is rebuilt at the first round or commit, not at resume (which may be to abort).
-  const readBefore = storeCounters.bytesRead;
-  const idle = await store.resume('idle');
-  await idle.abort('nobody came back');
-  await idle.close();
-  t.is(storeCounters.bytesRead, readBefore, 'no page read to abort');
-
-  // The chunk file loses its last page (storage damage): the running digest cannot be rebuilt, so
-  // the session takes no round and no commit (it used to be refused at every commit).
-  const chunks = path.join(dir, 'gone', 'chunks');
-  const [name] = await fsp.readdir(chunks);
-  await fsp.truncate(path.join(chunks, name), 7 * PS);
-  const img = await store.resume('gone');
-  const damaged = /session gone is damaged: data of page 0x7f0000007000 is missing from its chunk file/;
-  await t.throwsAsync(img.beginRound(1, 'PRECOPY', [vma(A, 8)]), { message: damaged });
-  await t.throwsAsync(img.commit({ layout: [vma(A, 8)], threads: [], imageDigest: 0n, imagePages: 2 }), { message: damaged });
-  t.is(img.state, 'receiving');
-  await img.close();
-});
+  },
+);
