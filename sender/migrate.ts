@@ -391,13 +391,23 @@ class Migration {
     this.throttle!.stop();
     this.assertAlive();
     const offFreeze = this.verifiesOffFreeze;
-    const helper = this.opts.restorable || offFreeze ? this.takeFreezeHelper() : null;
-    const freeze = (this.freeze = new FreezeSession(this.opts.pid, helper));
-    const lap = laps(freeze.frozenAt / 1000);
+    let freeze = this.freezeNow(offFreeze);
+    let lap = laps(freeze.frozenAt / 1000);
     const split: FreezeSplit = { freezeSeconds: lap(`freeze (${freeze.threads().length} threads)`), captureSeconds: 0, finalRoundSeconds: 0, commitSeconds: 0 };
-    if (this.opts.restorable) {
+    for (let attempt = 1; this.opts.restorable; attempt++) {
       this.processState = freeze.captureState(this.opts.restorable);
       split.captureSeconds = lap(`capture (${this.processState.files.length} fds)`);
+      // A thread frozen inside restart_syscall() (the rest of a sleep an earlier stop, the arming
+      // or a throttle freeze, interrupted) cannot be restored but as EINTR: that kernel state does
+      // not survive. It is past it within one sleep: freeze again a little later, a few times.
+      const inRestart = this.processState.threads.filter((th) => th.syscallRestart.syscall === SYS_RESTART_SYSCALL).length;
+      if (inRestart === 0 || attempt >= RESTART_SYSCALL_REFREEZES) break;
+      log.debug(`stop-and-copy: ${inRestart} threads inside restart_syscall: thawed, freezing again`);
+      freeze.release();
+      await sleepMs(20);
+      freeze = this.freezeNow(offFreeze);
+      lap = laps(freeze.frozenAt / 1000);
+      split.freezeSeconds = lap(`freeze (${freeze.threads().length} threads)`);
     }
 
     // Last dirty pages and new VMAs, then the populated set: pages the receiver holds that the
@@ -429,6 +439,12 @@ class Migration {
       lap(`snapshot ${snapshot.pid}`);
     }
     return { downtime, verify: await this.verifyImage(populated, snapshot) };
+  }
+
+  /** Freeze the target (through the capture helper when a capture or a snapshot will be asked). */
+  private freezeNow(offFreeze: boolean): FreezeSession {
+    const helper = this.opts.restorable || offFreeze ? this.takeFreezeHelper() : null;
+    return (this.freeze = new FreezeSession(this.opts.pid, helper));
   }
 
   /** A snapshot moves the verify pass off the freeze when the source runs on after the commit
@@ -876,6 +892,12 @@ function toRoundEnd(r: RoundRecord): RoundEnd {
 
 /** Debug timing of the steps of the downtime: "stop-and-copy: freeze 2.1 ms, maps 0.4 ms, ...";
  *  each lap answers its seconds. */
+/** x86_64 restart_syscall(2), and how many freezes may find a thread inside it (stopAndCopy). */
+const SYS_RESTART_SYSCALL = 219;
+const RESTART_SYSCALL_REFREEZES = 6;
+
+const sleepMs = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
 function laps(from: number): (label: string) => number {
   let last = from;
   return (label) => {
