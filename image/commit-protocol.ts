@@ -11,6 +11,10 @@
 // in place meanwhile were dirtied after that round, so a resuming sender sends them again and the
 // commit digest proves the result.
 //
+// A stop-and-copy or verify fix-up round's pages are also appended to a journal (page-journal.ts):
+// for such a round, "the chunk files touched" above is the journal alone, and the state names it
+// until the chunk files are synced (SessionWriter retires it after the commit).
+//
 // A commit (commit): manifest.json and the committed state.json are written and fsynced in
 // parallel with the bitmaps and the chunk files touched since the last sync (a commit that ends
 // the final round: its pages), then renamed in that order; the state.json rename is the commit
@@ -33,6 +37,9 @@ import type { PageWindows } from './page-windows';
 const log = logger('store');
 
 /** The next bitmap generation, planned: the window index naming it, and the write of its file. */
+/** Makes the page data the next state counts on durable (chunk files, or a final-round journal). */
+export type PagesSync = () => Promise<void>;
+
 export interface BitmapPlan {
   index: WindowIndex;
   write: () => Promise<void>;
@@ -84,23 +91,24 @@ export class CommitProtocol {
     return { index: this.windows.nonEmpty().map((w) => [w.index, w.persisted![0], w.persisted![1]]), write };
   }
 
-  /** Make a round durable: page data and bitmaps synced, then `next` renamed over state.json. */
-  async round(next: StateFile, bitmaps: BitmapPlan): Promise<void> {
+  /** Make a round durable: page data (`pages`: the chunk files, or the round's journal) and
+   *  bitmaps synced, then `next` renamed over state.json. */
+  async round(next: StateFile, bitmaps: BitmapPlan, pages: PagesSync = () => this.chunks.syncTouched()): Promise<void> {
     await replaceInOrder(
       [{ file: this.files.state, data: JSON.stringify(next) }],
-      [this.chunks.syncTouched().then(() => crashPoint('round-data-synced')), bitmaps.write().then(() => crashPoint('round-bitmaps-written'))],
+      [pages().then(() => crashPoint('round-data-synced')), bitmaps.write().then(() => crashPoint('round-bitmaps-written'))],
     );
   }
 
-  /** Make a commit durable: page data and bitmaps synced, manifest.json and the committed
-   *  state.json renamed in that order. */
-  async commit(manifest: ManifestFile, next: StateFile, bitmaps: BitmapPlan): Promise<void> {
+  /** Make a commit durable: page data (as for a round) and bitmaps synced, manifest.json and the
+   *  committed state.json renamed in that order. */
+  async commit(manifest: ManifestFile, next: StateFile, bitmaps: BitmapPlan, pages: PagesSync = () => this.chunks.syncTouched()): Promise<void> {
     await replaceInOrder(
       [
         { file: this.files.manifest, data: JSON.stringify(manifest, null, 1), beforeRename: () => crashPoint('commit-manifest-tmp') },
         { file: this.files.state, data: JSON.stringify(next), beforeRename: () => crashPoint('commit-manifest-renamed') },
       ],
-      [this.chunks.syncTouched().then(() => crashPoint('commit-data-synced')), bitmaps.write()],
+      [pages().then(() => crashPoint('commit-data-synced')), bitmaps.write()],
     );
   }
 

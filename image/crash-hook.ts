@@ -7,7 +7,10 @@
 // state.json not yet replaced), round-durable (state.json replaced), commit-digest-checked,
 // commit-data-synced (a commit ending the final round: its chunk files fsynced),
 // commit-manifest-tmp (temp manifest durable, not renamed), commit-manifest-renamed (manifest in
-// place, state.json not yet committed), commit-done.
+// place, state.json not yet committed), commit-done, journal-retired (after a commit: chunk files
+// synced, state.json no longer names the final-round journal, its file not yet removed),
+// journal-replayed (a writer opening a session wrote a journal's pages again, state.json still
+// names it). For a journaled round (page-journal.ts) the *-data-synced points mean its journal.
 
 import { faultVariable, storeCrashPoint } from '../common/fault-injection';
 

@@ -100,10 +100,26 @@ export class ImageStore {
     return img;
   }
 
-  /** Open a session in any state, read-only (list, verify, export, report); takes no lock. */
+  /**
+   * Open a session in any state, read-only (list, verify, export, report); takes no lock. A
+   * session whose state names a final-round journal and that no live process holds (its writer
+   * crashed, perhaps with the machine) is first taken and closed: opening it as a writer replays
+   * the journal into the chunk files (page-journal.ts). A live writer wrote those pages in place
+   * before making the journal durable, so they read back through the page cache meanwhile.
+   */
   async open(id: string): Promise<SessionReader> {
     const dir = await this.sessionDir(id);
-    return SessionReader.load(sessionFiles(dir), id);
+    const files = sessionFiles(dir);
+    const st = await readJson<StateFile>(files.state).catch(() => undefined);
+    if (st?.journal && (await liveOwner(dir)) === undefined) {
+      const w = await this.take(id, dir).catch((err: unknown) => {
+        // Taken meanwhile by a writer, which replays it itself.
+        if (err instanceof StoreError && err.code === 'BAD_STATE') return null;
+        throw err;
+      });
+      await w?.close();
+    }
+    return SessionReader.load(files, id);
   }
 
   /** Every session, oldest first. Unreadable directories are skipped with a warning. */

@@ -8,6 +8,8 @@
 //   bitmaps/<gen>.bm   presence bitmap generations (see page-windows.ts)
 //   manifest.json      the committed image (layout, threads, digest, window index); valid only
 //                      while state.json says committed with the same commit number
+//   journal.jnl        the last stop-and-copy or fix-up round's pages (see page-journal.ts), while
+//                      state.json names it
 //   report.json        the sender's final report
 //   owner.lock         pid of the writer holding the session (see session-lock.ts)
 
@@ -16,6 +18,7 @@ import type { Vma } from '../common/vma';
 import type { ImageManifest, SessionMeta, SessionState, StoredRound } from './store-types';
 import { decodeProcessStateValue } from './process-state';
 import { invalid } from './store-error';
+import type { JournalRef } from './page-journal';
 
 export const FORMAT = 1;
 
@@ -37,6 +40,9 @@ export interface StateFile {
   imagePages: number;
   dataPages: number;
   rounds: StoredRound[];
+  /** A journaled round's pages may not be durable in the chunk files yet: a writer opening the
+   *  session replays this journal first (page-journal.ts). */
+  journal?: JournalRef;
 }
 
 export interface ManifestFile {

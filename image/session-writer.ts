@@ -15,11 +15,12 @@ import { digestHex } from '../common/image-digest';
 import { logger } from '../common/log';
 import { hashPages } from '../native';
 import { ChunkFiles } from './chunk-files';
-import { CommitProtocol } from './commit-protocol';
+import { CommitProtocol, type PagesSync } from './commit-protocol';
 import { crashPoint } from './crash-hook';
 import { atomicWrite } from './durable-file';
 import { checkCount, checkFigures, checkLayout, checkRuns, checkText, checkThreads } from './input-checks';
 import { planBatch } from './page-batch';
+import { PageJournal, emptyJournal, ensureJournalFile, replayJournal, type JournalRef } from './page-journal';
 import { encodeProcessState } from './process-state';
 import { FORMAT, type ManifestFile, type SessionFiles, type StateFile } from './on-disk';
 import { RunningDigest } from './running-digest';
@@ -32,6 +33,8 @@ import { PHASES, type CommitOutcome, type CommitRequest, type Phase, type RoundA
 const log = logger('store');
 const MASK64 = (1n << 64n) - 1n;
 const MAX_REPORT_BYTES = 1 << 20;
+/** Rounds whose pages are journaled (page-journal.ts): the ones inside the migration's downtime. */
+const JOURNALED: ReadonlySet<Phase> = new Set(['STOP_AND_COPY', 'VERIFY_FIX']);
 
 interface OpenRound {
   round: number;
@@ -59,6 +62,10 @@ export class SessionWriter extends SessionReader {
   private running: RunningDigest | null = null;
   /** Scratch for the content hashes of a batch's data pages (grown as needed). */
   private hashes = new BigUint64Array(256);
+  /** The open round's journal, kept (open) after the round until it is retired. */
+  private journal: PageJournal | null = null;
+  /** ensureJournalFile was done by this writer. */
+  private journalFileReady = false;
 
   private constructor(id: string, files: SessionFiles, s: LoadedSession) {
     super(id, files, s, new ChunkFiles(files.chunks, s.windows.windowBytes, true));
@@ -67,7 +74,15 @@ export class SessionWriter extends SessionReader {
 
   /** Open a session for writing (ImageStore.create and resume, which hold the session lock). */
   static override async load(files: SessionFiles, id: string): Promise<SessionWriter> {
-    return new SessionWriter(id, files, await loadSession(files, id));
+    const w = new SessionWriter(id, files, await loadSession(files, id));
+    const ref = w.st.journal;
+    if (ref) await w.serial(() => w.replay(ref));
+    return w;
+  }
+
+  /** The round whose journal the durable state names (page-journal.ts), until it is retired. */
+  get journaledRound(): number | undefined {
+    return this.st.journal?.round;
   }
 
   /** The round being received, if any. */
@@ -93,8 +108,16 @@ export class SessionWriter extends SessionReader {
         await this.persistState({ state: 'receiving' });
         log.info(`session ${this.id}: committed image reopened for round ${round} (${phase})`);
       }
+      // A journal still named by the state goes to the chunk files before new pages go there.
+      await this.retireJournal();
       storeCounters.discardedPages += (await this.ensureDigest()).dropOutside(checked);
       this.layoutNow = checked;
+      if (JOURNALED.has(phase)) {
+        this.journal = await PageJournal.create(this.files.dir, round, this.pageSize);
+      } else if (!this.journalFileReady) {
+        await ensureJournalFile(this.files.dir); // ahead of the round inside the downtime
+      }
+      this.journalFileReady = true;
       this.current = { round, phase, bytes: 0 };
     });
   }
@@ -133,9 +156,11 @@ export class SessionWriter extends SessionReader {
     // Re-sent pages: an earlier batch still being written to the same addresses must land first.
     const { lo, hi } = b;
     const before = [...this.inflight].filter((f) => f.lo < hi && lo < f.hi).map((f) => f.settled);
+    // Appended now, in call order: a page the round sends twice replays with its later copy.
+    const journaled = this.journal ? this.journal.append(b.writes, data) : null;
     const done = (async () => {
       if (before.length > 0) await Promise.all(before);
-      await Promise.all(b.writes.map(([w, pos, o, len]) => this.chunks.write(w, pos, data, o, len)));
+      await Promise.all([journaled, ...b.writes.map(([w, pos, o, len]) => this.chunks.write(w, pos, data, o, len))]);
     })().catch((err) => {
       throw this.breakOn(err);
     });
@@ -180,7 +205,9 @@ export class SessionWriter extends SessionReader {
     const bitmaps = this.durable.planBitmaps();
     const counts = this.held().counts();
     const before = this.st.windows;
+    const pages = this.pagesSync(true);
     const next = this.nextState({
+      journal: pages.journal,
       lastDurableRound: cur.round,
       layout: this.layoutNow,
       windows: bitmaps.index,
@@ -189,7 +216,7 @@ export class SessionWriter extends SessionReader {
       dataPages: counts.dataPages,
       rounds: [...this.st.rounds, this.roundRecord(cur, figures)],
     });
-    await this.durable.round(next, bitmaps);
+    await this.durable.round(next, bitmaps, pages.sync);
     this.st = next;
     crashPoint('round-durable');
     this.current = null;
@@ -239,6 +266,7 @@ export class SessionWriter extends SessionReader {
       const bitmaps = this.durable.planBitmaps();
       const counts = held.counts();
       const commit = this.st.commit + 1;
+      const pages = this.pagesSync(closing !== null);
       const manifest: ManifestFile = {
         format: FORMAT,
         sessionId: this.id,
@@ -269,8 +297,9 @@ export class SessionWriter extends SessionReader {
         imagePages: got.pages,
         dataPages: counts.dataPages,
         reason: undefined,
+        journal: pages.journal,
       });
-      await this.durable.commit(manifest, next, bitmaps);
+      await this.durable.commit(manifest, next, bitmaps, pages.sync);
       this.st = next;
       crashPoint('commit-done');
       if (closing) {
@@ -280,6 +309,11 @@ export class SessionWriter extends SessionReader {
       storeCounters.commits++;
       await this.durable.forgetUnused(before, this.st.windows);
       log.info(`session ${this.id}: committed ${got.pages} pages, digest ${digestHex(got.digest)}`);
+      // The journal's pages go to the chunk files after the answer, off the downtime: queued now,
+      // so that whatever this writer does next waits for it.
+      void this.serial(() => this.retireJournal()).catch((err: unknown) =>
+        log.warn(`session ${this.id}: the final-round journal stays until the session is next opened: ${(err as Error).message}`),
+      );
       return { ok: true, imageDigest: got.digest, imagePages: got.pages, message: `committed ${got.pages} pages` };
     });
   }
@@ -311,15 +345,21 @@ export class SessionWriter extends SessionReader {
     return this.serial(() => this.finish('aborted', reason));
   }
 
-  /** Resume: forget what a crashed writer left beyond the durable state. */
+  /** Resume: forget what a crashed writer left beyond the durable state (a journal no state
+   *  names any more included: load replayed and retired any it named). */
   async tidyAfterCrash(): Promise<void> {
-    await this.serial(() => this.durable.tidy(this.st.windows));
+    await this.serial(async () => {
+      await this.durable.tidy(this.st.windows);
+      if (!this.st.journal && !this.journal) await emptyJournal(this.files.dir);
+    });
   }
 
   /** Wait for pending work, close files, and release the session. Idempotent. */
   override async close(): Promise<void> {
     if (this.closed) return;
     await super.close();
+    await this.journal?.close().catch(() => undefined);
+    this.journal = null;
     await this.durable.settled();
     await releaseSession(this.files.dir);
   }
@@ -405,12 +445,54 @@ export class SessionWriter extends SessionReader {
       // The disk is full and this session is over: give its page data back so its end can be recorded.
       log.warn(`session ${this.id}: disk full; freeing its page data to record that it ${state}`);
       await this.chunks.truncateAll();
-      await this.persistState({ state, reason }).catch((e: unknown) => {
+      await this.journal?.close().catch(() => undefined);
+      this.journal = null;
+      await this.persistState({ state, reason, journal: undefined }).catch((e: unknown) => {
         this.st = { ...this.st, state, reason };
         throw e;
       });
+      await emptyJournal(this.files.dir);
     }
     log.info(`session ${this.id} ${state}: ${reason}`);
+  }
+
+  /**
+   * How the pages the next durable state counts on become durable, and the journal it names.
+   * `closing`: a round ends with that state. A journaled round syncs its journal alone (its
+   * in-place writes stay unsynced, named by the state until retireJournal); a commit after such a
+   * round has nothing more to sync and keeps naming it; otherwise the chunk files are synced,
+   * which covers any journal's pages too.
+   */
+  private pagesSync(closing: boolean): { sync: PagesSync; journal: JournalRef | undefined } {
+    const j = this.journal;
+    if (closing && j?.active) return { sync: () => j.sync(), journal: j.ref };
+    if (!closing && this.st.journal) return { sync: () => Promise.resolve(), journal: this.st.journal };
+    return { sync: () => this.chunks.syncTouched(), journal: undefined };
+  }
+
+  /** The chunk files synced, the state no longer names the journal, its file removed. */
+  private async retireJournal(): Promise<void> {
+    const j = this.journal;
+    this.journal = null;
+    if (this.st.journal) {
+      await this.chunks.syncTouched();
+      await this.persistState({ journal: undefined });
+      crashPoint('journal-retired');
+    }
+    await j?.discard();
+  }
+
+  /** Opening a session whose state names a journal: the crash may have lost the journaled
+   *  round's in-place writes; write them again from the journal, then retire it. */
+  private async replay(ref: JournalRef): Promise<void> {
+    // A failed or aborted session's pages are of no use: its journal is only let go.
+    const live = this.st.state === 'receiving' || this.st.state === 'committed';
+    const pages = live ? await replayJournal(this.files.dir, ref, this.pageSize, this.chunks, this.windows.windowBytes) : 0;
+    storeCounters.journalReplayedPages += pages;
+    crashPoint('journal-replayed');
+    await this.persistState({ journal: undefined });
+    await emptyJournal(this.files.dir);
+    log.info(`session ${this.id}: ${pages} pages of round ${ref.round} written again from its journal`);
   }
 
   /** The current state plus patch (not yet on disk). */

@@ -6,6 +6,10 @@ export const storeCounters = {
   bytesWritten: 0,
   /** Of those, bytes written with O_DIRECT (the rest went through the page cache). */
   bytesWrittenDirect: 0,
+  /** Bytes appended to final-round journals (page-journal.ts), record heads included. */
+  journalBytes: 0,
+  /** Pages a writer wrote back from a journal when it opened a session (after a crash). */
+  journalReplayedPages: 0,
   /** Pages stored with data. */
   dataPages: 0,
   /** Pages stored as zero bits. */

@@ -17,6 +17,8 @@ export type RefusalReason = (typeof REFUSAL_REASONS)[number];
 const STORE_COUNTERS: ReadonlyArray<[keyof typeof storeCounters, string, string]> = [
   ['bytesWritten', 'store_written_bytes_total', 'Page bytes the image store wrote into chunk files (zero pages excluded).'],
   ['bytesWrittenDirect', 'store_direct_written_bytes_total', 'Of the page bytes written, those written with O_DIRECT.'],
+  ['journalBytes', 'store_journal_written_bytes_total', "Bytes appended to final-round journals (the last round's pages, synced at its commit)."],
+  ['journalReplayedPages', 'store_journal_replayed_pages_total', 'Pages written back from a final-round journal when a session was opened after a crash.'],
   ['bytesRead', 'store_read_bytes_total', 'Page bytes the image store read back (digest, export, restore).'],
   ['dataPages', 'store_data_pages_total', 'Pages stored with data.'],
   ['zeroPages', 'store_zero_pages_total', 'Pages stored as zero bits.'],

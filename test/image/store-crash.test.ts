@@ -252,17 +252,24 @@ test('a commit that ends the final round: committed, the round recorded, valid a
   await ro.close();
 });
 
-test('crash right after the commit: the image is committed and valid', async (t) => {
-  const { store, dir } = await crashAndCheck(t, 'commit-done', ['r0', 'r1', 'commit'], {
-    state: 'committed',
-    lastDurableRound: 1,
-    durable: ['r0', 'r1'],
-    verifyOk: true,
+// journal-retired: after the commit, the chunk files synced and the state rewritten without the
+// final round's journal (image/page-journal.ts): nothing is replayed.
+for (const [point, steps] of [
+  ['commit-done', ['r0', 'r1', 'commit']],
+  ['journal-retired', ['r0', 'r1+commit']],
+] as [string, Step[]][]) {
+  test(`crash right after the commit (${steps.join(', ')}), at ${point}: the image is committed and valid`, async (t) => {
+    const { store, dir } = await crashAndCheck(t, point, steps, {
+      state: 'committed',
+      lastDurableRound: 1,
+      durable: ['r0', 'r1'],
+      verifyOk: true,
+    });
+    const ro = await store.open('victim');
+    await assertExportEquals(t, ro, simulate(['r0', 'r1']), path.join(dir, 'export'));
+    await ro.close();
   });
-  const ro = await store.open('victim');
-  await assertExportEquals(t, ro, simulate(['r0', 'r1']), path.join(dir, 'export'));
-  await ro.close();
-});
+}
 
 test('crash during a verify fix-up after a commit: not claimed committed until the next commit', async (t) => {
   // write-pages: 8 (r0) + 4 (r1) + 1 (r2fix) = 13.
@@ -284,4 +291,81 @@ test('without a crash point the child finishes and its image verifies', async (t
   const img = await store.open('clean');
   t.true((await img.verify()).ok);
   await img.close();
+});
+
+// The final-round journal (image/page-journal.ts): a stop-and-copy round's pages are synced in
+// one journal file, not in the chunk files, until the writer retires it after the commit. A
+// machine crash before that may lose the in-place writes; reopening writes them again from it.
+
+const WINDOW_BYTES = PS * 2 ** 18;
+
+/** Overwrite the chunk-file copies of round `name`'s data pages with garbage: what a machine
+ *  crash does to writes that were never synced. */
+async function loseInPlaceWrites(sessionDir: string, name: keyof typeof ROUNDS): Promise<number> {
+  let n = 0;
+  for (const b of ROUNDS[name].batches) {
+    for (const a of b.addrs) {
+      if (b.zeros.has(a)) continue;
+      const w = Math.floor(a / WINDOW_BYTES);
+      const file = path.join(sessionDir, 'chunks', `${(w * WINDOW_BYTES).toString(16).padStart(12, '0')}.dat`);
+      const fh = await fsp.open(file, 'r+');
+      await fh.write(Buffer.alloc(PS, 0xa5), 0, PS, a - w * WINDOW_BYTES);
+      await fh.close();
+      n++;
+    }
+  }
+  return n;
+}
+
+async function stateFile(sessionDir: string): Promise<{ state: string; journal?: { round: number; bytes: number } }> {
+  return JSON.parse(await fsp.readFile(path.join(sessionDir, 'state.json'), 'utf8')) as { state: string; journal?: { round: number; bytes: number } };
+}
+
+for (const steps of [
+  ['r0', 'r1+commit'],
+  ['r0', 'r1', 'commit'],
+] as Step[][]) {
+  test(`crash right after the commit (${steps.join(', ')}), the final round's in-place writes lost: reopening writes them again from the journal`, async (t) => {
+    const dir = tempDir(t);
+    const store = new ImageStore(path.join(dir, 'images'));
+    const end = await runChild(store.dir, 'victim', steps, 'commit-done');
+    t.is(end.signal, 'SIGKILL', end.stderr);
+    const victim = path.join(store.dir, 'victim');
+    const before = await stateFile(victim);
+    t.is(before.state, 'committed');
+    t.is(before.journal?.round, 1, 'the committed state names the final round journal');
+    t.true((await loseInPlaceWrites(victim, 'r1')) > 20);
+
+    const ro = await store.open('victim'); // no live writer: replays the journal first
+    t.true((await ro.verify()).ok, 'the image verifies: every page of the final round was written again');
+    await assertExportEquals(t, ro, simulate(['r0', 'r1']), path.join(dir, 'export'));
+    await ro.close();
+    t.is((await stateFile(victim)).journal, undefined, 'the state no longer names it');
+    t.is((await fsp.stat(path.join(victim, 'journal.jnl'))).size, 0, 'the journal file is emptied');
+  });
+}
+
+test('without a crash the journal is retired after the commit: the state names none, the file is empty', async (t) => {
+  const dir = tempDir(t);
+  const store = new ImageStore(path.join(dir, 'images'));
+  const end = await runChild(store.dir, 'clean', ['r0', 'r1+commit', 'r2fix+commit']);
+  t.is(end.code, 0, end.stderr);
+  const sessionDir = path.join(store.dir, 'clean');
+  t.is((await stateFile(sessionDir)).journal, undefined);
+  t.is((await fsp.stat(path.join(sessionDir, 'journal.jnl'))).size, 0);
+  const ro = await store.open('clean');
+  t.true((await ro.verify()).ok);
+  await assertExportEquals(t, ro, simulate(['r0', 'r1', 'r2fix']), path.join(dir, 'export'));
+  await ro.close();
+});
+
+test('a journal the state names but that is damaged: opening says so, and which file', async (t) => {
+  const dir = tempDir(t);
+  const store = new ImageStore(path.join(dir, 'images'));
+  const end = await runChild(store.dir, 'victim', ['r0', 'r1+commit'], 'commit-done');
+  t.is(end.signal, 'SIGKILL', end.stderr);
+  const journal = path.join(store.dir, 'victim', 'journal.jnl');
+  await fsp.truncate(journal, 100);
+  const err = await t.throwsAsync(store.open('victim'));
+  t.regex(err!.message, /final-round journal .*journal\.jnl is damaged/);
 });

@@ -3,7 +3,10 @@
 // a commit naming another round changes nothing. Crashes in between: store-crash.test.ts.
 
 import test from 'ava';
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
 import { ImageStore } from '../../image/image-store';
+import { JOURNAL_MAX_BYTES } from '../../image/page-journal';
 import { Model, PS, commitModel, figures, meta, pagesOf, sendBatch, tempDir, vma } from './store-helpers';
 
 const A = 0x7f0000000000;
@@ -60,3 +63,31 @@ test('a commit naming a round that is not the open one is refused and changes no
   t.is(img.lastDurableRound, -1);
   await img.close();
 });
+
+// The final-round journal (image/page-journal.ts): the commit that ends a small last round names
+// its journal (the chunk files are synced after the answer); a last round larger than the journal
+// takes is synced in the chunk files at the commit, as before. Read right after the commit: the
+// retire that follows needs a sync before it changes the state.
+for (const big of [false, true]) {
+  test(`a ${big ? 'last round over JOURNAL_MAX_BYTES is synced in the chunk files' : 'small last round is journaled'}; the image verifies and the journal ends up empty`, async (t) => {
+    const store = new ImageStore(tempDir(t));
+    const img = await store.create(meta(big ? 'big-last' : 'small-last'));
+    const model = new Model();
+    const pages = big ? JOURNAL_MAX_BYTES / PS + 64 : 64;
+    const layout = [vma(A, pages)];
+    model.setLayout(layout);
+    await img.beginRound(0, 'PRECOPY', layout);
+    await sendBatch(img, model, [A], 0, new Set());
+    await img.endRound(figures(0));
+    await img.beginRound(1, 'STOP_AND_COPY', layout);
+    const all = pagesOf(A, pages);
+    for (let i = 0; i < all.length; i += 1024) await sendBatch(img, model, all.slice(i, i + 1024), 1, new Set());
+    await commitModel(img, model, [], 1);
+    t.is(img.journaledRound, big ? undefined : 1);
+    await img.close();
+    const ro = await store.open(big ? 'big-last' : 'small-last');
+    t.true((await ro.verify()).ok);
+    t.is((await fsp.stat(path.join(ro.dir, 'journal.jnl'))).size, 0);
+    await ro.close();
+  });
+}
