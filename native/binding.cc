@@ -760,7 +760,7 @@ Napi::Value ReadPagesAsync(const Napi::CallbackInfo& info) {
       readResult);
 }
 
-// stagePages(pid, memFd, ranges, buf, lz4Out | null, pageSize, hashes, flags) -> Promise<outcome>
+// stagePages(pid, memFd, ranges, buf, lz4Out | null, pageSize, hashes, flags, lz4SampleRatio) -> Promise<outcome>
 Napi::Value StagePages(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   precopy::StageJob job{};
@@ -777,6 +777,8 @@ Napi::Value StagePages(const Napi::CallbackInfo& info) {
   Napi::Uint8Array flags = info[7].As<Napi::Uint8Array>();
   if (pageSize <= 0 || pageSize % 32 != 0) typeError(env, "pageSize must be a positive multiple of 32");
   job.pageSize = static_cast<size_t>(pageSize);
+  if (!info[8].IsNumber()) typeError(env, "lz4SampleRatio must be a number");
+  job.lz4SampleRatio = info[8].As<Napi::Number>().DoubleValue();
   const size_t maxPages = buf.Length() / job.pageSize;
   if (hashes.ElementLength() < maxPages || flags.ElementLength() < maxPages)
     typeError(env, "hashes and flags must hold one entry per page of buf");

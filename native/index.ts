@@ -358,6 +358,8 @@ export interface StageArgs {
   hashes: BigUint64Array;
   /** Out: each page's StageFlag. */
   flags: Uint8Array;
+  /** lz4 is tried only when a sample of the batch compresses below this ratio (0.9 when not given). */
+  lz4SampleRatio?: number;
 }
 
 /**
@@ -376,7 +378,7 @@ export function stagePages(a: StageArgs): Promise<StageOutcome> {
   } catch (e) {
     return Promise.reject(e);
   }
-  return addon().stagePages(a.pid, a.memFd, a.ranges, a.buf, a.lz4Out, a.pageSize, a.hashes, a.flags) as Promise<StageOutcome>;
+  return addon().stagePages(a.pid, a.memFd, a.ranges, a.buf, a.lz4Out, a.pageSize, a.hashes, a.flags, a.lz4SampleRatio ?? 0.9) as Promise<StageOutcome>;
 }
 
 /**

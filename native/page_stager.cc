@@ -20,11 +20,10 @@ namespace precopy {
 
 namespace {
 
-// lz4 is tried on a batch only if these sample chunks, spread over it, compress below
-// kSampleRatio: on incompressible pages lz4 would cost a whole pass over the batch for nothing.
+// lz4 is tried on a batch only if these sample chunks, spread over it, compress below the job's
+// lz4SampleRatio: on incompressible pages lz4 would cost a whole pass over the batch for nothing.
 constexpr size_t kSampleChunks = 16;
 constexpr size_t kSampleChunkBytes = 4096;
-constexpr double kSampleRatio = 0.9;
 
 bool isZero(const uint8_t* p, size_t len) {
   // The hash said "maybe zero": compare for certain (first word, then the page against itself).
@@ -52,7 +51,7 @@ void readThroughProcMem(int fd, uint64_t addr, size_t pages, size_t ps, uint8_t*
   }
 }
 
-bool sampleCompresses(const uint8_t* raw, size_t len) {
+bool sampleCompresses(const uint8_t* raw, size_t len, double ratio) {
   if (len < 2 * kSampleChunks * kSampleChunkBytes) return true;  // small: the sample would be most of it
   char scratch[kSampleChunkBytes];
   const size_t step = (len - kSampleChunkBytes) / (kSampleChunks - 1);
@@ -62,7 +61,7 @@ bool sampleCompresses(const uint8_t* raw, size_t len) {
                                        static_cast<int>(kSampleChunkBytes), static_cast<int>(kSampleChunkBytes));
     out += n > 0 ? static_cast<size_t>(n) : kSampleChunkBytes;
   }
-  return static_cast<double>(out) < kSampleRatio * kSampleChunks * kSampleChunkBytes;
+  return static_cast<double>(out) < ratio * kSampleChunks * kSampleChunkBytes;
 }
 
 }  // namespace
@@ -121,7 +120,7 @@ StageOutcome stagePages(const StageJob& job) {
 
   // compress
   if (job.lz4Out && compact > 0) {
-    if (!sampleCompresses(job.buf, compact)) {
+    if (!sampleCompresses(job.buf, compact, job.lz4SampleRatio)) {
       out.lz4Skipped = true;
     } else {
       // Output capped below the input: lz4 returns 0 when the block would not be smaller.

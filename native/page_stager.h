@@ -22,8 +22,9 @@ struct StageJob {
   size_t pageSize;  // a multiple of 32
   uint8_t* lz4Out;  // null: do not compress
   size_t lz4Cap;
-  uint64_t* hashes;  // out: one per page read (zero pages get the zero page's hash)
-  uint8_t* flags;    // out: one PageFlag per page read
+  double lz4SampleRatio;  // lz4 is tried only if a sample of the batch compresses below this
+  uint64_t* hashes;       // out: one per page read (zero pages get the zero page's hash)
+  uint8_t* flags;         // out: one PageFlag per page read
 };
 
 struct StageOutcome {

@@ -19,6 +19,7 @@
 // round-pipeline.ts; decisions in convergence.ts; output in report/; reconnecting in reconnect.ts,
 // what a resume re-sends in stage/round-journal.ts.
 
+import { setImmediate as setImmediateP } from 'node:timers/promises';
 import { logger } from '../common/log';
 import { UserError } from '../common/errors';
 import { digestHex, digestToBuffer } from '../common/image-digest';
@@ -416,11 +417,31 @@ class Migration {
     const started = now();
     const vmaChange = this.refreshLayout();
     await this.guard(transfer.beginRound(r, 'STOP_AND_COPY', this.layout));
+    // One turn of the event loop: HTTP/2 sends what was written from its own immediate, and the
+    // scan below holds this thread for milliseconds. The receiver then prepares the round (its
+    // journal) while we scan, instead of after (docs/design.md, Final round).
+    await setImmediateP();
     let discarded = await this.discardHeld(vmaChange.discard);
     split.finalRoundSeconds += lap('maps');
-    const totals = await this.pipe(this.journal.track(r, loseWritesForTest(tracked.dirtyRuns(this.opts.maxPages), this.pageSize)));
+    // The reconcile's walk of the populated set runs while the last pages are staged and sent (the
+    // target is frozen: the two walks see the same memory). The pages just scanned count as
+    // populated whatever that walk says of them (swapped out meanwhile, not yet recorded as sent).
+    const scanned: number[] = [];
+    let reconcileWalk: Promise<number[]> | null = null;
+    const startReconcileWalk = () => (reconcileWalk ??= collectRuns(tracked.populatedRuns(this.sent)));
+    const dirty = this.journal.track(r, loseWritesForTest(tracked.dirtyRuns(this.opts.maxPages), this.pageSize));
+    let totals: RoundTotals;
+    this.stager.frozen = true;
+    try {
+      totals = await this.pipe(keepRunsThen(dirty, scanned, startReconcileWalk));
+    } catch (err) {
+      await Promise.allSettled([reconcileWalk]); // the walk holds the tracker until it ends
+      throw err;
+    } finally {
+      this.stager.frozen = false;
+    }
     split.finalRoundSeconds += lap(`${totals.dirtyPages} dirty pages`);
-    const populated = await collectRuns(tracked.populatedRuns(this.sent));
+    const populated = runsWithin(unionRuns([await startReconcileWalk(), scanned], this.pageSize), this.layout, this.pageSize);
     // The capture helper forks the snapshot while the reconcile and the commit travel (the fork
     // holds the target's mmap lock: it cannot overlap the reads and scans before).
     if (offFreeze) freeze.requestSnapshot();
@@ -907,6 +928,15 @@ function laps(from: number): (label: string) => number {
     last = t;
     return s;
   };
+}
+
+/** Pass `source` through, appending its runs to `into`, and call `then` once it is exhausted. */
+async function* keepRunsThen(source: AsyncIterable<RunBatch>, into: number[], then: () => unknown): AsyncGenerator<RunBatch> {
+  for await (const b of source) {
+    for (const v of b.runs) into.push(v);
+    yield b;
+  }
+  then();
 }
 
 async function collectRuns(source: AsyncIterable<RunBatch>): Promise<number[]> {

@@ -7,8 +7,9 @@
 //   zero     a page whose hash is the zero page's AND which compares equal to zeros is a zero page:
 //            a bit in zero_map (LSB first, in run order), no bytes; PFNZERO pages are not read;
 //   compact  the non-zero pages moved together in place;
-//   lz4      one lz4 block of them, tried only when a sample of the batch compresses (RAW when
-//            it does not shrink: the compacted read buffer itself is the payload, no copy).
+//   lz4      one lz4 block of them, tried only when a sample of the batch compresses below
+//            LZ4_SAMPLE_RATIO, or FROZEN_LZ4_SAMPLE_RATIO while the target is frozen (RAW when it
+//            does not shrink: the compacted read buffer itself is the payload, no copy).
 // Back on the JS thread, the batch's runs and zero map are built from the per-page flags, and
 // every page's hash goes into SentPages (the table and the image digest).
 // stage() handles one batch at a time; each staged batch holds one PayloadRing slot (its read
@@ -33,6 +34,16 @@ const log = logger('stage');
 const noop = (): void => undefined;
 
 export type Compression = 'lz4' | 'none';
+
+/** lz4 is tried on a batch whose sample compresses below this (pre-copy: bytes matter). */
+export const LZ4_SAMPLE_RATIO = 0.9;
+/**
+ * The same while the target is frozen, where time matters, not bytes: lz4 runs at a few hundred
+ * MB/s per core here, so a batch that shrinks only to 0.9 costs more to compress than the bytes
+ * it saves take on any link faster than a few tens of MB/s (docs/design.md, Final round). Below
+ * half, compressing still pays on links up to about half lz4's speed.
+ */
+export const FROZEN_LZ4_SAMPLE_RATIO = 0.5;
 
 export interface StagerOptions {
   compress: Compression;
@@ -108,6 +119,7 @@ export class BatchStager {
   private readonly zeroBits: Uint8Array;
   private readonly zeroHash: bigint;
   private mem: ProcMem;
+  private lz4SampleRatio = LZ4_SAMPLE_RATIO;
   /** Settles when the last batch handed to stage() is done (ordering of overlapping calls). */
   private lastStaged: Promise<void> = Promise.resolve();
 
@@ -131,6 +143,11 @@ export class BatchStager {
   /** Read pages from another process from now on: the verify's snapshot of the frozen target
    *  (its pages re-sent from there; docs/design.md, Verify off the freeze), then the target again.
    *  Call between rounds only (nothing staged in flight). */
+  /** The target is frozen (the stop-and-copy round) or runs: which lz4 gate applies. */
+  set frozen(on: boolean) {
+    this.lz4SampleRatio = on ? FROZEN_LZ4_SAMPLE_RATIO : LZ4_SAMPLE_RATIO;
+  }
+
   readFrom(pid: number): void {
     if (pid === this.pid) return;
     this.mem.close();
@@ -183,7 +200,17 @@ export class BatchStager {
     }
     const lz4Out = this.opts.compress === 'lz4' ? this.ring.lz4Of(slot) : null;
     const t0 = performance.now();
-    const out = await stagePages({ pid: this.pid, memFd: this.mem.fd(), ranges, buf: slot.read, lz4Out, pageSize: ps, hashes: slot.hashes, flags: slot.flags });
+    const out = await stagePages({
+      pid: this.pid,
+      memFd: this.mem.fd(),
+      ranges,
+      buf: slot.read,
+      lz4Out,
+      pageSize: ps,
+      hashes: slot.hashes,
+      flags: slot.flags,
+      lz4SampleRatio: this.lz4SampleRatio,
+    });
     this.stats.readSeconds += (performance.now() - t0) / 1000;
     return out;
   }

@@ -3,9 +3,11 @@
 // dropped and reported; SentPages keeps its digest equal to a recomputation from scratch.
 
 import test from 'ava';
+import { randomFillSync } from 'node:crypto';
+import { closeSync, openSync, writeSync } from 'node:fs';
 import { digestOf, zeroPageHash } from '../../../common/image-digest';
 import { hashPages } from '../../../native';
-import { BatchStager, type StagedBatch } from '../../../sender/stage/batch-stager';
+import { BatchStager, FROZEN_LZ4_SAMPLE_RATIO, type StagedBatch } from '../../../sender/stage/batch-stager';
 import { SentPages } from '../../../sender/stage/sent-pages';
 import { decodeLz4Block } from '../../../common/lz4-block';
 import { verifyFrozen } from '../../../sender/verify';
@@ -271,6 +273,38 @@ test.serial('released batches give their payload buffers back: no new buffer per
       // the held batches were not overwritten by the later ones
       t.is(held.staged.length, 2);
       held.staged.forEach((b, i) => t.true(b.payload.equals(heldBytes[i]), `held batch ${i} unchanged`));
+    });
+  }),
+);
+
+test.serial('lz4 gate: pages that shrink to ~0.65 are compressed while the target runs, sent RAW while it is frozen', (t) =>
+  withTarget({ mib: 4, seed: 24 }, async (tg) => {
+    // 64 pages (enough for the sample to be taken): 2600 random bytes, then zeros, each.
+    const n = 64;
+    const bytes = Buffer.alloc(n * PAGE);
+    for (let i = 0; i < n; i++) randomFillSync(bytes, i * PAGE, 2600);
+    const fd = openSync(`/proc/${tg.pid}/mem`, 'r+');
+    try {
+      writeSync(fd, bytes, 0, bytes.length, tg.pageAddr(0));
+    } finally {
+      closeSync(fd);
+    }
+    await staging(tg, { compress: 'lz4', maxPages: n }, async (_tp, stager) => {
+      const batch: RunBatch = { runs: new Float64Array([tg.pageAddr(0), n]), pages: n };
+      const running = await stager.stage(batch);
+      t.is(running.encoding, 'LZ4');
+      t.true(running.payload.length < 0.8 * bytes.length && running.payload.length > 0.5 * bytes.length, `${running.payload.length} of ${bytes.length}`);
+      t.true(decodeLz4Block(running.payload, running.rawLength).equals(bytes));
+      running.release();
+      stager.frozen = true;
+      const frozen = await stager.stage(batch);
+      t.is(frozen.encoding, 'RAW', `gate ${FROZEN_LZ4_SAMPLE_RATIO}: not worth a pass in the freeze`);
+      t.true(frozen.payload.equals(bytes));
+      frozen.release();
+      stager.frozen = false;
+      const again = await stager.stage(batch);
+      t.is(again.encoding, 'LZ4');
+      again.release();
     });
   }),
 );
