@@ -3,33 +3,30 @@
 // non-zero pages, several in flight on the libuv pool; files touched since the last sync are
 // fdatasync'ed together when a round ends. Large runs go through O_DIRECT from a page-aligned
 // staging buffer (aligned-staging.ts says why); short ones are buffered writes from the caller's
-// buffer. Both kinds may hit the same file and pages: Linux keeps them coherent (a direct write
+// buffer, a batch's short runs of one file in one pool job (native writeRuns). Both kinds may hit the same file and pages: Linux keeps them coherent (a direct write
 // writes back and drops the cached pages it covers), and the round's fdatasync covers both.
 
-import { constants as C, promises as fsp, writeSync } from 'node:fs';
+import { constants as C, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { bufferedWritesOnly } from '../common/fault-injection';
-import { writeStaged } from '../native';
+import { writeRuns, writeStaged } from '../native';
 import { logger } from '../common/log';
 import { DIRECT_ALIGN, STAGING_BYTES, stagingPool } from './aligned-staging';
 import { fsyncDir, preadFull, pwriteFull } from './durable-file';
+import type { PageWrite } from './page-batch';
 import { storeCounters } from './store-counters';
 
 const log = logger('store');
 
 /** Keep at most this many chunk files open; idle ones beyond it are synced and closed. */
 const MAX_OPEN = 256;
-/**
- * Writes up to this size go straight from the main thread: a pool round trip costs more than
- * copying a few pages, and batches with interleaved zero pages are many short runs.
- */
-const SYNC_WRITE_MAX = 64 * 1024;
+/** Writes up to this size are buffered and gathered per file (writeAll): O_DIRECT pays for
+ *  large runs only, and a batch of scattered pages is many short ones. */
+const SMALL_WRITE_MAX = 64 * 1024;
 
 interface Entry {
   fh: Promise<fsp.FileHandle>;
   busy: number;
-  /** Set once the file is open. */
-  fd?: number;
   /** A second descriptor opened with O_DIRECT for large writes (null: the file system refused it). */
   direct?: Promise<fsp.FileHandle | null>;
   /** Settles when the last buffered write queued on this file is done (one in flight per file). */
@@ -67,13 +64,8 @@ export class ChunkFiles {
       const flags = this.writable ? C.O_RDWR | (create ? C.O_CREAT : 0) : C.O_RDONLY;
       const fh = fsp.open(this.fileOf(w), flags, 0o600);
       if (create) this.created = true;
-      const entry: Entry = { fh, busy: 0, tail: Promise.resolve() };
-      e = entry;
+      e = { fh, busy: 0, tail: Promise.resolve() };
       this.open.set(w, e);
-      fh.then(
-        (h) => (entry.fd = h.fd),
-        () => undefined,
-      );
       // A failed open must not stay cached (ENOENT on read, EMFILE...): the next call retries.
       fh.catch(() => {
         if (this.open.get(w) === e) this.open.delete(w);
@@ -110,18 +102,7 @@ export class ChunkFiles {
   write(w: number, pos: number, buf: Buffer, off: number, len: number): Promise<void> {
     const e = this.acquire(w, true);
     this.touched.add(w);
-    if (e.fd !== undefined && len <= SYNC_WRITE_MAX) {
-      try {
-        for (let done = 0; done < len;) done += writeSync(e.fd, buf, off + done, len - done, pos + done);
-        storeCounters.bytesWritten += len;
-        return Promise.resolve();
-      } catch (err) {
-        return Promise.reject(err);
-      } finally {
-        e.busy--;
-      }
-    }
-    if (this.directIo && pos % DIRECT_ALIGN === 0 && len % DIRECT_ALIGN === 0) {
+    if (len > SMALL_WRITE_MAX && this.directIo && pos % DIRECT_ALIGN === 0 && len % DIRECT_ALIGN === 0) {
       // Not queued behind the file's buffered writes: O_DIRECT writes of disjoint ranges do not
       // contend like buffered ones, the staging buffers bound how many run at once, and the
       // caller never has two writes of the same pages in flight (SessionWriter orders re-sends).
@@ -133,6 +114,42 @@ export class ChunkFiles {
       try {
         await pwriteFull(await e.fh, buf, off, len, pos);
         storeCounters.bytesWritten += len;
+      } finally {
+        e.busy--;
+      }
+    });
+    e.tail = done.catch(() => undefined);
+    return done;
+  }
+
+  /**
+   * A batch's writes (page-batch.ts: window, position, offset in data, length). The large ones go
+   * as write() does; the short ones of each file go as one pool job, queued like a buffered
+   * write: a few hundred scattered pages cost a job per file, not a write call each on the JS
+   * thread, which a commit would wait for (docs/design.md, Final round).
+   */
+  writeAll(writes: readonly PageWrite[], data: Buffer): Promise<void> {
+    const small = new Map<number, number[]>();
+    const done: Promise<void>[] = [];
+    for (const [w, pos, off, len] of writes) {
+      if (len > SMALL_WRITE_MAX) {
+        done.push(this.write(w, pos, data, off, len));
+        continue;
+      }
+      const triples = small.get(w) ?? [];
+      triples.push(off, len, pos);
+      small.set(w, triples);
+    }
+    for (const [w, triples] of small) done.push(this.writeShort(w, data, Float64Array.from(triples)));
+    return Promise.all(done).then(() => undefined);
+  }
+
+  private writeShort(w: number, data: Buffer, runs: Float64Array): Promise<void> {
+    const e = this.acquire(w, true);
+    this.touched.add(w);
+    const done = e.tail.then(async () => {
+      try {
+        storeCounters.bytesWritten += await writeRuns((await e.fh).fd, data, runs);
       } finally {
         e.busy--;
       }

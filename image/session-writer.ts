@@ -160,7 +160,7 @@ export class SessionWriter extends SessionReader {
     const journaled = this.journal ? this.journal.append(b.writes, data) : null;
     const done = (async () => {
       if (before.length > 0) await Promise.all(before);
-      await Promise.all([journaled, ...b.writes.map(([w, pos, o, len]) => this.chunks.write(w, pos, data, o, len))]);
+      await Promise.all([journaled, this.chunks.writeAll(b.writes, data)]);
     })().catch((err) => {
       throw this.breakOn(err);
     });

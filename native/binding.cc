@@ -817,6 +817,29 @@ Napi::Value WriteStaged(const Napi::CallbackInfo& info) {
       [](Napi::Env e, const size_t& n) { return Napi::Number::New(e, static_cast<double>(n)); });
 }
 
+// writeRuns(fd, src, runs: Float64Array of (srcOffset, length, position) triples) -> Promise<bytes>
+Napi::Value WriteRuns(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const int fd = static_cast<int>(intArg(info, 0, "fd"));
+  Napi::Buffer<uint8_t> src = bufferArg(info, 1, "src");
+  Napi::Float64Array runs = f64Arg(info, 2, "runs");
+  const size_t count = runs.ElementLength() / 3;
+  if (runs.ElementLength() % 3 != 0) typeError(env, "runs must hold (srcOffset, length, position) triples");
+  for (size_t i = 0; i < count; i++) {
+    const double off = runs[3 * i], len = runs[3 * i + 1], pos = runs[3 * i + 2];
+    if (!(off >= 0 && len >= 0 && pos >= 0 && off + len <= static_cast<double>(src.Length())) ||
+        off != static_cast<double>(static_cast<uint64_t>(off)) ||
+        len != static_cast<double>(static_cast<uint64_t>(len)) ||
+        pos != static_cast<double>(static_cast<uint64_t>(pos)))
+      typeError(env, "each run must be whole numbers lying inside src");
+  }
+  const uint8_t* from = src.Data();
+  const double* table = runs.Data();
+  return PoolJob<size_t>::start(
+      env, "precopy.writeRuns", {src, runs}, [=] { return precopy::writeRuns(fd, from, table, count); },
+      [](Napi::Env e, const size_t& n) { return Napi::Number::New(e, static_cast<double>(n)); });
+}
+
 Napi::Value KeepFreedMemory(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), precopy::keepFreedMemory());
 }
@@ -923,6 +946,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("readPagesAsync", Napi::Function::New<ReadPagesAsync>(env));
   exports.Set("stagePages", Napi::Function::New<StagePages>(env));
   exports.Set("writeStaged", Napi::Function::New<WriteStaged>(env));
+  exports.Set("writeRuns", Napi::Function::New<WriteRuns>(env));
   exports.Set("keepFreedMemory", Napi::Function::New<KeepFreedMemory>(env));
   exports.Set("hashPages", Napi::Function::New<HashPages>(env));
   exports.Set("digestPages", Napi::Function::New<DigestPages>(env));

@@ -391,6 +391,15 @@ export function writeStaged(fd: number, src: Buffer, srcOffset: number, length: 
   return addon().writeStaged(fd, src, srcOffset, length, position, staging) as Promise<number>;
 }
 
+/**
+ * On a libuv pool thread: buffered pwrite of src[off, off+len) at each position, for every
+ * (srcOffset, length, position) triple of `runs` (one job for a batch's short runs). Rejects with
+ * a NativeError (ENOSPC...). src and runs must not be touched until it settles.
+ */
+export function writeRuns(fd: number, src: Buffer, runs: Float64Array): Promise<number> {
+  return addon().writeRuns(fd, src, runs) as Promise<number>;
+}
+
 /** glibc malloc keeps freed large buffers for reuse instead of giving them back to the kernel
  *  (native/malloc_tuning.cc says why). False if glibc refused. */
 export function keepFreedMemory(): boolean {
