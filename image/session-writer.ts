@@ -470,7 +470,7 @@ export class SessionWriter extends SessionReader {
     return { sync: () => this.chunks.syncTouched(), journal: undefined };
   }
 
-  /** The chunk files synced, the state no longer names the journal, its file removed. */
+  /** The chunk files synced, the state no longer names the journal, its file emptied. */
   private async retireJournal(): Promise<void> {
     const j = this.journal;
     this.journal = null;
