@@ -3,8 +3,9 @@
 // non-zero pages, several in flight on the libuv pool; files touched since the last sync are
 // fdatasync'ed together when a round ends. Large runs go through O_DIRECT from a page-aligned
 // staging buffer (aligned-staging.ts says why); short ones are buffered writes from the caller's
-// buffer, a batch's short runs of one file in one pool job (native writeRuns). Both kinds may hit the same file and pages: Linux keeps them coherent (a direct write
-// writes back and drops the cached pages it covers), and the round's fdatasync covers both.
+// buffer, a batch's short runs of one file in one pool job (native writeRuns). Both kinds may hit
+// the same file and pages: Linux keeps them coherent (a direct write writes back and drops the
+// cached pages it covers), and the round's fdatasync covers both.
 
 import { constants as C, promises as fsp } from 'node:fs';
 import * as path from 'node:path';

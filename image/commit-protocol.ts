@@ -36,10 +36,10 @@ import type { PageWindows } from './page-windows';
 
 const log = logger('store');
 
-/** The next bitmap generation, planned: the window index naming it, and the write of its file. */
 /** Makes the page data the next state counts on durable (chunk files, or a final-round journal). */
 export type PagesSync = () => Promise<void>;
 
+/** The next bitmap generation, planned: the window index naming it, and the write of its file. */
 export interface BitmapPlan {
   index: WindowIndex;
   write: () => Promise<void>;
@@ -93,7 +93,7 @@ export class CommitProtocol {
 
   /** Make a round durable: page data (`pages`: the chunk files, or the round's journal) and
    *  bitmaps synced, then `next` renamed over state.json. */
-  async round(next: StateFile, bitmaps: BitmapPlan, pages: PagesSync = () => this.chunks.syncTouched()): Promise<void> {
+  async round(next: StateFile, bitmaps: BitmapPlan, pages: PagesSync): Promise<void> {
     await replaceInOrder(
       [{ file: this.files.state, data: JSON.stringify(next) }],
       [pages().then(() => crashPoint('round-data-synced')), bitmaps.write().then(() => crashPoint('round-bitmaps-written'))],
@@ -102,7 +102,7 @@ export class CommitProtocol {
 
   /** Make a commit durable: page data (as for a round) and bitmaps synced, manifest.json and the
    *  committed state.json renamed in that order. */
-  async commit(manifest: ManifestFile, next: StateFile, bitmaps: BitmapPlan, pages: PagesSync = () => this.chunks.syncTouched()): Promise<void> {
+  async commit(manifest: ManifestFile, next: StateFile, bitmaps: BitmapPlan, pages: PagesSync): Promise<void> {
     await replaceInOrder(
       [
         { file: this.files.manifest, data: JSON.stringify(manifest, null, 1), beforeRename: () => crashPoint('commit-manifest-tmp') },

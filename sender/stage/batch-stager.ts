@@ -140,14 +140,14 @@ export class BatchStager {
     this.mem = new ProcMem(pid);
   }
 
-  /** Read pages from another process from now on: the verify's snapshot of the frozen target
-   *  (its pages re-sent from there; docs/design.md, Verify off the freeze), then the target again.
-   *  Call between rounds only (nothing staged in flight). */
   /** The target is frozen (the stop-and-copy round) or runs: which lz4 gate applies. */
   set frozen(on: boolean) {
     this.lz4SampleRatio = on ? FROZEN_LZ4_SAMPLE_RATIO : LZ4_SAMPLE_RATIO;
   }
 
+  /** Read pages from another process from now on: the verify's snapshot of the frozen target
+   *  (its pages re-sent from there; docs/design.md, Verify off the freeze), then the target again.
+   *  Call between rounds only (nothing staged in flight). */
   readFrom(pid: number): void {
     if (pid === this.pid) return;
     this.mem.close();
