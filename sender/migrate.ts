@@ -280,9 +280,7 @@ class Migration {
     const interval = first ? 0 : started - this.lastRoundStart;
     this.lastRoundStart = started;
 
-    let vmaChange = { added: 0, removed: 0, discard: [] as number[] };
-    if (r === 0) this.layout = tracked.layout();
-    else vmaChange = this.refreshLayout();
+    const vmaChange = this.refreshLayout();
     await this.guard(this.transfer!.beginRound(r, 'PRECOPY', this.layout));
     if (this.replay && this.replay.discards.length > 0) await this.guard(this.transfer!.discard(this.replay.discards));
     await this.discardHeld(vmaChange.discard);
@@ -328,9 +326,9 @@ class Migration {
   /** Re-read the maps (new and changed VMAs are registered and come back wholly dirty). Pages
    *  outside the new layout are dropped by the receiver at RoundStart: forget them too. `discard`:
    *  ranges of VMAs first seen now, where the receiver may hold pages of an earlier object. */
-  private refreshLayout(): { added: number; removed: number; discard: number[] } {
+  private refreshLayout(frozen = false): { added: number; removed: number; discard: number[] } {
     this.assertAlive();
-    const { diff, layout, discard } = this.tracked!.refresh();
+    const { diff, layout, discard } = this.tracked!.refresh(frozen);
     const gone = runsOutside(this.layout, layout, this.pageSize);
     if (gone.length > 0) {
       this.sent.forget(gone);
@@ -415,7 +413,7 @@ class Migration {
     // target no longer has (MADV_DONTNEED, unmapped and remapped) become holes.
     const r = this.round;
     const started = now();
-    const vmaChange = this.refreshLayout();
+    const vmaChange = this.refreshLayout(true);
     await this.guard(transfer.beginRound(r, 'STOP_AND_COPY', this.layout));
     // One turn of the event loop: HTTP/2 sends what was written from its own immediate, and the
     // scan below holds this thread for milliseconds. The receiver then prepares the round (its

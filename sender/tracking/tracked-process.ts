@@ -35,13 +35,14 @@ export class TrackedProcess {
     readonly pageSize: number,
     private readonly tracker: Tracker,
     maps: MapsEntry[],
+    readLayout?: (pid: number) => MapsEntry[],
   ) {
-    this.table = new VmaTable(pid, pageSize, tracker, maps, this.stats);
+    this.table = new VmaTable(pid, pageSize, tracker, maps, this.stats, readLayout);
     this.engine = new WalkEngine(pid, pageSize, tracker, this.stats);
   }
 
   /** Probe the kernel (refusing clearly if it cannot track writes), read the maps, arm tracking. */
-  static attach(pid: number, opts: { features?: KernelFeatures } = {}): TrackedProcess {
+  static attach(pid: number, opts: { features?: KernelFeatures; readMaps?: (pid: number) => MapsEntry[] } = {}): TrackedProcess {
     const features = opts.features ?? probeKernel();
     if (features.missing.length > 0) {
       throw new UserError(`this kernel (${features.kernelRelease}) cannot track a process's writes: missing ${features.missing.join(', ')}`);
@@ -54,7 +55,7 @@ export class TrackedProcess {
       throw explainTargetError(err, pid);
     }
     log.debug(`armed pid ${pid}: ${maps.length} VMAs`);
-    return new TrackedProcess(pid, features.pageSize, tracker, maps);
+    return new TrackedProcess(pid, features.pageSize, tracker, maps, opts.readMaps);
   }
 
   /** Memory-to-copy VMAs as of the last refresh (or attach). */
@@ -72,11 +73,12 @@ export class TrackedProcess {
 
   /**
    * Rounds 1..n: re-read the maps, probe registrations, register new and changed-object VMAs
-   * (fresh: returned wholly by the next dirtyRuns), drop what vanished.
+   * (fresh: returned wholly by the next dirtyRuns), drop what vanished. `frozen`: the target is
+   * frozen (its layout cannot change meanwhile).
    */
-  refresh(): RefreshResult {
+  refresh(frozen = false): RefreshResult {
     this.assertOpen();
-    return this.table.refresh();
+    return this.table.refresh(frozen);
   }
 
   /**

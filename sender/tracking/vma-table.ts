@@ -24,6 +24,7 @@
 import { logger } from '../../common/log';
 import { UserError } from '../../common/errors';
 import { vmaRangeName, type Vma } from '../../common/vma';
+import { unionRuns } from '../../common/page-runs';
 import { NativeError, type Tracker } from '../../native';
 import { classifyVma, isMemoryToCopy, isProtNone, readMaps, toVma, type MapsEntry, type VmaKind } from './maps';
 import { diffVmas, sameVma, type VmaDiff } from './vma-diff';
@@ -31,6 +32,10 @@ import { explainTargetError, isAlive } from '../target/target-process';
 import { registrationProbeArgs } from './scan-modes';
 
 const log = logger('track');
+
+/** Reads of the maps one refresh may make while its registrations keep meeting a changed layout
+ *  (a target remapping without pause): the rest waits for the next refresh. */
+const MAX_SYNC_PASSES = 4;
 
 export type Track = 'tracked' | 'reserved' | 'untracked';
 
@@ -75,6 +80,8 @@ export class VmaTable {
     private readonly tracker: Tracker,
     maps: MapsEntry[],
     private readonly stats: TrackingStats,
+    /** How the maps are read (tests hand in a stale read to reproduce a race). */
+    private readonly readLayout: (pid: number) => MapsEntry[] = readMaps,
   ) {
     this.list = maps.filter(isMemoryToCopy).map((m) => ({ vma: toVma(m), kind: classifyVma(m), fresh: true }));
   }
@@ -91,16 +98,54 @@ export class VmaTable {
 
   /**
    * Re-read the maps, probe registrations, register new and changed-object VMAs (fresh: returned
-   * wholly by the next walk), drop what vanished.
+   * wholly by the next walk), drop what vanished. `settled`: the target is frozen, its layout
+   * cannot change under us (no second read; see syncWithMaps).
    */
-  refresh(): RefreshResult {
+  refresh(settled = false): RefreshResult {
     this.stats.refreshes++;
-    const maps = readMaps(this.pid).filter(isMemoryToCopy);
+    const before = this.list;
+    // A registration covers the range the maps showed a moment earlier. If the target remapped
+    // in between, that range now cuts one of its VMAs in two, registered and not, which do not
+    // merge: its mremap() of the whole would fail (EFAULT) where it never would untracked. Read
+    // the maps again after registering, and register what is left, until a read needs nothing
+    // (docs/design.md, "Registration and the target's layout").
+    const lists: number[][] = [];
+    for (let pass = 1; ; pass++) {
+      const discard: number[] = [];
+      lists.push(discard);
+      if (this.syncWithMaps(discard) === 0 || settled || pass === MAX_SYNC_PASSES) break;
+    }
+    // Each read's fresh ranges are sorted; the reads' together overlap (a VMA registered in two
+    // pieces is fresh again once merged).
+    const discard = lists.length === 1 ? lists[0] : unionRuns(lists, this.pageSize);
+    const next = this.list;
+    const diff = diffVmas(
+      before.map((e) => e.vma),
+      next.map((e) => e.vma),
+    );
+    const fresh = next.filter((e) => e.fresh).length;
+    this.stats.freshVmas += discard.length / 2;
+    if (log.enabled('debug')) {
+      log.debug(`refresh: ${next.length} VMAs, +${diff.added.length} -${diff.removed.length} ~${diff.changed.length}, ${fresh} fresh`);
+    }
+    return { diff, layout: this.layout(), discard };
+  }
+
+  /** Entries from attach that no refresh has looked at yet: decide them from the maps as they are
+   *  now (round 0's walk, when no refresh came first). */
+  decideUndecided(): void {
+    if (this.list.some((e) => e.track === undefined)) this.refresh();
+  }
+
+  /** One read of the maps: the table follows it, registering what it shows unregistered (fresh
+   *  VMAs' ranges are added to `discard`). Returns how many VMAs it registered. */
+  private syncWithMaps(discard: number[]): number {
+    const maps = this.readLayout(this.pid).filter(isMemoryToCopy);
     const before = this.list;
     const byStart = new Map(before.map((e) => [e.vma.start, e]));
     const freshBefore = before.filter((e) => e.fresh).map((e) => e.vma);
     const next: VmaEntry[] = [];
-    const discard: number[] = [];
+    let registered = 0;
     for (const m of maps) {
       const vma = toVma(m);
       const prev = byStart.get(vma.start);
@@ -118,6 +163,7 @@ export class VmaTable {
       } else {
         const track = this.register(vma);
         if (track === null) continue;
+        if (track === 'tracked') registered++;
         entry.track = track;
         entry.fresh = true;
       }
@@ -125,31 +171,7 @@ export class VmaTable {
       next.push(entry);
     }
     this.list = next;
-    const diff = diffVmas(
-      before.map((e) => e.vma),
-      next.map((e) => e.vma),
-    );
-    const fresh = next.filter((e) => e.fresh).length;
-    this.stats.freshVmas += discard.length / 2;
-    if (log.enabled('debug')) {
-      log.debug(`refresh: ${next.length} VMAs, +${diff.added.length} -${diff.removed.length} ~${diff.changed.length}, ${fresh} fresh`);
-    }
-    return { diff, layout: this.layout(), discard };
-  }
-
-  /** Entries from attach that no refresh has looked at yet: register them (round 0). */
-  decideUndecided(): void {
-    if (this.list.every((e) => e.track !== undefined)) return;
-    const keep: VmaEntry[] = [];
-    for (const e of this.list) {
-      if (e.track === undefined) {
-        const track = isProtNone(e.vma) ? 'reserved' : this.register(e.vma);
-        if (track === null) continue;
-        e.track = track;
-      }
-      keep.push(e);
-    }
-    this.list = keep;
+    return registered;
   }
 
   private isRegistered(v: Vma): boolean {

@@ -288,6 +288,11 @@ export class Target {
     return replyFields(await this.cmd(`mmap ${pages} ${prot}`)).addr;
   }
 
+  /** New private anonymous mapping exactly at addr (refused if anything is mapped there), filled. */
+  async mmapAt(addr: number, pages: number): Promise<number> {
+    return replyFields(await this.cmd(`mmapat ${hex(addr)} ${pages}`)).addr;
+  }
+
   async munmap(addr: number, pages: number): Promise<void> {
     await this.cmd(`munmap ${hex(addr)} ${pages}`);
   }

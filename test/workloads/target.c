@@ -304,6 +304,18 @@ static int cmd_mmap(char **a, int n, char *out, size_t cap) {
   return 0;
 }
 
+// mmapat ADDR PAGES: a filled rw mapping exactly at ADDR, refused if anything is mapped there.
+static int cmd_mmapat(char **a, int n, char *out, size_t cap) {
+  uint64_t addr, pages;
+  if (n != 2 || parse_u64(a[0], &addr) || parse_u64(a[1], &pages) || !pages) return FAIL("usage: mmapat ADDR PAGES");
+  uint8_t *p = mmap((void *)(uintptr_t)addr, pages * PAGE, PROT_READ | PROT_WRITE,
+                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+  if (p == MAP_FAILED) return FAIL("mmap at 0x%lx: %s", (unsigned long)addr, strerror(errno));
+  fill_area(p, pages);
+  snprintf(out, cap, " addr=0x%lx", (unsigned long)(uintptr_t)p);
+  return 0;
+}
+
 static int cmd_munmap(char **a, int n, char *out, size_t cap) {
   uint64_t addr, pages;
   (void)out, (void)cap;
@@ -312,12 +324,39 @@ static int cmd_munmap(char **a, int n, char *out, size_t cap) {
   return 0;
 }
 
+// The /proc/self/maps lines overlapping [lo, hi), joined with "; " (for a failed call's message:
+// which VMAs the range covers).
+static void maps_overlapping(uint64_t lo, uint64_t hi, char *out, size_t cap) {
+  FILE *f = fopen("/proc/self/smaps", "r");
+  char line[512];
+  size_t used = 0;
+  int in = 0;
+  out[0] = 0;
+  if (!f) return;
+  while (fgets(line, sizeof line, f) && used < cap) {
+    unsigned long s, e;
+    line[strcspn(line, "\n")] = 0;
+    if (sscanf(line, "%lx-%lx ", &s, &e) == 2 && strchr(line, ' ') == line + strcspn(line, " ")) {
+      in = !(e <= lo || s >= hi);
+      if (in) used += snprintf(out + used, cap - used, "%s%.40s", used ? "; " : "", line);
+    } else if (in && strncmp(line, "VmFlags:", 8) == 0) {
+      used += snprintf(out + used, cap - used, " [%s]", line + 9);
+    }
+  }
+  fclose(f);
+}
+
 static int cmd_mremap(char **a, int n, char *out, size_t cap) {
   uint64_t addr, oldp, newp;
   if (n != 3 || parse_u64(a[0], &addr) || parse_u64(a[1], &oldp) || parse_u64(a[2], &newp) || !newp)
     return FAIL("usage: mremap ADDR OLDPAGES NEWPAGES");
   void *p = mremap((void *)(uintptr_t)addr, oldp * PAGE, newp * PAGE, MREMAP_MAYMOVE);
-  if (p == MAP_FAILED) return FAIL("mremap: %s", strerror(errno));
+  if (p == MAP_FAILED) {
+    int e = errno;
+    char where[512];
+    maps_overlapping(addr, addr + oldp * PAGE, where, sizeof where);
+    return FAIL("mremap 0x%lx +%lu pages: %s (VMAs there: %s)", (unsigned long)addr, (unsigned long)oldp, strerror(e), where);
+  }
   snprintf(out, cap, " addr=0x%lx", (unsigned long)(uintptr_t)p);
   return 0;
 }
@@ -669,7 +708,7 @@ struct command {
 static const struct command COMMANDS[] = {
     {"info", cmd_info},         {"write", cmd_write},       {"writep", cmd_writep},
     {"writers", cmd_writers},   {"stop-writers", cmd_stop_writers}, {"check", cmd_check},
-    {"mmap", cmd_mmap},         {"munmap", cmd_munmap},     {"mremap", cmd_mremap},
+    {"mmap", cmd_mmap},         {"mmapat", cmd_mmapat},     {"munmap", cmd_munmap},     {"mremap", cmd_mremap},
     {"mprotect", cmd_mprotect}, {"dontneed", cmd_dontneed}, {"brk", cmd_brk},
     {"stack", cmd_stack},       {"filewrite", cmd_filewrite}, {"fork", cmd_fork},
     {"blockers", cmd_blockers}, {"ping", cmd_ping},         {"sleepstats", cmd_sleepstats},

@@ -7,6 +7,7 @@ import test from 'ava';
 import { UserError } from '../../../common/errors';
 import { probeKernel } from '../../../native';
 import { TrackedProcess } from '../../../sender/tracking/tracked-process';
+import { readMaps as readTargetMaps, type MapsEntry } from '../../../sender/tracking/maps';
 import { SentPages } from '../../../sender/stage/sent-pages';
 import { findMap, readMaps, readMem, vmFlags } from '../../helpers/procmem';
 import { Target, withTarget } from '../../helpers/target';
@@ -174,6 +175,66 @@ test.serial('mremap (moved and grown): moved pages come back, later writes in th
       t.deepEqual(indexesIn((await round(tp)).pages, moved, 64), [2, 40, 41]);
     }),
   ),
+);
+
+test.serial('a registration decided on stale maps leaves no split VMA behind: the target can still mremap the whole', (t) =>
+  withTarget({ mib: 4, seed: 12 }, async (tg) => {
+    // A 16-page VMA with free space above it (what the attach's maps will show) ...
+    const addr = await tg.mmap(64);
+    await tg.munmap(addr + 16 * PAGE, 48);
+    const tp = TrackedProcess.attach(tg.pid);
+    try {
+      // ... replaced before round 0 registers it by a 40-page one at the same address: the
+      // registration of the 16 pages the maps showed cuts it in two.
+      await tg.munmap(addr, 16);
+      await tg.mmapAt(addr, 40);
+      const r0 = await drain(tp.initialRuns(4096));
+      const vma = readMaps(tg.pid).find((m) => m.start <= addr && addr < m.end)!;
+      t.true(vma.end >= addr + 40 * PAGE, `one VMA covers the new mapping (${vma.start.toString(16)}-${vma.end.toString(16)})`);
+      t.true(vmFlags(tg.pid, addr)!.includes('uw'), 'registered');
+      t.deepEqual(indexesIn(r0.pages, addr, 40), range(0, 40), 'round 0 returns all its pages');
+      const moved = await tg.mremap(addr, 40, 80); // EFAULT across a registered/unregistered cut
+      await tg.writep(moved + 50 * PAGE, 1);
+      t.deepEqual(indexesIn((await round(tp)).pages, moved, 80), [...range(0, 40), 50], 'moved, then written: all tracked');
+    } finally {
+      tp.close();
+    }
+  }),
+);
+
+test.serial('a refresh whose maps went stale before it registered reads them again: no split VMA is left', (t) =>
+  withTarget({ mib: 4, seed: 13 }, async (tg) => {
+    const addr = await tg.mmap(64);
+    await tg.munmap(addr + 16 * PAGE, 48);
+    // The race of a target remapping between our read of its maps and our registration, made
+    // certain: the next read returns maps taken earlier.
+    let staleRead: MapsEntry[] | null = null;
+    const readMapsOnce = (pid: number) => {
+      const maps = staleRead ?? readTargetMaps(pid);
+      staleRead = null;
+      return maps;
+    };
+    const tp = TrackedProcess.attach(tg.pid, { readMaps: readMapsOnce });
+    try {
+      await drain(tp.initialRuns(4096));
+      await tg.munmap(addr, 16);
+      await tg.mmapAt(addr, 16); // a new 16-page object: what the stale read shows, unregistered
+      staleRead = readTargetMaps(tg.pid);
+      await tg.munmap(addr, 16);
+      await tg.mmapAt(addr, 40); // what is there when the refresh registers
+      const r = await round(tp);
+      const vma = readMaps(tg.pid).find((m) => m.start <= addr && addr < m.end)!;
+      t.is(vma.end, addr + 40 * PAGE, `one VMA covers the new mapping (${vma.start.toString(16)}-${vma.end.toString(16)})`);
+      t.true(vmFlags(tg.pid, addr)!.includes('uw'), 'registered');
+      t.deepEqual(indexesIn(r.pages, addr, 40), range(0, 40), 'all its pages come back');
+      t.true(r.discard.includes(addr), 'and what the receiver held there is discarded');
+      const moved = await tg.mremap(addr, 40, 80); // EFAULT across a registered/unregistered cut
+      await tg.writep(moved + 50 * PAGE, 1);
+      t.deepEqual(indexesIn((await round(tp)).pages, moved, 80), [...range(0, 40), 50], 'moved, then written: all tracked');
+    } finally {
+      tp.close();
+    }
+  }),
 );
 
 test.serial('mprotect splitting a VMA (middle third read-only): writes before and after are all reported', (t) =>
