@@ -207,14 +207,15 @@ export function encodePagesMessage(batch: PageBatch, alloc: (size: number) => Bu
 /**
  * The same message with no copy of the payload: its header is written into the
  * `batch.payloadHeadroom` bytes just before the payload (same memory), and the message is a view
- * ending with the payload. Null when the header does not fit there (use encodePagesMessage).
+ * ending with the payload. `spare`: bytes of the headroom to leave free before the message (the
+ * transport's own framing). Null when the header does not fit there (use encodePagesMessage).
  */
-export function encodePagesMessageBefore(batch: PageBatch): Buffer | null {
+export function encodePagesMessageBefore(batch: PageBatch, spare = 0): Buffer | null {
   const room = batch.payloadHeadroom ?? 0;
   const payload = batch.payload;
   if (room <= 0 || !payload || payload.length === 0 || payload.byteOffset < room) return null;
   const h = pagesHeader(batch);
-  if (h.headerLength > room) return null;
+  if (h.headerLength + spare > room) return null;
   const out = Buffer.from(payload.buffer, payload.byteOffset - h.headerLength, h.size);
   writeHeader(out, batch, h);
   return out;

@@ -7,10 +7,6 @@ import type { TransferTarget } from './transfer/open-transfer';
 export interface Pacing {
   /** Staged batches waiting for the transfer at most. */
   inFlight: number;
-  /** Scavenge every YOUNG_SWEEP_BYTES of batches accepted (common/gc-tuning.ts): for a transfer
-   *  that leaves a garbage copy of every batch behind, and only with inFlight 1 (buffers that
-   *  live across two sweeps are promoted and pile up: +50 MiB of RSS measured with 2). */
-  sweepYoung: boolean;
 }
 
 /**
@@ -21,8 +17,8 @@ export interface Pacing {
  * batches wait for it (1 in flight: 0.7 GB/s instead of 1.2-1.5); it makes no garbage copies.
  */
 export const PACING: Readonly<Record<TransferTarget['kind'], Pacing>> = {
-  grpc: { inFlight: 1, sweepYoung: true },
-  dir: { inFlight: 3, sweepYoung: false },
+  grpc: { inFlight: 1 },
+  dir: { inFlight: 3 },
 };
 
 /** The pacing of a transfer over `lanes` streams: a batch in flight per lane. */

@@ -5,11 +5,10 @@
 // sender's memory stays bounded by a few batches whatever the target's size, and a slow link
 // slows the scan instead of filling RAM. Each staged batch's payload lives in one of the stager's
 // reused ring slots; the pipeline owns it from stage() until that batch's sendBatch() resolves,
-// then release()s it. Over gRPC, every accepted batch's bytes go to a YoungBufferSweep
-// (common/gc-tuning.ts): the link's framed copies are freed 8 MiB at a time instead of V8's 32.
+// then release()s it. Over gRPC a batch leaves from its slot with no copy (grpc-framing.ts), so
+// it leaves no 4 MiB garbage behind for the GC either.
 
 import { logger } from '../common/log';
-import { YoungBufferSweep } from '../common/gc-tuning';
 import { splitRunBatch, type RunBatch } from './tracking/run-batch';
 import type { BatchStager, StagedBatch } from './stage/batch-stager';
 import type { PageTransfer } from './transfer/page-transfer';
@@ -59,7 +58,6 @@ export async function runPipeline(
   const totals = emptyTotals();
   const inFlight: Promise<void>[] = [];
   const pacing = opts.pacing ?? PACING.grpc;
-  const sweep = pacing.sweepYoung ? new YoungBufferSweep() : null;
   // Over several lanes, a batch holds pages of one lane only (proto/lanes.ts).
   const spanBytes = transfer.lanes > 1 ? LANE_SPAN_BYTES : 0;
   let failure: unknown = null;
@@ -75,11 +73,10 @@ export async function runPipeline(
       payloadHeadroom: b.payloadHeadroom,
     };
     const p = transfer.sendBatch(batch).then(() => {
-      // Accepted: the transfer no longer reads the payload (grpc: serialized; local: written),
+      // Accepted: the transfer no longer reads the payload (grpc: written to the socket; local: written),
       // so its ring slot may take the next batch. A rejected batch keeps its slot (left to the
       // GC): a failed transfer might still hold the payload.
       b.release();
-      sweep?.moved(b.payload.length);
       totals.zeroPages += b.zeroPages;
       totals.rawBytes += b.rawLength;
       totals.wireBytes += b.payload.length;

@@ -38,6 +38,7 @@ import { PLAINTEXT, TOKEN_METADATA_KEY, bearer, type LinkSecurity } from '../../
 import { tlsProblem } from './tls-probe';
 import { MessageBuffers } from './message-buffers';
 import { encodePagesMessage, encodePagesMessageBefore } from '../../proto/page-codec';
+import { FRAMING_CHANNEL_OPTIONS, frameInPlace, GRPC_PREFIX_BYTES } from './grpc-framing';
 
 const log = logger('link');
 
@@ -88,6 +89,7 @@ const CHANNEL_OPTIONS: grpc.ChannelOptions = {
   // server answers pings whatever their rate (no ping policy to trip).
   'grpc.keepalive_time_ms': 10_000,
   'grpc.keepalive_timeout_ms': 5_000,
+  ...FRAMING_CHANNEL_OPTIONS,
 };
 
 /** A link failure: what happened, with the gRPC code (undefined: not from gRPC). */
@@ -195,9 +197,11 @@ export class MigrationLink {
     const call = this.call;
     if (!call) throw new Error('MigrationLink.send before start');
     const fast = this.opts.codec === 'fast' && 'pages' in m;
-    // A page batch whose payload has room before it is framed there, with no copy; the caller's
-    // buffer is then read until the write completes, so send() waits for that (docs/design.md, Page path).
-    const inPlace = fast ? encodePagesMessageBefore(m.pages) : null;
+    // A page batch whose payload has room before it is encoded and framed there, with no copy;
+    // the caller's buffer is then read until the write completes, so send() waits for that
+    // (docs/design.md, Page path; grpc-framing.ts).
+    const inPlace = fast ? encodePagesMessageBefore(m.pages, GRPC_PREFIX_BYTES) : null;
+    if (inPlace) frameInPlace(inPlace);
     const pooled = fast && !inPlace;
     const bytes = inPlace ?? (pooled ? encodePagesMessage(m.pages, this.pageBuffers.take) : serializeSenderMessage(m, this.opts.codec));
     let written = false;
