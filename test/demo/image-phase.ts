@@ -22,7 +22,7 @@ export interface ImagePhaseOptions {
 }
 
 export async function imagePhase(cleanup: Cleanup, opts: ImagePhaseOptions): Promise<void> {
-  const images = tempDir('precopy-demo-');
+  const images = tempDir('precopy-demo-', { keep: true });
   if (!opts.keep) cleanup.add(() => fs.rmSync(images, { recursive: true, force: true }));
   const receiver = await startReceiver({ images });
   cleanup.add(() => receiver.stop());

@@ -185,8 +185,27 @@ export function killStopped(pid: number): void {
   }
 }
 
-export function tempDir(prefix: string): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+const madeDirs: string[] = [];
+
+/** A new directory under the system's temp dir, removed when this process exits (each test file
+ *  runs in a process of its own) unless `keep`: the caller decides (the demo may leave its images). */
+export function tempDir(prefix: string, opts: { keep?: boolean } = {}): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  if (!opts.keep) {
+    if (madeDirs.length === 0) process.on('exit', removeMadeDirs);
+    madeDirs.push(dir);
+  }
+  return dir;
+}
+
+function removeMadeDirs(): void {
+  for (const dir of madeDirs) {
+    try {
+      fs.rmSync(dir, { recursive: true, force: true });
+    } catch {
+      /* still a mount point (a failed disk-full test): left behind */
+    }
+  }
 }
 
 /** Private file mappings holding anonymous (copied-on-write) pages, from /proc/PID/smaps. */
