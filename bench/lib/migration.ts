@@ -13,7 +13,7 @@ import type { MigrationSummary } from '../../sender/report/figures';
 import { REPO_ROOT } from '../../test/helpers/target';
 import { startReceiver, type ReceiverHandle } from '../../test/helpers/receiver';
 import { onCleanup } from './cleanup';
-import { cpuSeconds, threadCpu } from './proc-stat';
+import { cpuSeconds, systemSeconds, threadCpu } from './proc-stat';
 import type { ProcessUsage } from './usage-hook';
 
 const SENDER_CLI = path.join(REPO_ROOT, 'dist', 'sender', 'cli.js');
@@ -67,6 +67,8 @@ export interface MigrationRun {
   sender: ProcessUsage & { cpuSeconds: number };
   /** utime + stime the receiver spent during the run (NaN for dir: transfers). */
   receiverCpuSeconds: number;
+  /** Its stime alone (NaN for dir: transfers). */
+  receiverSystemSeconds: number;
   /** The same, main (JS) thread and other threads (NaN for dir: transfers). */
   receiverThreads: { main: number; others: number };
   /** Stop-and-copy steps from the sender's debug log ("stop-and-copy: commit 358.0 ms"), ms. */
@@ -102,6 +104,7 @@ export async function migrateOnce(a: MigrateArgs): Promise<MigrationRun> {
   });
   const receiverPid = a.to instanceof BenchReceiver ? a.to.handle.pid : 0;
   const r0 = receiverPid ? cpuSeconds(receiverPid) : NaN;
+  const rs0 = receiverPid ? systemSeconds(receiverPid) : NaN;
   const rt0 = receiverPid ? threadCpu(receiverPid) : { main: NaN, others: NaN };
   let kept = false;
   try {
@@ -148,6 +151,7 @@ export async function migrateOnce(a: MigrateArgs): Promise<MigrationRun> {
       summary,
       sender: { ...usage, cpuSeconds: usage.userSeconds + usage.systemSeconds },
       receiverCpuSeconds: receiverPid ? cpuSeconds(receiverPid) - r0 : NaN,
+      receiverSystemSeconds: receiverPid ? systemSeconds(receiverPid) - rs0 : NaN,
       receiverThreads: receiverPid ? threadDelta(rt0, threadCpu(receiverPid)) : { main: NaN, others: NaN },
       downtimeSteps: downtimeSteps(err),
       session,

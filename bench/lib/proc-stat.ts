@@ -2,15 +2,25 @@
 
 import { readdirSync, readFileSync } from 'node:fs';
 
-/** utime + stime in seconds from a /proc/.../stat line (fields 14 and 15). */
-function statCpu(stat: string): number {
+/** utime and stime in seconds from a /proc/.../stat line (fields 14 and 15). */
+function statTimes(stat: string): { user: number; system: number } {
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / 100; // USER_HZ = 100 on Linux
+  return { user: Number(fields[11]) / 100, system: Number(fields[12]) / 100 }; // USER_HZ = 100 on Linux
+}
+
+function statCpu(stat: string): number {
+  const t = statTimes(stat);
+  return t.user + t.system;
 }
 
 /** utime + stime of a process so far (all threads, dead ones included), in seconds. */
 export function cpuSeconds(pid: number): number {
   return statCpu(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+}
+
+/** stime alone: the kernel's share of cpuSeconds (syscalls: sockets, writes, page faults). */
+export function systemSeconds(pid: number): number {
+  return statTimes(readFileSync(`/proc/${pid}/stat`, 'utf8')).system;
 }
 
 /** CPU seconds of a process's live threads: the main (JS) thread apart from the others (libuv

@@ -36,6 +36,9 @@ export interface Resources {
   senderPeakRssMiB: Stat;
   senderCpuSeconds: Stat;
   receiverCpuSeconds: Stat;
+  /** The kernel's share (stime) of each; absent in results from before it was measured. */
+  senderSystemSeconds?: Stat;
+  receiverSystemSeconds?: Stat;
   senderThreads: ThreadStats;
   receiverThreads: ThreadStats;
   cReaderCpuSeconds: Stat;
@@ -108,6 +111,8 @@ export function resourcesOf(throughput: ThroughputResult[] | undefined): Resourc
     senderPeakRssMiB: t.senderPeakRssMiB,
     senderCpuSeconds: t.senderCpuSeconds,
     receiverCpuSeconds: t.receiverCpuSeconds,
+    senderSystemSeconds: t.senderSystemSeconds,
+    receiverSystemSeconds: t.receiverSystemSeconds,
     senderThreads: t.senderThreads,
     receiverThreads: t.receiverThreads,
     cReaderCpuSeconds: t.cReaderCpuSeconds,
@@ -310,19 +315,22 @@ export function renderResults(r: BenchResults): string {
     out.push(
       renderTable(
         "5. Sender resources over a whole migration (section 1's runs, no verify)",
-        ['config', 'sender peak RSS MiB', 'sender CPU s', 'by thread', 'C reader', 'receiver CPU s', 'by thread', 'C writer'],
+        ['config', 'sender peak RSS MiB', 'sender CPU s', 'system', 'by thread', 'C reader', 'receiver CPU s', 'system', 'by thread', 'C writer'],
         r.resources.map((x) => [
           x.name,
           fmtStat(x.senderPeakRssMiB, 0),
           fmtStat(x.senderCpuSeconds),
+          x.senderSystemSeconds ? fmtStat(x.senderSystemSeconds) : '-',
           threadSplit(x.senderThreads),
           fmtStat(x.cReaderCpuSeconds),
           fmtStat(x.receiverCpuSeconds),
+          x.receiverSystemSeconds ? fmtStat(x.receiverSystemSeconds) : '-',
           threadSplit(x.receiverThreads),
           fmtStat(x.cWriterCpuSeconds),
         ]),
         [
-          'peak RSS = VmHWM of the sender process at exit; CPU = user + system, all threads; by thread: main = the JS thread,',
+          'peak RSS = VmHWM of the sender process at exit; CPU = user + system, all threads; system = its kernel share',
+          '(syscalls: sockets, writes, page faults); by thread: main = the JS thread,',
           'others = libuv pool (reads, lz4, fs writes), V8 GC helpers, native worker threads',
           'C reader / C writer = CPU s of bench/baselines/page-link.c moving the same bytes: process_vm_readv into a loopback',
           'TCP socket / from it into an O_DIRECT file + fdatasync (each side of the page path with nothing else: its floor)',

@@ -50,6 +50,9 @@ export interface ThroughputResult {
   senderPeakRssMiB: Stat;
   senderCpuSeconds: Stat;
   receiverCpuSeconds: Stat;
+  /** The kernel's share (stime) of each. */
+  senderSystemSeconds: Stat;
+  receiverSystemSeconds: Stat;
   /** CPU seconds of the main (JS) thread and of the others (libuv pool, GC helpers). */
   senderThreads: ThreadStats;
   receiverThreads: ThreadStats;
@@ -128,6 +131,8 @@ export async function runThroughput(ctx: BenchContext, configs = THROUGHPUT_CONF
           senderPeakRssMiB: stat(ms.map((m) => m.sender.peakRssBytes / 2 ** 20)),
           senderCpuSeconds: stat(ms.map((m) => m.sender.cpuSeconds)),
           receiverCpuSeconds: stat(ms.map((m) => m.receiverCpuSeconds)),
+          senderSystemSeconds: stat(ms.map((m) => m.sender.systemSeconds)),
+          receiverSystemSeconds: stat(ms.map((m) => m.receiverSystemSeconds)),
           senderThreads: byThread(ms.map((m) => m.sender.threads)),
           receiverThreads: byThread(ms.map((m) => m.receiverThreads)),
           cReaderCpuSeconds: stat(cReader),
