@@ -17,7 +17,7 @@
 // at our memory until then). If this grpc-js has no such filter method, nothing is wrapped and
 // frameInPlace() declines: batches are copied as before.
 
-import * as grpc from '@grpc/grpc-js';
+import type * as grpc from '@grpc/grpc-js';
 import { logger } from '../../common/log';
 
 const log = logger('link');

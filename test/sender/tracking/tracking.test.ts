@@ -3,7 +3,7 @@
 // batches), and every change of the address space a process can make is seen: new, replaced,
 // moved, split, re-protected VMAs, MADV_DONTNEED, THP, brk and stack growth, fork.
 
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { UserError } from '../../../common/errors';
 import { probeKernel } from '../../../native';
 import { TrackedProcess } from '../../../sender/tracking/tracked-process';
@@ -177,6 +177,15 @@ test.serial('mremap (moved and grown): moved pages come back, later writes in th
   ),
 );
 
+/** The 40-page mapping at addr is registered whole: the target can mremap all of it (EFAULT
+ *  across a registered/unregistered cut), and writes after the move are tracked. */
+async function assertWholeAndTracked(t: ExecutionContext, tg: Target, tp: TrackedProcess, addr: number): Promise<void> {
+  t.true(vmFlags(tg.pid, addr)!.includes('uw'), 'registered');
+  const moved = await tg.mremap(addr, 40, 80);
+  await tg.writep(moved + 50 * PAGE, 1);
+  t.deepEqual(indexesIn((await round(tp)).pages, moved, 80), [...range(0, 40), 50], 'moved, then written: all tracked');
+}
+
 test.serial('a registration decided on stale maps leaves no split VMA behind: the target can still mremap the whole', (t) =>
   withTarget({ mib: 4, seed: 12 }, async (tg) => {
     // A 16-page VMA with free space above it (what the attach's maps will show) ...
@@ -191,11 +200,8 @@ test.serial('a registration decided on stale maps leaves no split VMA behind: th
       const r0 = await drain(tp.initialRuns(4096));
       const vma = readMaps(tg.pid).find((m) => m.start <= addr && addr < m.end)!;
       t.true(vma.end >= addr + 40 * PAGE, `one VMA covers the new mapping (${vma.start.toString(16)}-${vma.end.toString(16)})`);
-      t.true(vmFlags(tg.pid, addr)!.includes('uw'), 'registered');
       t.deepEqual(indexesIn(r0.pages, addr, 40), range(0, 40), 'round 0 returns all its pages');
-      const moved = await tg.mremap(addr, 40, 80); // EFAULT across a registered/unregistered cut
-      await tg.writep(moved + 50 * PAGE, 1);
-      t.deepEqual(indexesIn((await round(tp)).pages, moved, 80), [...range(0, 40), 50], 'moved, then written: all tracked');
+      await assertWholeAndTracked(t, tg, tp, addr);
     } finally {
       tp.close();
     }
@@ -225,12 +231,9 @@ test.serial('a refresh whose maps went stale before it registered reads them aga
       const r = await round(tp);
       const vma = readMaps(tg.pid).find((m) => m.start <= addr && addr < m.end)!;
       t.is(vma.end, addr + 40 * PAGE, `one VMA covers the new mapping (${vma.start.toString(16)}-${vma.end.toString(16)})`);
-      t.true(vmFlags(tg.pid, addr)!.includes('uw'), 'registered');
       t.deepEqual(indexesIn(r.pages, addr, 40), range(0, 40), 'all its pages come back');
       t.true(r.discard.includes(addr), 'and what the receiver held there is discarded');
-      const moved = await tg.mremap(addr, 40, 80); // EFAULT across a registered/unregistered cut
-      await tg.writep(moved + 50 * PAGE, 1);
-      t.deepEqual(indexesIn((await round(tp)).pages, moved, 80), [...range(0, 40), 50], 'moved, then written: all tracked');
+      await assertWholeAndTracked(t, tg, tp, addr);
     } finally {
       tp.close();
     }
